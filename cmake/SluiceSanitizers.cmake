@@ -1,0 +1,31 @@
+# Applies SLUICE_SANITIZE to every target in the build (compile and link):
+#   ""        nothing
+#   address   AddressSanitizer + UndefinedBehaviorSanitizer (UB is fatal)
+#   thread    ThreadSanitizer
+# Included from the root CMakeLists.txt before any add_subdirectory().
+include_guard(GLOBAL)
+
+if(SLUICE_SANITIZE STREQUAL "")
+  return()
+elseif(SLUICE_SANITIZE STREQUAL "address")
+  set(_sluice_san_flags
+    -fsanitize=address,undefined
+    -fno-omit-frame-pointer
+    -fno-sanitize-recover=undefined)
+elseif(SLUICE_SANITIZE STREQUAL "thread")
+  set(_sluice_san_flags
+    -fsanitize=thread
+    -fno-omit-frame-pointer)
+else()
+  message(FATAL_ERROR
+    "SLUICE_SANITIZE must be empty, 'address' or 'thread' (got '${SLUICE_SANITIZE}')")
+endif()
+
+if(MSVC)
+  message(FATAL_ERROR "SLUICE_SANITIZE is supported with GCC and Clang only")
+endif()
+
+message(STATUS "sluice: building with sanitizer '${SLUICE_SANITIZE}': ${_sluice_san_flags}")
+add_compile_options(${_sluice_san_flags})
+add_link_options(${_sluice_san_flags})
+unset(_sluice_san_flags)
