@@ -6,20 +6,19 @@
 // number of threads, except the destructor, which requires that no thread is
 // still inside a call on this channel.
 //
-// State table (capacity > 0; "blocks" ends with the outcome in brackets once
-// the state changes, or with false/nullopt when the stop token fires or a
-// timed call times out):
+// State table (capacity > 0). "blocks" ends with the outcome of the state
+// the channel moves to, or with false / nullopt when the stop token fires or
+// a timed call times out:
 //
-//   state               | send / try_send           | recv / try_recv         |
-//   close
-//   --------------------+---------------------------+-------------------------+---------------------
-//   open, empty         | buffers                   | blocks / nullopt        |
-//   -> closed-and-empty open, has room      | buffers                   |
-//   oldest value            | -> closed-with-items open, full          | blocks
-//   / false            | oldest value            | -> closed-with-items
-//   closed-with-items   | false at once (dropped)   | oldest value            |
-//   no-op, returns false closed-and-empty    | false at once (dropped)   |
-//   nullopt at once         | no-op, returns false
+// clang-format off
+//   state             | send / try_send         | recv / try_recv  | close
+//   ------------------+-------------------------+------------------+---------------------------
+//   open, empty       | buffers                 | blocks / nullopt | -> closed-and-empty, true
+//   open, has room    | buffers                 | oldest value     | -> closed-with-items, true
+//   open, full        | blocks / false          | oldest value     | -> closed-with-items, true
+//   closed-with-items | false at once (dropped) | oldest value     | no-op, false
+//   closed-and-empty  | false at once (dropped) | nullopt at once  | no-op, false
+// clang-format on
 //
 // Capacity 0 (unbuffered, Go's make(chan T)) has no buffer: send blocks until a
 // receiver has taken the value and recv until a sender hands one over.
@@ -70,17 +69,17 @@ class Channel {
   static_assert(std::is_nothrow_destructible_v<T>);
 
   using Clock = std::chrono::steady_clock;
+  using Deadline = std::optional<Clock::time_point>;
 
  public:
   // Creates an open channel that buffers up to `capacity` values; 0 makes an
   // unbuffered (rendezvous) channel.
   explicit Channel(std::size_t capacity)
       : capacity_(capacity),
-        pow2_mask_(capacity != 0 && (capacity & (capacity - 1)) == 0
-                       ? capacity - 1
-                       : 0),
-        cells_(capacity == 0 ? nullptr : new Cell[capacity]) {
-    for (std::size_t i = 0; i < capacity_; ++i) {
+        slots_(capacity == 0 ? 1 : capacity),
+        pow2_mask_((slots_ & (slots_ - 1)) == 0 ? slots_ - 1 : 0),
+        cells_(new Cell[slots_]) {
+    for (std::size_t i = 0; i < slots_; ++i) {
       cells_[i].seq.store(free_tag(i), std::memory_order_relaxed);
     }
   }
@@ -91,7 +90,6 @@ class Channel {
   // Destroys any values still buffered. Requires: no thread is blocked in, or
   // about to call, any member of this channel.
   ~Channel() {
-    if (capacity_ == 0) return;
     const std::uint64_t tail =
         tail_.load(std::memory_order_acquire) & ~kClosedBit;
     for (std::uint64_t pos = head_.load(std::memory_order_acquire); pos != tail;
@@ -109,15 +107,15 @@ class Channel {
     return send_until(value, std::nullopt, st);
   }
 
-  // Never blocks. Returns true if `value` was moved into the channel (or, on
-  // capacity 0, handed to a receiver that was already waiting). On false the
-  // channel was full, had no waiting receiver, or was closed, and `value` is
-  // left untouched.
+  // Never blocks for long. Returns true if `value` was moved into the channel
+  // (on capacity 0: taken by a receiver that was already waiting). On false
+  // the channel was full, had no waiting receiver, or was closed, and `value`
+  // is left untouched.
   bool try_send(T& value) {
-    if (capacity_ == 0)
-      return rv_send(value, /*block=*/false, std::nullopt, {});
-    if (ring_push(value) != Status::kOk) return false;
-    notify_recv_one();
+    if (rendezvous()) return rv_try_send(value);
+    std::uint64_t pos = 0;
+    if (push(value, pos) != Status::kOk) return false;
+    not_empty_.wake_one();
     return true;
   }
 
@@ -133,32 +131,32 @@ class Channel {
   // number sent: values.size(), or fewer if the channel closed or `st` was
   // stopped. The sent prefix is moved from; the rest is left untouched.
   std::size_t send_many(std::span<T> values, std::stop_token st = {}) {
-    if (capacity_ == 0) {
-      std::size_t sent = 0;
-      for (T& v : values) {
-        if (!rv_send(v, /*block=*/true, std::nullopt, st)) break;
+    std::size_t sent = 0;
+    if (rendezvous()) {
+      while (sent < values.size() &&
+             send_until(values[sent], std::nullopt, st)) {
         ++sent;
       }
       return sent;
     }
-    std::size_t sent = 0;
     detail::Backoff backoff;
-    while (sent < values.size()) {
-      if (st.stop_requested()) break;
+    while (sent < values.size() && !st.stop_requested()) {
       Status s = Status::kOk;
-      const std::size_t n = ring_push_many(values.subspan(sent), s);
+      const std::size_t n = push_many(values.subspan(sent), s);
       if (n > 0) {
         sent += n;
-        n > 1 ? notify_recv_all() : notify_recv_one();
+        n > 1 ? not_empty_.wake_all_if_waiting() : not_empty_.wake_one();
         backoff.reset();
-        continue;
+      } else if (s == Status::kClosed) {
+        break;
+      } else if (!backoff.wait()) {
+        // Still full: park until one more value fits, then batch again.
+        std::uint64_t pos = 0;
+        if (!park_push(values[sent], pos, std::nullopt, st)) break;
+        not_empty_.wake_one();
+        ++sent;
+        backoff.reset();
       }
-      if (s == Status::kClosed) break;
-      if (backoff.wait()) continue;
-      // Full: park until there is room, then go on with a fresh backoff.
-      if (!park_send(values[sent], std::nullopt, st)) break;
-      ++sent;
-      backoff.reset();
     }
     return sent;
   }
@@ -176,11 +174,7 @@ class Channel {
   // 0: if no sender is waiting).
   std::optional<T> try_recv() {
     std::optional<T> out;
-    if (capacity_ == 0) {
-      rv_recv(out, /*block=*/false, std::nullopt, {});
-      return out;
-    }
-    if (ring_pop(out) == Status::kOk) notify_send_one();
+    if (pop(out) == Status::kOk) wake_senders(1);
     return out;
   }
 
@@ -197,43 +191,28 @@ class Channel {
   std::size_t recv_many(std::vector<T>& out, std::size_t max,
                         std::stop_token st = {}) {
     if (max == 0) return 0;
-    std::size_t n = try_recv_many(out, max);
-    if (n > 0) return n;
+    if (const std::size_t n = try_recv_many(out, max); n > 0) return n;
     std::optional<T> first = recv(st);
     if (!first) return 0;
     out.push_back(std::move(*first));
     return 1 + try_recv_many(out, max - 1);
   }
 
-  // Never blocks: appends up to `max` ready values to `out`, returns the count.
+  // Never blocks: appends up to `max` ready values to `out`, returns the
+  // count.
   std::size_t try_recv_many(std::vector<T>& out, std::size_t max) {
     if (max == 0) return 0;
-    if (capacity_ == 0) {
-      std::size_t n = 0;
-      while (n < max) {
-        std::optional<T> v = try_recv();
-        if (!v) break;
-        out.push_back(std::move(*v));
-        ++n;
-      }
-      return n;
-    }
-    const std::size_t n = ring_pop_many(out, max);
-    if (n > 1) {
-      notify_send_all();
-    } else if (n == 1) {
-      notify_send_one();
-    }
+    const std::size_t n = pop_many(out, max);
+    if (n > 0) wake_senders(n);
     return n;
   }
 
   // ---- state -------------------------------------------------------------
 
   // Closes the channel: no value is accepted after this; values already
-  // buffered are still delivered; every blocked call wakes. Idempotent;
-  // returns true only for the call that closed it.
+  // buffered are still delivered (capacity > 0); every blocked call wakes.
+  // Idempotent; returns true only for the call that closed it.
   bool close() {
-    if (capacity_ == 0) return rv_close();
     const std::uint64_t prev =
         tail_.fetch_or(kClosedBit, std::memory_order_seq_cst);
     if ((prev & kClosedBit) != 0) return false;
@@ -244,17 +223,13 @@ class Channel {
 
   // True once close() has been called (values may still be buffered).
   [[nodiscard]] bool closed() const {
-    if (capacity_ == 0) {
-      std::lock_guard<detail::SpinLock> lock(rv_lock_);
-      return rv_closed_;
-    }
     return (tail_.load(std::memory_order_acquire) & kClosedBit) != 0;
   }
 
-  // The number of values buffered at this instant (a snapshot; 0 for an
-  // unbuffered channel).
+  // The number of values buffered at this instant (a snapshot; always 0 for
+  // an unbuffered channel).
   [[nodiscard]] std::size_t size() const {
-    if (capacity_ == 0) return 0;
+    if (rendezvous()) return 0;
     const std::uint64_t head = head_.load(std::memory_order_acquire);
     const std::uint64_t tail =
         tail_.load(std::memory_order_acquire) & ~kClosedBit;
@@ -302,7 +277,7 @@ class Channel {
   enum class Status { kOk, kEmpty, kFull, kClosed };
 
   // The closed flag lives in the top bit of tail_, so a sender's claim of a
-  // slot (a CAS on tail_) fails once the channel is closed: nothing can be
+  // slot (a CAS on tail_) fails once the channel is closed: nothing is
   // buffered after close(), and closed-and-drained is exactly
   // "closed && head == tail".
   static constexpr std::uint64_t kClosedBit = std::uint64_t{1} << 63;
@@ -311,9 +286,9 @@ class Channel {
   // One slot of the ring (Vyukov's bounded MPMC queue). `seq` says whose turn
   // it is: free_tag(pos) means free for the sender at position pos;
   // full_tag(pos) means it holds the value sent at pos; a receiver frees it
-  // for the next lap by storing free_tag(pos + capacity). Tags are doubled
+  // for the next lap by storing free_tag(pos + slots). Tags are doubled
   // positions so that "full at pos" and "free at pos + 1" never coincide,
-  // which keeps capacity 1 exact.
+  // which keeps a one-slot ring exact.
   struct Cell {
     std::atomic<std::uint64_t> seq{0};
     alignas(T) std::byte storage[sizeof(T)];
@@ -342,10 +317,31 @@ class Channel {
     void wake_all_if_waiting() {
       if (waiters.load(std::memory_order_seq_cst) != 0) wake_all();
     }
+
+    // Parks until ready() is true, `st` stops or `deadline` passes. ready()
+    // runs under `mu`. Returns ready()'s last result.
+    template <class Ready>
+    bool park(Ready ready, Deadline deadline, std::stop_token st) {
+      bool ok = false;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        waiters.fetch_add(1, std::memory_order_seq_cst);
+        ok = deadline ? cv.wait_until(lock, st, *deadline, ready)
+                      : cv.wait(lock, st, ready);
+        waiters.fetch_sub(1, std::memory_order_relaxed);
+      }
+      // Stopped or timed out: a wake-up meant for us may have been spent,
+      // so pass it on.
+      if (!ok) wake_one();
+      return ok;
+    }
   };
 
-  static std::optional<Clock::time_point> deadline_after(auto timeout) {
+  static Deadline deadline_after(auto timeout) {
     return Clock::now() + std::chrono::ceil<Clock::duration>(timeout);
+  }
+  static bool expired(const Deadline& deadline) {
+    return deadline && Clock::now() >= *deadline;
   }
 
   static constexpr std::uint64_t free_tag(std::uint64_t pos) {
@@ -355,23 +351,32 @@ class Channel {
     return (pos << 1) | 1;
   }
 
-  Cell& cell(std::uint64_t pos) const {
-    const std::size_t index = pow2_mask_ != 0 || capacity_ == 1
-                                  ? static_cast<std::size_t>(pos & pow2_mask_)
-                                  : static_cast<std::size_t>(pos % capacity_);
-    return cells_[index];
+  [[nodiscard]] bool rendezvous() const { return capacity_ == 0; }
+
+  // After `freed` slots were freed. On an unbuffered channel the parked
+  // senders wait for different things (a free slot, or their own offer to be
+  // taken), so all of them must look.
+  void wake_senders(std::size_t freed) {
+    if (freed > 1 || rendezvous()) {
+      not_full_.wake_all_if_waiting();
+    } else {
+      not_full_.wake_one();
+    }
   }
 
-  void notify_recv_one() { not_empty_.wake_one(); }
-  void notify_recv_all() { not_empty_.wake_all_if_waiting(); }
-  void notify_send_one() { not_full_.wake_one(); }
-  void notify_send_all() { not_full_.wake_all_if_waiting(); }
+  Cell& cell(std::uint64_t pos) const {
+    return cells_[pow2_mask_ != 0 || slots_ == 1
+                      ? static_cast<std::size_t>(pos & pow2_mask_)
+                      : static_cast<std::size_t>(pos % slots_)];
+  }
 
-  // ---- ring (capacity > 0): the lock-free core -----------------------------
+  // ---- the lock-free ring
+  // ----------------------------------------------------
 
-  // Claims the next free slot and moves `value` into it. Never blocks.
-  Status ring_push(T& value) {
-    std::uint64_t pos = tail_.load(std::memory_order_relaxed);
+  // Claims the next free slot and moves `value` into it; `pos` is where it
+  // went. Never blocks.
+  Status push(T& value, std::uint64_t& pos) {
+    pos = tail_.load(std::memory_order_relaxed);
     for (;;) {
       if ((pos & kClosedBit) != 0) return Status::kClosed;
       Cell& c = cell(pos);
@@ -385,8 +390,7 @@ class Channel {
           return Status::kOk;
         }
       } else if (diff < 0) {
-        // The slot still holds last lap's value: full (unless closed
-        // meanwhile).
+        // The slot still holds last lap's value: full (unless closed now).
         pos = tail_.load(std::memory_order_relaxed);
         return (pos & kClosedBit) != 0 ? Status::kClosed : Status::kFull;
       } else {
@@ -396,17 +400,16 @@ class Channel {
   }
 
   // Claims up to values.size() consecutive free slots with one CAS and fills
-  // them. Returns how many were sent; `status` is kClosed/kFull when 0.
-  std::size_t ring_push_many(std::span<T> values, Status& status) {
+  // them. Returns how many were sent; `status` says why when 0.
+  std::size_t push_many(std::span<T> values, Status& status) {
     std::uint64_t pos = tail_.load(std::memory_order_relaxed);
+    const std::size_t limit = values.size() < slots_ ? values.size() : slots_;
     for (;;) {
       if ((pos & kClosedBit) != 0) {
         status = Status::kClosed;
         return 0;
       }
       std::size_t n = 0;
-      const std::size_t limit =
-          values.size() < capacity_ ? values.size() : capacity_;
       while (n < limit && cell(pos + n).seq.load(std::memory_order_seq_cst) ==
                               free_tag(pos + n)) {
         ++n;
@@ -434,10 +437,12 @@ class Channel {
     }
   }
 
-  // Takes the oldest value into `out`. Never blocks. kEmpty means nothing is
-  // ready yet (possibly a claimed slot still being written); kClosed means
-  // closed and drained.
-  Status ring_pop(std::optional<T>& out) {
+  // Takes the oldest value into `out`. Never blocks. kEmpty: nothing ready
+  // yet (possibly a claimed slot still being written); kClosed: closed and
+  // drained. On an unbuffered channel a closed channel holds nothing: a value
+  // still offered then belongs to a sender that is about to withdraw it.
+  Status pop(std::optional<T>& out) {
+    if (rendezvous() && closed()) return Status::kClosed;
     std::uint64_t pos = head_.load(std::memory_order_relaxed);
     for (;;) {
       Cell& c = cell(pos);
@@ -445,11 +450,11 @@ class Channel {
       const auto diff = static_cast<std::int64_t>(seq - full_tag(pos));
       if (diff == 0) {
         if (head_.compare_exchange_weak(pos, pos + 1,
-                                        std::memory_order_relaxed)) {
+                                        std::memory_order_seq_cst)) {
           T* v = c.value();
           out.emplace(std::move(*v));
           v->~T();
-          c.seq.store(free_tag(pos + capacity_), std::memory_order_seq_cst);
+          c.seq.store(free_tag(pos + slots_), std::memory_order_seq_cst);
           return Status::kOk;
         }
       } else if (diff < 0) {
@@ -461,11 +466,17 @@ class Channel {
   }
 
   // Takes up to `max` consecutive ready values with one CAS.
-  std::size_t ring_pop_many(std::vector<T>& out, std::size_t max) {
+  std::size_t pop_many(std::vector<T>& out, std::size_t max) {
+    if (rendezvous()) {
+      std::optional<T> v;
+      if (pop(v) != Status::kOk) return 0;
+      out.push_back(std::move(*v));
+      return 1;
+    }
     std::uint64_t pos = head_.load(std::memory_order_relaxed);
+    const std::size_t limit = max < slots_ ? max : slots_;
     for (;;) {
       std::size_t n = 0;
-      const std::size_t limit = max < capacity_ ? max : capacity_;
       while (n < limit && cell(pos + n).seq.load(std::memory_order_seq_cst) ==
                               full_tag(pos + n)) {
         ++n;
@@ -483,7 +494,7 @@ class Channel {
           T* v = c.value();
           out.push_back(std::move(*v));
           v->~T();
-          c.seq.store(free_tag(pos + i + capacity_), std::memory_order_seq_cst);
+          c.seq.store(free_tag(pos + i + slots_), std::memory_order_seq_cst);
         }
         return n;
       }
@@ -491,310 +502,176 @@ class Channel {
   }
 
   // Closed, and every claimed slot up to `head` consumed.
-  bool drained(std::uint64_t head) const {
+  [[nodiscard]] bool drained(std::uint64_t head) const {
     const std::uint64_t tail = tail_.load(std::memory_order_seq_cst);
     return (tail & kClosedBit) != 0 && (tail & ~kClosedBit) == head;
   }
 
-  bool send_until(T& value, std::optional<Clock::time_point> deadline,
-                  std::stop_token st) {
-    if (st.stop_requested()) return false;
-    if (capacity_ == 0) return rv_send(value, /*block=*/true, deadline, st);
+  // ---- blocking
+  // --------------------------------------------------------------
+
+  // push, waiting for room: spin, yield, then park. False if closed, stopped
+  // or past the deadline.
+  bool blocking_push(T& value, std::uint64_t& pos, Deadline deadline,
+                     std::stop_token st) {
     detail::Backoff backoff;
     for (;;) {
-      const Status s = ring_push(value);
-      if (s == Status::kOk) {
-        notify_recv_one();
-        return true;
-      }
+      const Status s = push(value, pos);
+      if (s == Status::kOk) return true;
       if (s == Status::kClosed) return false;
       if (!backoff.wait()) break;
-      if (backoff.yielding() &&
-          (st.stop_requested() || (deadline && Clock::now() >= *deadline))) {
+      if (backoff.yielding() && (st.stop_requested() || expired(deadline))) {
         return false;
       }
     }
-    return park_send(value, deadline, st);
+    return park_push(value, pos, deadline, st);
   }
 
-  // Parks until `value` is buffered, the channel closes, `st` stops or the
-  // deadline passes.
-  bool park_send(T& value, std::optional<Clock::time_point> deadline,
+  bool park_push(T& value, std::uint64_t& pos, Deadline deadline,
                  std::stop_token st) {
     Status s = Status::kFull;
-    bool ok = false;
-    {
-      std::unique_lock<std::mutex> lock(not_full_.mu);
-      not_full_.waiters.fetch_add(1, std::memory_order_seq_cst);
-      auto ready = [&] {
-        s = ring_push(value);
-        return s != Status::kFull;
-      };
-      ok = deadline ? not_full_.cv.wait_until(lock, st, *deadline, ready)
-                    : not_full_.cv.wait(lock, st, ready);
-      not_full_.waiters.fetch_sub(1, std::memory_order_relaxed);
-    }
-    if (ok && s == Status::kOk) {
-      notify_recv_one();
-      return true;
-    }
-    // Stopped or timed out: a wake-up meant for us may have been spent, so
-    // pass it on to another sender.
-    if (!ok) not_full_.wake_one();
-    return false;
+    const bool ok = not_full_.park(
+        [&] {
+          s = push(value, pos);
+          return s != Status::kFull;
+        },
+        deadline, st);
+    return ok && s == Status::kOk;
   }
 
-  std::optional<T> recv_until(std::optional<Clock::time_point> deadline,
-                              std::stop_token st) {
+  bool send_until(T& value, Deadline deadline, std::stop_token st) {
+    if (st.stop_requested()) return false;
+    std::uint64_t pos = 0;
+    if (!blocking_push(value, pos, deadline, st)) return false;
+    not_empty_.wake_one();
+    return !rendezvous() || rv_await_taken(value, pos, deadline, st);
+  }
+
+  std::optional<T> recv_until(Deadline deadline, std::stop_token st) {
     std::optional<T> out;
     if (st.stop_requested()) return out;
-    if (capacity_ == 0) {
-      rv_recv(out, /*block=*/true, deadline, st);
-      return out;
-    }
+    // On an unbuffered channel, try_send may only hand over to a receiver
+    // that is waiting: count this one for as long as it waits.
+    struct WaitingReceiver {
+      Channel* ch;
+      explicit WaitingReceiver(Channel* c) : ch(c) {
+        if (ch) ch->rv_receivers_.fetch_add(1, std::memory_order_seq_cst);
+      }
+      ~WaitingReceiver() {
+        if (!ch) return;
+        ch->rv_receivers_.fetch_sub(1, std::memory_order_seq_cst);
+        ch->not_full_.wake_all_if_waiting();  // a try_send may wait on us
+      }
+    } waiting(rendezvous() ? this : nullptr);
+
     detail::Backoff backoff;
-    for (;;) {
-      const Status s = ring_pop(out);
-      if (s == Status::kOk) {
-        notify_send_one();
-        return out;
-      }
-      if (s == Status::kClosed) return out;
-      if (!backoff.wait()) break;
-      if (backoff.yielding() &&
-          (st.stop_requested() || (deadline && Clock::now() >= *deadline))) {
-        return out;
-      }
-    }
     Status s = Status::kEmpty;
-    bool ok = false;
-    {
-      std::unique_lock<std::mutex> lock(not_empty_.mu);
-      not_empty_.waiters.fetch_add(1, std::memory_order_seq_cst);
-      auto ready = [&] {
-        s = ring_pop(out);
-        return s != Status::kEmpty;
-      };
-      ok = deadline ? not_empty_.cv.wait_until(lock, st, *deadline, ready)
-                    : not_empty_.cv.wait(lock, st, ready);
-      not_empty_.waiters.fetch_sub(1, std::memory_order_relaxed);
+    for (;;) {
+      s = pop(out);
+      if (s != Status::kEmpty) break;
+      if (!backoff.wait()) {
+        not_empty_.park(
+            [&] {
+              s = pop(out);
+              return s != Status::kEmpty;
+            },
+            deadline, st);
+        break;
+      }
+      if (backoff.yielding() && (st.stop_requested() || expired(deadline))) {
+        break;
+      }
     }
-    if (ok && s == Status::kOk) {
-      notify_send_one();
-    } else if (!ok) {
-      not_empty_.wake_one();
-    }
+    if (s == Status::kOk) wake_senders(1);
     return out;
   }
 
-  // ---- rendezvous (capacity 0): Go's direct hand-off ------------------------
+  // ---- rendezvous (capacity 0)
+  // -----------------------------------------------
   //
-  // A sender that finds a receiver waiting moves its value straight into the
-  // receiver's slot; otherwise it queues itself and waits until a receiver
-  // takes the value from it (and symmetrically for receivers). The queues are
-  // intrusive lists of waiters living on the blocked callers' stacks.
+  // An unbuffered channel is a one-slot ring whose sender waits, after
+  // offering its value, until a receiver has taken it (head_ moved past its
+  // position). A sender that must give up (closed, stopped, timed out, or a
+  // try_send nobody took) withdraws the offer by claiming the slot itself
+  // with the same CAS on head_ that receivers use, so exactly one of them
+  // wins: either the value was delivered, or it is back with the sender.
 
-  enum : std::uint32_t { kWaiting, kParked, kDone, kClosedWake, kCancelled };
-
-  struct Waiter {
-    Waiter* prev = nullptr;
-    Waiter* next = nullptr;
-    bool queued = false;                    // guarded by rv_lock_
-    T* send_value = nullptr;                // a sender's value
-    std::optional<T>* recv_slot = nullptr;  // a receiver's destination
-    // kWaiting -> kParked (by the waiter, before it sleeps) -> final state
-    // (by whoever completes it). The completer signals `cv` only if the
-    // waiter had parked.
-    std::atomic<std::uint32_t> state{kWaiting};
-    std::mutex mu;
-    std::condition_variable cv;
-  };
-
-  struct WaiterQueue {
-    Waiter* head = nullptr;
-    Waiter* tail = nullptr;
-
-    void push_back(Waiter* w) {
-      w->prev = tail;
-      w->next = nullptr;
-      (tail != nullptr ? tail->next : head) = w;
-      tail = w;
-      w->queued = true;
-    }
-    Waiter* pop_front() {
-      Waiter* w = head;
-      if (w != nullptr) unlink(w);
-      return w;
-    }
-    void unlink(Waiter* w) {
-      (w->prev != nullptr ? w->prev->next : head) = w->next;
-      (w->next != nullptr ? w->next->prev : tail) = w->prev;
-      w->prev = w->next = nullptr;
-      w->queued = false;
-    }
-  };
-
-  // Completes a dequeued waiter; the waiter may return as soon as it sees
-  // the final state. A parked waiter reads its state under `mu`, so setting
-  // it under `mu` keeps the waiter (and its stack) alive until we are done.
-  static void complete(Waiter* w, std::uint32_t final_state) {
-    std::uint32_t expected = kWaiting;
-    if (w->state.compare_exchange_strong(expected, final_state,
-                                         std::memory_order_acq_rel)) {
-      return;  // still spinning: it will see the state by itself
-    }
-    std::lock_guard<std::mutex> lock(w->mu);
-    w->state.store(final_state, std::memory_order_release);
-    w->cv.notify_one();
+  [[nodiscard]] bool taken(std::uint64_t pos) const {
+    return head_.load(std::memory_order_seq_cst) > pos;
   }
 
-  bool rv_send(T& value, bool block, std::optional<Clock::time_point> deadline,
-               std::stop_token st) {
-    rv_lock_.lock();
-    if (rv_closed_) {
-      rv_lock_.unlock();
+  // Withdraws the offer at `pos` into `value`. False if a receiver won.
+  bool withdraw(T& value, std::uint64_t pos) {
+    std::uint64_t expected = pos;
+    if (!head_.compare_exchange_strong(expected, pos + 1,
+                                       std::memory_order_seq_cst)) {
       return false;
     }
-    if (Waiter* r = recvq_.pop_front()) {
-      rv_lock_.unlock();
-      r->recv_slot->emplace(std::move(value));
-      complete(r, kDone);
+    Cell& c = cell(pos);
+    T* v = c.value();
+    value = std::move(*v);
+    v->~T();
+    c.seq.store(free_tag(pos + slots_), std::memory_order_seq_cst);
+    wake_senders(1);  // the slot is free for the next sender
+    return true;
+  }
+
+  bool rv_await_taken(T& value, std::uint64_t pos, Deadline deadline,
+                      std::stop_token st) {
+    detail::Backoff backoff;
+    for (;;) {
+      if (taken(pos)) return true;
+      if (!backoff.wait()) break;
+      if (backoff.yielding() &&
+          (closed() || st.stop_requested() || expired(deadline))) {
+        return !withdraw(value, pos);
+      }
+    }
+    if (not_full_.park([&] { return taken(pos) || closed(); }, deadline, st) &&
+        taken(pos)) {
       return true;
     }
-    if (!block) {
-      rv_lock_.unlock();
-      return false;
-    }
-    Waiter me;
-    me.send_value = &value;
-    sendq_.push_back(&me);
-    rv_lock_.unlock();
-    return rv_await(me, sendq_, deadline, st) == kDone;
+    return !withdraw(value, pos);
   }
 
-  void rv_recv(std::optional<T>& out, bool block,
-               std::optional<Clock::time_point> deadline, std::stop_token st) {
-    rv_lock_.lock();
-    if (Waiter* s = sendq_.pop_front()) {
-      rv_lock_.unlock();
-      out.emplace(std::move(*s->send_value));
-      complete(s, kDone);
-      return;
-    }
-    if (rv_closed_ || !block) {
-      rv_lock_.unlock();
-      return;
-    }
-    Waiter me;
-    me.recv_slot = &out;
-    recvq_.push_back(&me);
-    rv_lock_.unlock();
-    if (rv_await(me, recvq_, deadline, st) != kDone) out.reset();
-  }
-
-  // Removes `me` from `queue` if it is still there (nobody completed it) and
-  // marks it `why`. Returns false if a completer got to it first.
-  bool rv_withdraw(Waiter& me, WaiterQueue& queue, std::uint32_t why) {
-    std::lock_guard<detail::SpinLock> lock(rv_lock_);
-    if (!me.queued) return false;
-    queue.unlink(&me);
-    me.state.store(why, std::memory_order_release);
-    return true;
-  }
-
-  // Waits until `me` is completed (kDone / kClosedWake), withdrawing it on
-  // stop or timeout. Returns the final state.
-  std::uint32_t rv_await(Waiter& me, WaiterQueue& queue,
-                         std::optional<Clock::time_point> deadline,
-                         std::stop_token st) {
-    detail::Backoff backoff;
-    while (backoff.wait()) {
-      const std::uint32_t s = me.state.load(std::memory_order_acquire);
-      if (s != kWaiting) return s;
-      if (backoff.yielding() &&
-          (st.stop_requested() || (deadline && Clock::now() >= *deadline))) {
-        if (rv_withdraw(me, queue, kCancelled)) return kCancelled;
-        break;  // completed concurrently: wait for the completer below
-      }
-    }
-    // Park. The stop callback withdraws us and wakes us; if a completer beat
-    // it, we simply wait for the completer's signal. It is registered before
-    // me.mu is taken because it runs inline when `st` is already stopped.
-    std::stop_callback on_stop(st, [&] {
-      if (rv_withdraw(me, queue, kCancelled)) {
-        std::lock_guard<std::mutex> inner(me.mu);
-        me.cv.notify_one();
-      }
-    });
-    std::unique_lock<std::mutex> lock(me.mu);
-    std::uint32_t expected = kWaiting;
-    if (!me.state.compare_exchange_strong(expected, kParked,
-                                          std::memory_order_acq_rel)) {
-      return expected;
-    }
+  bool rv_try_send(T& value) {
+    if (rv_receivers_.load(std::memory_order_seq_cst) == 0) return false;
+    std::uint64_t pos = 0;
+    if (push(value, pos) != Status::kOk) return false;
+    not_empty_.wake_one();
+    // A receiver was waiting: give it the time to take the value, as long as
+    // one still waits.
     auto settled = [&] {
-      return me.state.load(std::memory_order_acquire) > kParked;
+      return taken(pos) || closed() ||
+             rv_receivers_.load(std::memory_order_seq_cst) == 0;
     };
-    if (deadline) {
-      if (!me.cv.wait_until(lock, *deadline, settled)) {
-        lock.unlock();
-        if (rv_withdraw(me, queue, kCancelled)) return kCancelled;
-        lock.lock();
-        me.cv.wait(lock, settled);
+    detail::Backoff backoff;
+    while (!settled()) {
+      if (!backoff.wait()) {
+        not_full_.park(settled, std::nullopt, {});
+        break;
       }
-    } else {
-      me.cv.wait(lock, settled);
     }
-    return me.state.load(std::memory_order_acquire);
-  }
-
-  bool rv_close() {
-    WaiterQueue senders;
-    WaiterQueue receivers;
-    {
-      std::lock_guard<detail::SpinLock> lock(rv_lock_);
-      if (rv_closed_) return false;
-      rv_closed_ = true;
-      std::swap(senders, sendq_);
-      std::swap(receivers, recvq_);
-      for (Waiter* w = senders.head; w != nullptr; w = w->next)
-        w->queued = false;
-      for (Waiter* w = receivers.head; w != nullptr; w = w->next)
-        w->queued = false;
-    }
-    for (Waiter* w = senders.head; w != nullptr;) {
-      Waiter* next = w->next;  // read before completing: w may vanish after
-      complete(w, kClosedWake);
-      w = next;
-    }
-    for (Waiter* w = receivers.head; w != nullptr;) {
-      Waiter* next = w->next;
-      complete(w, kClosedWake);
-      w = next;
-    }
-    return true;
+    return taken(pos) || !withdraw(value, pos);
   }
 
   // ---- fields --------------------------------------------------------------
 
   // Immutable after construction.
   const std::size_t capacity_;
-  const std::size_t pow2_mask_;  // capacity - 1 when a power of two, else 0
+  const std::size_t slots_;      // ring size: capacity, or 1 when unbuffered
+  const std::size_t pow2_mask_;  // slots - 1 when a power of two, else 0
   const std::unique_ptr<Cell[]> cells_;
 
   // Ring positions, each on its own cache line: senders contend on tail_,
   // receivers on head_.
-  alignas(kCacheLine) std::atomic<std::uint64_t> tail_{0};  // + kClosedBit
+  alignas(kCacheLine) std::atomic<std::uint64_t> tail_{0};  // | kClosedBit
   alignas(kCacheLine) std::atomic<std::uint64_t> head_{0};
+  // Receivers blocked in recv on an unbuffered channel.
+  alignas(kCacheLine) std::atomic<std::uint32_t> rv_receivers_{0};
 
   WaitSet not_empty_;  // receivers parked on an empty ring
-  WaitSet not_full_;   // senders parked on a full ring
-
-  // Rendezvous state (capacity 0 only).
-  mutable detail::SpinLock rv_lock_;
-  bool rv_closed_ SLUICE_GUARDED_BY(rv_lock_) = false;
-  WaiterQueue sendq_ SLUICE_GUARDED_BY(rv_lock_);
-  WaiterQueue recvq_ SLUICE_GUARDED_BY(rv_lock_);
+  WaitSet not_full_;   // senders parked on a full ring or an untaken offer
 };
 
 }  // namespace sluice
