@@ -190,7 +190,7 @@ class Channel {
   // means closed and drained, stopped, or max == 0.
   std::size_t recv_many(std::vector<T>& out, std::size_t max,
                         std::stop_token st = {}) {
-    if (max == 0) return 0;
+    if (max == 0 || st.stop_requested()) return 0;
     if (const std::size_t n = try_recv_many(out, max); n > 0) return n;
     std::optional<T> first = recv(st);
     if (!first) return 0;
@@ -216,6 +216,7 @@ class Channel {
     const std::uint64_t prev =
         tail_.fetch_or(kClosedBit, std::memory_order_seq_cst);
     if ((prev & kClosedBit) != 0) return false;
+    closed_.store(true, std::memory_order_seq_cst);
     not_empty_.wake_all();
     not_full_.wake_all();
     return true;
@@ -223,7 +224,7 @@ class Channel {
 
   // True once close() has been called (values may still be buffered).
   [[nodiscard]] bool closed() const {
-    return (tail_.load(std::memory_order_acquire) & kClosedBit) != 0;
+    return closed_.load(std::memory_order_seq_cst);
   }
 
   // The number of values buffered at this instant (a snapshot; always 0 for
@@ -596,8 +597,11 @@ class Channel {
   // with the same CAS on head_ that receivers use, so exactly one of them
   // wins: either the value was delivered, or it is back with the sender.
 
+  // The offer at `pos` is gone once its slot no longer says "full at pos".
+  // Watching the slot rather than head_ keeps the whole hand-off on one
+  // cache line, which the sender needs again for its next offer anyway.
   [[nodiscard]] bool taken(std::uint64_t pos) const {
-    return head_.load(std::memory_order_seq_cst) > pos;
+    return cell(pos).seq.load(std::memory_order_seq_cst) != full_tag(pos);
   }
 
   // Withdraws the offer at `pos` into `value`. False if a receiver won.
@@ -666,6 +670,9 @@ class Channel {
   // Ring positions, each on its own cache line: senders contend on tail_,
   // receivers on head_.
   alignas(kCacheLine) std::atomic<std::uint64_t> tail_{0};  // | kClosedBit
+  // A copy of tail_'s closed bit on a line nobody writes in steady state, so
+  // that checking it does not pull the senders' line over.
+  alignas(kCacheLine) std::atomic<bool> closed_{false};
   alignas(kCacheLine) std::atomic<std::uint64_t> head_{0};
   // Receivers blocked in recv on an unbuffered channel.
   alignas(kCacheLine) std::atomic<std::uint32_t> rv_receivers_{0};

@@ -8,6 +8,7 @@
 #ifndef SLUICE_PATTERNS_GENERATOR_HPP_
 #define SLUICE_PATTERNS_GENERATOR_HPP_
 
+#include <chrono>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -17,6 +18,7 @@
 #include <thread>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "sluice/patterns/channel.hpp"
 
@@ -104,22 +106,59 @@ class Generator {
   };
 
   template <class Fn>
+  static std::optional<T> Call(Fn& fn, std::stop_token st) {
+    if constexpr (detail::GeneratorTraits<Fn>::kTakesStopToken) {
+      return fn(st);
+    } else {
+      return fn();
+    }
+  }
+
+  // Produces in batches that never exceed the room left in the channel (so
+  // laziness holds: at most capacity + 1 values ahead of the consumer), and
+  // that take at most ~kBatchLatency to compute (so a slow fn still hands
+  // over each value promptly). One hand-off per batch instead of per value
+  // is what lets a cheap generator keep up with its consumers.
+  template <class Fn>
   static void Produce(State& state, Fn& fn, std::stop_token st) {
+    using Clock = std::chrono::steady_clock;
+    constexpr auto kBatchLatency = std::chrono::microseconds(20);
+    constexpr std::size_t kMaxBatch = 64;
+    Channel<T>& ch = state.channel;
+    std::vector<T> batch;
     try {
-      while (!st.stop_requested()) {
-        std::optional<T> value;
-        if constexpr (detail::GeneratorTraits<Fn>::kTakesStopToken) {
-          value = fn(st);
-        } else {
-          value = fn();
+      bool more = true;
+      while (more && !st.stop_requested()) {
+        const std::size_t room = ch.capacity() - ch.size();
+        const Clock::time_point start = Clock::now();
+        std::optional<T> value = Call(fn, st);
+        if (!value) break;
+        batch.push_back(std::move(*value));
+        // Size the batch from how long the first value took.
+        const auto first = Clock::now() - start;
+        std::size_t target = room < kMaxBatch ? room : kMaxBatch;
+        if (first.count() > 0) {
+          const auto fit = static_cast<std::size_t>(kBatchLatency / first);
+          target = fit < target ? fit : target;
         }
-        if (!value || !state.channel.send(std::move(*value), st)) break;
+        while (batch.size() < target) {
+          value = Call(fn, st);
+          if (!value) {
+            more = false;
+            break;
+          }
+          batch.push_back(std::move(*value));
+        }
+        if (ch.send_many(batch, st) != batch.size()) break;
+        batch.clear();
       }
     } catch (...) {
       std::lock_guard<std::mutex> lock(state.mu);
       state.error = std::current_exception();
+      // Values produced before the exception are still delivered.
+      ch.send_many(batch, st);
     }
-    state.channel.close();
+    ch.close();
   }
 
   void reset() {

@@ -9,6 +9,7 @@
 #define SLUICE_PATTERNS_DETAIL_BACKOFF_HPP_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <thread>
 
@@ -28,35 +29,45 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-// Backoff is a per-wait counter; not thread-safe (each waiter owns one).
+// Backoff is the state of one wait; not thread-safe (each waiter owns one).
+// The phases are timed rather than counted because a pause instruction costs
+// anything from 3 to 140 cycles depending on the CPU.
 class Backoff {
  public:
-  // Spin iterations (with exponentially more pauses each) before yielding.
-  static constexpr std::uint32_t kSpinSteps = 7;
-  // sched_yield calls before the caller should park.
-  static constexpr std::uint32_t kYieldSteps = 40;
+  // Busy-wait this long: a hand-off between two running threads takes well
+  // under a microsecond, so this covers it without a system call.
+  static constexpr std::chrono::nanoseconds kSpin{4000};
+  // Then yield this many times (lets an oversubscribed partner run).
+  static constexpr std::uint32_t kYields = 16;
+  static constexpr std::uint32_t kPausesPerCheck = 16;
 
   // Waits a little. Returns false once the caller should park instead.
   bool wait() noexcept {
-    if (step_ < kSpinSteps) {
-      for (std::uint32_t i = 0, n = 1u << step_; i < n; ++i) cpu_relax();
-    } else if (step_ < kSpinSteps + kYieldSteps) {
-      std::this_thread::yield();
-    } else {
-      return false;
+    using Clock = std::chrono::steady_clock;
+    if (yields_ == 0) {
+      if (spins_++ == 0) start_ = Clock::now();
+      for (std::uint32_t i = 0; i < kPausesPerCheck; ++i) cpu_relax();
+      if (Clock::now() - start_ < kSpin) return true;
     }
-    ++step_;
+    if (yields_ >= kYields) return false;
+    ++yields_;
+    std::this_thread::yield();
     return true;
   }
 
   // True once the spinning phase is over (the caller may check clocks and
   // stop tokens from here on without slowing the fast path).
-  [[nodiscard]] bool yielding() const noexcept { return step_ >= kSpinSteps; }
+  [[nodiscard]] bool yielding() const noexcept { return yields_ > 0; }
 
-  void reset() noexcept { step_ = 0; }
+  void reset() noexcept {
+    spins_ = 0;
+    yields_ = 0;
+  }
 
  private:
-  std::uint32_t step_ = 0;
+  std::chrono::steady_clock::time_point start_;
+  std::uint32_t spins_ = 0;
+  std::uint32_t yields_ = 0;
 };
 
 // SpinLock guards tiny critical sections (a few pointer moves). Thread-safe.
