@@ -74,12 +74,9 @@ class FanOut {
   ~FanOut() = default;
 
   // The merged results; closes after every worker has finished.
-  Channel<U>& output() requires(!std::is_void_v<U>) {
-    return state_->out.channel;
-  }
-  typename Channel<U>::Iterator begin() requires(!std::is_void_v<U>) {
-    return output().begin();
-  }
+  // (Deduced return types keep FanOut<void> from naming Channel<void>.)
+  auto& output() requires(!std::is_void_v<U>) { return state_->out.channel; }
+  auto begin() requires(!std::is_void_v<U>) { return output().begin(); }
   std::default_sentinel_t end() requires(!std::is_void_v<U>) { return {}; }
 
   // Waits until every worker has finished: the input closed and drained, or

@@ -9,6 +9,7 @@
 #define SLUICE_PATTERNS_WORKER_POOL_HPP_
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -18,6 +19,7 @@
 #include <string>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include "sluice/patterns/channel.hpp"
 #include "sluice/patterns/detail/thread_group.hpp"
@@ -79,6 +81,7 @@ class WorkerPool {
   WorkerPool(std::size_t workers, std::size_t queue_capacity,
              std::function<Out(In)> fn, std::size_t results_capacity = 1024)
       : fn_(std::move(fn)),
+        workers_(workers),
         jobs_(queue_capacity),
         results_(results_capacity),
         done_(workers) {
@@ -133,7 +136,7 @@ class WorkerPool {
   // has run (or stop was requested by the destructor).
   void wait() { threads_.join(); }
 
-  [[nodiscard]] std::size_t workers() const { return threads_.size(); }
+  [[nodiscard]] std::size_t workers() const { return workers_; }
 
  private:
   struct Job {
@@ -141,21 +144,65 @@ class WorkerPool {
     In payload;
   };
 
+  // Jobs and results move in small batches: a worker takes at most its fair
+  // share of the queue, and only as many jobs as fit in ~kBatchTime by the
+  // durations it has measured, and it hands results over at least every
+  // kBatchTime. For short jobs this turns one wake-up of the submitter and
+  // of the result reader per job into one per batch (on a machine with
+  // fewer cores than threads those wake-ups would take the workers' CPU);
+  // for long jobs batches are a single job, so results are not held back.
   void Work(std::stop_token st) {
-    while (std::optional<Job> job = jobs_.recv(st)) {
-      std::optional<Outcome<Out>> outcome;
-      try {
-        outcome.emplace(fn_(std::move(job->payload)));
-      } catch (...) {
-        outcome.emplace(std::current_exception());
+    using Clock = std::chrono::steady_clock;
+    constexpr auto kBatchTime = std::chrono::microseconds(20);
+    constexpr std::size_t kMaxBatch = 64;
+    Clock::duration average{0};  // of this worker's recent jobs
+    std::vector<Job> batch;
+    std::vector<JobResult<Out>> results;
+    bool open = true;
+    while (open) {
+      std::size_t want = jobs_.size() / workers_;
+      if (average.count() > 0) {
+        const auto fit = static_cast<std::size_t>(kBatchTime / average);
+        want = fit < want ? fit : want;
       }
-      if (!results_.send(JobResult<Out>{job->id, std::move(*outcome)}, st))
-        break;
+      want = want < 1 ? 1 : (want > kMaxBatch ? kMaxBatch : want);
+      if (jobs_.recv_many(batch, want, st) == 0) break;
+      Clock::time_point last = Clock::now();
+      Clock::time_point flush_at = last + kBatchTime;
+      for (Job& job : batch) {
+        results.push_back(JobResult<Out>{job.id, Run(job.payload)});
+        const Clock::time_point now = Clock::now();
+        average = average.count() == 0 ? now - last
+                                       : (average * 7 + (now - last)) / 8;
+        last = now;
+        if (now >= flush_at) {
+          open = Flush(results, st);
+          if (!open) break;
+          flush_at = now + kBatchTime;
+        }
+      }
+      batch.clear();
+      if (open) open = Flush(results, st);
     }
     if (done_.arrive()) results_.close();
   }
 
+  Outcome<Out> Run(In& payload) {
+    try {
+      return Outcome<Out>(fn_(std::move(payload)));
+    } catch (...) {
+      return Outcome<Out>(std::current_exception());
+    }
+  }
+
+  bool Flush(std::vector<JobResult<Out>>& results, std::stop_token st) {
+    const bool all = results_.send_many(results, st) == results.size();
+    results.clear();
+    return all;
+  }
+
   const std::function<Out(In)> fn_;
+  const std::size_t workers_;
   Channel<Job> jobs_;
   Channel<JobResult<Out>> results_;
   detail::DoneLatch done_;
