@@ -1,0 +1,727 @@
+#include "service/config/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <exception>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "service/config/units.hpp"
+#include "service/processors/aggregate.hpp"
+#include "service/processors/processor.hpp"
+
+namespace sluice::config {
+
+namespace {
+
+using nlohmann::json;
+using Errors = std::vector<ConfigError>;
+
+bool IsIdentChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || c == '_';
+}
+
+// A map key as a path segment: identifiers as-is, anything else quoted in
+// brackets so the path stays unambiguous (fields["/a/b"]).
+std::string KeySegment(std::string_view key) {
+  bool plain = !key.empty();
+  for (char c : key) plain = plain && IsIdentChar(c);
+  return plain ? std::string(key) : "[" + json(key).dump() + "]";
+}
+
+// Joins a path and a relative path ("a" + "b" → "a.b", "a" + "[0]" → "a[0]").
+std::string Join(const std::string& path, std::string_view rel) {
+  if (rel.empty()) return path;
+  if (path.empty()) return std::string(rel);
+  if (rel.front() == '[') return path + std::string(rel);
+  return path + "." + std::string(rel);
+}
+
+std::string Index(const std::string& path, std::size_t i) {
+  return path + "[" + std::to_string(i) + "]";
+}
+
+// A valid pipeline or stage name: also a metrics label and a URL parameter.
+bool IsName(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (!IsIdentChar(c) && c != '-') return false;
+  }
+  return true;
+}
+
+bool IsEnvName(std::string_view s) {
+  if (s.empty() || (s.front() >= '0' && s.front() <= '9')) return false;
+  for (char c : s) {
+    if (!IsIdentChar(c)) return false;
+  }
+  return true;
+}
+
+bool MatchesAll(std::string_view s, bool (*pred)(char)) {
+  for (char c : s) {
+    if (!pred(c)) return false;
+  }
+  return true;
+}
+
+bool IsDigitChar(char c) { return c >= '0' && c <= '9'; }
+
+// A plain (unquoted) YAML scalar resolved by the YAML 1.2 core schema, as a
+// JSON user expects: null, booleans, integers, floats, else a string.
+json ResolvePlain(const std::string& s) {
+  if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") {
+    return nullptr;
+  }
+  if (s == "true" || s == "True" || s == "TRUE") return true;
+  if (s == "false" || s == "False" || s == "FALSE") return false;
+  std::string_view body = s;
+  const bool negative = !body.empty() && body.front() == '-';
+  if (!body.empty() && (body.front() == '-' || body.front() == '+')) {
+    body.remove_prefix(1);
+  }
+  if (!body.empty() && MatchesAll(body, IsDigitChar)) {
+    const char* first = s.data() + (s.front() == '+' ? 1 : 0);
+    const char* last = s.data() + s.size();
+    std::int64_t i = 0;
+    if (auto [p, ec] = std::from_chars(first, last, i);
+        ec == std::errc() && p == last) {
+      return i;
+    }
+    std::uint64_t u = 0;
+    if (!negative) {
+      if (auto [p, ec] = std::from_chars(first, last, u);
+          ec == std::errc() && p == last) {
+        return u;
+      }
+    }
+  }
+  // Floats: digits with a '.' and/or an exponent (not ".inf"/".nan": JSON has
+  // no such numbers, so those stay strings).
+  bool has_digit = false;
+  bool ok = !body.empty();
+  for (char c : body) {
+    if (IsDigitChar(c)) {
+      has_digit = true;
+    } else if (c != '.' && c != 'e' && c != 'E' && c != '+' && c != '-') {
+      ok = false;
+    }
+  }
+  if (ok && has_digit) {
+    const char* first = s.data() + (s.front() == '+' ? 1 : 0);
+    const char* last = s.data() + s.size();
+    double d = 0;
+    if (auto [p, ec] = std::from_chars(first, last, d);
+        ec == std::errc() && p == last) {
+      return d;
+    }
+  }
+  return s;
+}
+
+std::string Describe(const json& v) {
+  switch (v.type()) {
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return "a boolean";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned:
+      return "an integer";
+    case json::value_t::number_float:
+      return "a number";
+    case json::value_t::object:
+      return "a map";
+    case json::value_t::array:
+      return "a list";
+    default:
+      return "something else";
+  }
+}
+
+// One map key and what to do with its value.
+struct Field {
+  std::string_view key;
+  std::function<void(const YAML::Node& value, const std::string& path)> read;
+};
+
+// Walks the YAML document into a Config, collecting every error.
+class Loader {
+ public:
+  Errors errors;
+
+  void Report(std::string path, std::string message) {
+    errors.push_back({std::move(path), std::move(message)});
+  }
+
+  // Any YAML node as JSON (maps → objects, lists → arrays, scalars by the
+  // core schema; quoted scalars are always strings). Duplicate or non-scalar
+  // keys are reported.
+  json ToJson(const YAML::Node& n, const std::string& path) {
+    switch (n.Type()) {
+      case YAML::NodeType::Null:
+      case YAML::NodeType::Undefined:
+        return nullptr;
+      case YAML::NodeType::Scalar: {
+        const std::string& tag = n.Tag();
+        // "!" marks a quoted or block scalar: the user said "string".
+        if (tag == "!" || tag == "tag:yaml.org,2002:str") return n.Scalar();
+        return ResolvePlain(n.Scalar());
+      }
+      case YAML::NodeType::Sequence: {
+        json out = json::array();
+        std::size_t i = 0;
+        for (const YAML::Node& child : n) {
+          out.push_back(ToJson(child, Index(path, i++)));
+        }
+        return out;
+      }
+      case YAML::NodeType::Map: {
+        json out = json::object();
+        for (auto it = n.begin(); it != n.end(); ++it) {
+          if (!it->first.IsScalar()) {
+            Report(path, "map keys must be strings");
+            continue;
+          }
+          const std::string& key = it->first.Scalar();
+          const std::string child = Join(path, KeySegment(key));
+          if (out.contains(key)) {
+            Report(child, "duplicate key");
+            continue;
+          }
+          out[key] = ToJson(it->second, child);
+        }
+        return out;
+      }
+    }
+    return nullptr;
+  }
+
+  // Checks `n` is a map (null counts as an empty one) and dispatches each key
+  // to its Field, reporting unknown and duplicate keys. False if not a map.
+  bool VisitMap(const YAML::Node& n, const std::string& path,
+                const std::vector<Field>& fields) {
+    if (n.IsNull()) return true;
+    if (!n.IsMap()) {
+      Report(path, "must be a map, not " + Describe(ToJson(n, path)));
+      return false;
+    }
+    std::set<std::string> seen;
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      if (!it->first.IsScalar()) {
+        Report(path, "map keys must be strings");
+        continue;
+      }
+      const std::string& key = it->first.Scalar();
+      const std::string child = Join(path, KeySegment(key));
+      if (!seen.insert(key).second) {
+        Report(child, "duplicate key");
+        continue;
+      }
+      const Field* field = nullptr;
+      for (const Field& f : fields) {
+        if (f.key == key) field = &f;
+      }
+      if (field == nullptr) {
+        std::string expected;
+        for (const Field& f : fields) {
+          expected += expected.empty() ? "" : ", ";
+          expected += f.key;
+        }
+        Report(child, "unknown key (expected one of: " + expected + ")");
+        continue;
+      }
+      field->read(it->second, child);
+    }
+    return true;
+  }
+
+  // False (after reporting) when `n` is not a string.
+  bool ReadString(const YAML::Node& n, const std::string& path,
+                  std::string* out) {
+    const json v = ToJson(n, path);
+    if (!v.is_string()) {
+      Report(path, "must be a string, not " + Describe(v));
+      return false;
+    }
+    *out = v.get<std::string>();
+    return true;
+  }
+
+  void ReadBool(const YAML::Node& n, const std::string& path, bool* out) {
+    const json v = ToJson(n, path);
+    if (!v.is_boolean()) {
+      Report(path, "must be true or false, not " + Describe(v));
+      return;
+    }
+    *out = v.get<bool>();
+  }
+
+  template <class T>
+  void ReadInt(const YAML::Node& n, const std::string& path, std::int64_t min,
+               std::int64_t max, T* out) {
+    const json v = ToJson(n, path);
+    if (!v.is_number_integer()) {
+      Report(path, "must be an integer, not " + Describe(v));
+      return;
+    }
+    if (v.is_number_unsigned() &&
+        v.get<std::uint64_t>() >
+            static_cast<std::uint64_t>(
+                std::numeric_limits<std::int64_t>::max())) {
+      Report(path, "must be <= " + std::to_string(max));
+      return;
+    }
+    const auto i = v.get<std::int64_t>();
+    if (i < min) {
+      Report(path, "must be >= " + std::to_string(min));
+    } else if (i > max) {
+      Report(path, "must be <= " + std::to_string(max));
+    } else {
+      *out = static_cast<T>(i);
+    }
+  }
+
+  void ReadDuration(const YAML::Node& n, const std::string& path,
+                    std::chrono::milliseconds min,
+                    std::chrono::milliseconds* out) {
+    if (!n.IsScalar()) {
+      Report(path, "must be a duration such as \"30s\", not " +
+                       Describe(ToJson(n, path)));
+      return;
+    }
+    auto d = ParseDuration(n.Scalar());
+    if (!d.ok()) {
+      Report(path, d.error().message);
+    } else if (d.value() < min) {
+      Report(path, "must be >= " + FormatDuration(min));
+    } else {
+      *out = d.value();
+    }
+  }
+
+  template <class T>
+  void ReadSize(const YAML::Node& n, const std::string& path, std::uint64_t min,
+                T* out) {
+    if (!n.IsScalar()) {
+      Report(path, "must be a size such as \"16MiB\" or 1048576, not " +
+                       Describe(ToJson(n, path)));
+      return;
+    }
+    auto s = ParseSize(n.Scalar());
+    if (!s.ok()) {
+      Report(path, s.error().message);
+    } else if (s.value() < min) {
+      Report(path, "must be >= " + std::to_string(min));
+    } else if (s.value() > std::numeric_limits<T>::max()) {
+      Report(path, "too large");
+    } else {
+      *out = static_cast<T>(s.value());
+    }
+  }
+
+  // Prefixes errors from a validator (paths relative to `path`).
+  void Adopt(const std::string& path, const Errors& relative) {
+    for (const ConfigError& e : relative) Report(Join(path, e.path), e.message);
+  }
+
+  void ReadServer(const YAML::Node& n, const std::string& path,
+                  ServerConfig* s) {
+    VisitMap(
+        n, path,
+        {
+            {"listen",
+             [&](const YAML::Node& v, const std::string& p) {
+               std::string listen;
+               if (!ReadString(v, p, &listen)) return;
+               if (auto hp = ParseHostPort(listen); !hp.ok()) {
+                 Report(p, hp.error().message);
+               } else {
+                 s->listen = listen;
+               }
+             }},
+            {"io_threads",
+             [&](const YAML::Node& v, const std::string& p) {
+               ReadInt(v, p, 1, 1024, &s->io_threads);
+             }},
+            {"max_body_bytes",
+             [&](const YAML::Node& v, const std::string& p) {
+               ReadSize(v, p, 1, &s->max_body_bytes);
+             }},
+            {"max_connections",
+             [&](const YAML::Node& v, const std::string& p) {
+               ReadInt(v, p, 1, 10000000, &s->max_connections);
+             }},
+            {"shutdown_grace",
+             [&](const YAML::Node& v, const std::string& p) {
+               ReadDuration(v, p, std::chrono::milliseconds{0},
+                            &s->shutdown_grace);
+             }},
+            {"idle_timeout",
+             [&](const YAML::Node& v, const std::string& p) {
+               ReadDuration(v, p, std::chrono::milliseconds{1},
+                            &s->idle_timeout);
+             }},
+            {"max_header_bytes",
+             [&](const YAML::Node& v, const std::string& p) {
+               ReadSize(v, p, 1024, &s->max_header_bytes);
+             }},
+            {"auth",
+             [&](const YAML::Node& v, const std::string& p) {
+               VisitMap(v, p,
+                        {{"tokens_env",
+                          [&](const YAML::Node& tv, const std::string& tp) {
+                            if (ReadString(tv, tp, &s->auth.tokens_env) &&
+                                !s->auth.tokens_env.empty() &&
+                                !IsEnvName(s->auth.tokens_env)) {
+                              Report(tp,
+                                     "must be an environment variable name "
+                                     "([A-Za-z_][A-Za-z0-9_]*)");
+                            }
+                          }}});
+             }},
+            {"tls",
+             [&](const YAML::Node& v, const std::string& p) {
+               if (VisitMap(v, p,
+                            {{"cert",
+                              [&](const YAML::Node& cv, const std::string& cp) {
+                                ReadString(cv, cp, &s->tls.cert);
+                              }},
+                             {"key",
+                              [&](const YAML::Node& kv, const std::string& kp) {
+                                ReadString(kv, kp, &s->tls.key);
+                              }}}) &&
+                   s->tls.cert.empty() != s->tls.key.empty()) {
+                 Report(p, "cert and key must be set together");
+               }
+             }},
+        });
+  }
+
+  void ReadJobs(const YAML::Node& n, const std::string& path, JobsConfig* j) {
+    VisitMap(n, path,
+             {
+                 {"max_pending_items",
+                  [&](const YAML::Node& v, const std::string& p) {
+                    ReadInt(v, p, 1, std::numeric_limits<std::int64_t>::max(),
+                            &j->max_pending_items);
+                  }},
+                 {"retention",
+                  [&](const YAML::Node& v, const std::string& p) {
+                    ReadDuration(v, p, std::chrono::milliseconds{0},
+                                 &j->retention);
+                  }},
+                 {"max_retained_bytes",
+                  [&](const YAML::Node& v, const std::string& p) {
+                    ReadSize(v, p, 0, &j->max_retained_bytes);
+                  }},
+             });
+  }
+
+  void ReadProcessor(const YAML::Node& n, const std::string& path,
+                     ProcessorSpec* spec) {
+    const json v = ToJson(n, path);
+    if (v.is_string()) {  // shorthand: `processor: passthrough`
+      spec->type = v.get<std::string>();
+    } else if (v.is_object()) {
+      auto type = v.find("type");
+      if (type == v.end()) {
+        Report(Join(path, "type"), "is required");
+        return;
+      }
+      if (!type->is_string()) {
+        Report(Join(path, "type"), "must be a string, not " + Describe(*type));
+        return;
+      }
+      spec->type = type->get<std::string>();
+      spec->params = v;
+      spec->params.erase("type");
+    } else {
+      Report(path,
+             "must be a map with a type (or a type name), not " + Describe(v));
+      return;
+    }
+    Adopt(path, processors::ValidateProcessorSpec(*spec));
+  }
+
+  void ReadAggregate(const YAML::Node& n, const std::string& path,
+                     AggregateSpec* agg) {
+    if (n.IsScalar()) {  // shorthand: `aggregate: count`
+      ReadString(n, path, &agg->type);
+    } else {
+      agg->type.clear();  // required when given as a map
+      bool type_seen = false;
+      const bool is_map = VisitMap(
+          n, path,
+          {{"type",
+            [&](const YAML::Node& v, const std::string& p) {
+              type_seen = true;
+              ReadString(v, p, &agg->type);
+            }},
+           {"field",
+            [&](const YAML::Node& v, const std::string& p) {
+              ReadString(v, p, &agg->field);
+            }},
+           {"op", [&](const YAML::Node& v,
+                      const std::string& p) { ReadString(v, p, &agg->op); }},
+           {"value", [&](const YAML::Node& v, const std::string& p) {
+              ReadString(v, p, &agg->value);
+            }}});
+      if (!is_map) return;
+      if (!type_seen) {
+        if (n.IsNull()) {
+          agg->type = "collect";
+          return;
+        }
+        Report(Join(path, "type"),
+               "is required (one of: collect, count, sum, min, max, avg, "
+               "group_by)");
+        return;
+      }
+      if (agg->type.empty()) return;  // wrong type: already reported
+    }
+    Adopt(path, processors::ValidateAggregateSpec(*agg));
+  }
+
+  void ReadStage(const YAML::Node& n, const std::string& path,
+                 std::size_t index, StageConfig* stage) {
+    bool has_processor = false;
+    bool has_name = false;
+    if (!VisitMap(n, path,
+                  {{"name",
+                    [&](const YAML::Node& v, const std::string& p) {
+                      has_name = true;
+                      if (ReadString(v, p, &stage->name) &&
+                          !IsName(stage->name)) {
+                        Report(p, "must match [A-Za-z0-9_-]+");
+                      }
+                    }},
+                   {"processor",
+                    [&](const YAML::Node& v, const std::string& p) {
+                      has_processor = true;
+                      ReadProcessor(v, p, &stage->processor);
+                    }},
+                   {"workers",
+                    [&](const YAML::Node& v, const std::string& p) {
+                      ReadInt(v, p, 1, 4096, &stage->workers);
+                    }},
+                   {"buffer", [&](const YAML::Node& v, const std::string& p) {
+                      ReadInt(v, p, 0, 1000000, &stage->buffer);
+                    }}})) {
+      return;
+    }
+    if (!has_processor) Report(Join(path, "processor"), "is required");
+    if (!has_name) {
+      stage->name = (IsName(stage->processor.type) ? stage->processor.type
+                                                   : std::string("stage")) +
+                    "_" + std::to_string(index);
+    }
+  }
+
+  void ReadPipeline(const YAML::Node& n, const std::string& path,
+                    PipelineConfig* pl) {
+    bool has_name = false;
+    bool has_stages = false;
+    if (!VisitMap(
+            n, path,
+            {{"name",
+              [&](const YAML::Node& v, const std::string& p) {
+                has_name = true;
+                if (ReadString(v, p, &pl->name) && !IsName(pl->name)) {
+                  Report(p, "must match [A-Za-z0-9_-]+");
+                }
+              }},
+             {"ordered",
+              [&](const YAML::Node& v, const std::string& p) {
+                ReadBool(v, p, &pl->ordered);
+              }},
+             {"stages",
+              [&](const YAML::Node& v, const std::string& p) {
+                has_stages = true;
+                if (!v.IsSequence() || v.size() == 0) {
+                  Report(p, "must be a non-empty list of stages");
+                  return;
+                }
+                for (std::size_t i = 0; i < v.size(); ++i) {
+                  StageConfig stage;
+                  ReadStage(v[i], Index(p, i), i, &stage);
+                  pl->stages.push_back(std::move(stage));
+                }
+                std::map<std::string, std::size_t> names;
+                for (std::size_t i = 0; i < pl->stages.size(); ++i) {
+                  if (pl->stages[i].name.empty()) continue;  // reported
+                  auto [it, fresh] = names.emplace(pl->stages[i].name, i);
+                  if (!fresh) {
+                    Report(Join(Index(p, i), "name"),
+                           "duplicate stage name \"" + pl->stages[i].name +
+                               "\" (also " + Index(p, it->second) + ")");
+                  }
+                }
+              }},
+             {"aggregate", [&](const YAML::Node& v, const std::string& p) {
+                ReadAggregate(v, p, &pl->aggregate);
+              }}})) {
+      return;
+    }
+    if (!has_name) Report(Join(path, "name"), "is required");
+    if (!has_stages) {
+      Report(Join(path, "stages"), "is required (a non-empty list of stages)");
+    }
+  }
+
+  void ReadRoot(const YAML::Node& root, Config* config) {
+    if (root.IsNull()) {
+      Report("", "the config is empty: it needs at least a `pipelines` list");
+      return;
+    }
+    if (!root.IsMap()) {
+      Report("",
+             "the config must be a map with the keys server, jobs and "
+             "pipelines");
+      return;
+    }
+    bool has_pipelines = false;
+    VisitMap(
+        root, "",
+        {{"server",
+          [&](const YAML::Node& v, const std::string& p) {
+            ReadServer(v, p, &config->server);
+          }},
+         {"jobs", [&](const YAML::Node& v,
+                      const std::string& p) { ReadJobs(v, p, &config->jobs); }},
+         {"pipelines", [&](const YAML::Node& v, const std::string& p) {
+            has_pipelines = true;
+            if (!v.IsSequence() || v.size() == 0) {
+              Report(p, "must be a non-empty list of pipelines");
+              return;
+            }
+            for (std::size_t i = 0; i < v.size(); ++i) {
+              PipelineConfig pl;
+              ReadPipeline(v[i], Index(p, i), &pl);
+              config->pipelines.push_back(std::move(pl));
+            }
+            std::map<std::string, std::size_t> names;
+            for (std::size_t i = 0; i < config->pipelines.size(); ++i) {
+              const std::string& name = config->pipelines[i].name;
+              if (name.empty()) continue;  // reported as missing
+              auto [it, fresh] = names.emplace(name, i);
+              if (!fresh) {
+                Report(Join(Index(p, i), "name"),
+                       "duplicate pipeline name \"" + name + "\" (also " +
+                           Index(p, it->second) + ")");
+              }
+            }
+          }}});
+    if (!has_pipelines) {
+      Report("pipelines", "is required (a non-empty list of pipelines)");
+    }
+  }
+};
+
+std::string Position(const YAML::Mark& mark) {
+  return "line " + std::to_string(mark.line + 1) + ", column " +
+         std::to_string(mark.column + 1);
+}
+
+}  // namespace
+
+std::string ToString(const ConfigError& error) {
+  return error.path.empty() ? error.message : error.path + ": " + error.message;
+}
+
+std::variant<Config, std::vector<ConfigError>> LoadConfigText(
+    std::string_view text) {
+  try {
+    auto substituted = SubstituteEnv(text);
+    if (!substituted.ok()) {
+      // The message starts with "line L, column C: "; make that the path.
+      const std::string& m = substituted.error().message;
+      const auto colon = m.find(": ");
+      if (colon == std::string::npos) return Errors{{"", m}};
+      return Errors{{m.substr(0, colon), m.substr(colon + 2)}};
+    }
+    std::vector<YAML::Node> docs;
+    try {
+      docs = YAML::LoadAll(substituted.value());
+    } catch (const YAML::Exception& e) {
+      return Errors{{Position(e.mark), e.msg}};
+    }
+    if (docs.size() > 1) {
+      return Errors{{"", "the config must be a single YAML document (found " +
+                             std::to_string(docs.size()) + ")"}};
+    }
+    Loader loader;
+    Config config;
+    loader.ReadRoot(docs.empty() ? YAML::Node() : docs.front(), &config);
+    if (!loader.errors.empty()) return std::move(loader.errors);
+    return config;
+  } catch (const YAML::Exception& e) {
+    return Errors{{Position(e.mark), e.msg}};
+  } catch (const std::exception& e) {
+    return Errors{{"", std::string("cannot load the config: ") + e.what()}};
+  }
+}
+
+std::variant<Config, std::vector<ConfigError>> LoadConfigFile(
+    const std::string& path) {
+  try {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return Errors{{path, "cannot open the file"}};
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (in.bad()) return Errors{{path, "cannot read the file"}};
+    return LoadConfigText(text.str());
+  } catch (const std::exception& e) {
+    return Errors{{path, std::string("cannot read the file: ") + e.what()}};
+  }
+}
+
+std::string Summary(const Config& config) {
+  std::ostringstream out;
+  const ServerConfig& s = config.server;
+  out << "server: listen " << s.listen << ", io_threads " << s.io_threads
+      << ", max_body_bytes " << s.max_body_bytes << ", max_connections "
+      << s.max_connections << ", shutdown_grace "
+      << FormatDuration(s.shutdown_grace) << ", idle_timeout "
+      << FormatDuration(s.idle_timeout) << ", auth "
+      << (s.auth.tokens_env.empty()
+              ? "off"
+              : "on (tokens in $" + s.auth.tokens_env + ")")
+      << ", tls " << (s.tls.cert.empty() ? "off" : "on") << "\n";
+  const JobsConfig& j = config.jobs;
+  out << "jobs: max_pending_items " << j.max_pending_items << ", retention "
+      << FormatDuration(j.retention) << ", max_retained_bytes "
+      << j.max_retained_bytes << "\n";
+  out << config.pipelines.size()
+      << (config.pipelines.size() == 1 ? " pipeline" : " pipelines") << ":\n";
+  for (const PipelineConfig& p : config.pipelines) {
+    const AggregateSpec& a = p.aggregate;
+    out << "  " << p.name << " (" << (p.ordered ? "ordered" : "unordered")
+        << ", aggregate " << a.type;
+    if (a.type != "collect" && a.type != "count") {
+      out << " field " << json(a.field).dump();
+    }
+    if (!a.op.empty()) out << " op " << a.op;
+    if (!a.value.empty()) out << " value " << json(a.value).dump();
+    out << ")\n";
+    for (std::size_t i = 0; i < p.stages.size(); ++i) {
+      const StageConfig& st = p.stages[i];
+      out << "    " << i << ". " << st.name << ": " << st.processor.type;
+      if (!st.processor.params.empty()) {
+        out << " " << st.processor.params.dump();
+      }
+      out << " (workers " << st.workers << ", buffer " << st.buffer << ")\n";
+    }
+  }
+  return out.str();
+}
+
+}  // namespace sluice::config

@@ -1,0 +1,135 @@
+// Defines sluice::config: the service's configuration (the structs DESIGN.md
+// §3.4 describes) and the loader that parses YAML or JSON text into them,
+// substituting ${ENV:-default} and validating every key.
+#ifndef SLUICE_SERVICE_CONFIG_CONFIG_HPP_
+#define SLUICE_SERVICE_CONFIG_CONFIG_HPP_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace sluice::config {
+
+// All config structs below are plain values: thread-compatible, and safe to
+// read from any number of threads once loaded.
+
+// server.auth. Thread-compatible (plain value).
+struct AuthConfig {
+  // Name of the environment variable holding the accepted bearer tokens
+  // (comma-separated). "" = auth off.
+  std::string tokens_env;
+};
+
+// server.tls (a later issue serves TLS; parsed and kept now). Both set or
+// both empty. Thread-compatible (plain value).
+struct TlsConfig {
+  std::string cert, key;
+};
+
+// server. Thread-compatible (plain value).
+struct ServerConfig {
+  std::string listen =
+      "0.0.0.0:8080";  // host:port; see units.hpp ParseHostPort
+  int io_threads = 2;
+  std::uint64_t max_body_bytes = 16 * 1024 * 1024;
+  std::size_t max_connections = 10000;
+  std::chrono::milliseconds shutdown_grace{30000};
+  std::chrono::milliseconds idle_timeout{60000};  // per-connection read timeout
+  std::size_t max_header_bytes = 16384;
+  AuthConfig auth;
+  TlsConfig tls;
+};
+
+// jobs. Thread-compatible (plain value).
+struct JobsConfig {
+  std::uint64_t max_pending_items = 1000000;
+  std::chrono::milliseconds retention{600000};
+  std::uint64_t max_retained_bytes = 268435456;
+};
+
+// One stage's processor: `type` plus its parameters. Thread-compatible
+// (plain value).
+struct ProcessorSpec {
+  std::string type;
+  // The processor map minus "type" (always a JSON object), validated by
+  // processors::ValidateProcessorSpec when it came from LoadConfig*.
+  nlohmann::json params = nlohmann::json::object();
+};
+
+// pipelines[i].stages[j]. Thread-compatible (plain value).
+struct StageConfig {
+  std::string name;  // unique in its pipeline; default "<type>_<index>"
+  ProcessorSpec processor;
+  std::size_t workers = 1;   // 1..4096
+  std::size_t buffer = 256;  // input channel capacity, 0..1000000
+};
+
+// pipelines[i].aggregate (DESIGN §3.4). Unused members are "". Thread-
+// compatible (plain value).
+struct AggregateSpec {
+  std::string type = "collect";  // collect|count|sum|min|max|avg|group_by
+  std::string field;             // JSON pointer; "" = the value itself
+  std::string op;                // group_by: count|sum
+  std::string value;             // group_by op sum: JSON pointer to the number
+};
+
+// pipelines[i]. Thread-compatible (plain value).
+struct PipelineConfig {
+  std::string name;  // unique, [A-Za-z0-9_-]+
+  bool ordered = false;
+  std::vector<StageConfig> stages;  // at least one
+  AggregateSpec aggregate;
+};
+
+// The whole configuration. Thread-compatible (plain value).
+struct Config {
+  ServerConfig server;
+  JobsConfig jobs;
+  std::vector<PipelineConfig> pipelines;  // at least one
+};
+
+// One problem found while loading: `path` is the full key path
+// ("pipelines[0].stages[2].workers"; for YAML syntax and ${ENV} errors,
+// "line L, column C"; for an unreadable file, the file name) and `message`
+// says why ("must be >= 1"). Thread-compatible (plain value).
+struct ConfigError {
+  std::string path;
+  std::string message;
+};
+
+// "path: message", or just the message when path is empty. This is the
+// format `sluice check` prints, one error per line.
+std::string ToString(const ConfigError& error);
+
+// Parses YAML (or JSON, which is YAML) `text` after ${VAR} / ${VAR:-default}
+// substitution ($$ is a literal $), then validates everything: unknown keys,
+// wrong types, value ranges, every processor's params (through
+// processors::ValidateProcessorSpec) and every aggregate (through
+// processors::ValidateAggregateSpec). Missing keys take the defaults above.
+// Returns the Config, or every error found (never an empty vector), in
+// document order. Never throws.
+std::variant<Config, std::vector<ConfigError>> LoadConfigText(
+    std::string_view text);
+
+// Reads the file at `path` and calls LoadConfigText. An unreadable file is
+// one ConfigError whose path is `path`. Never throws.
+std::variant<Config, std::vector<ConfigError>> LoadConfigFile(
+    const std::string& path);
+
+// A human-readable multi-line description of a loaded config (listen
+// address, each pipeline's stages, workers, buffers and aggregate): what
+// `sluice check` prints on success. Ends with a newline.
+std::string Summary(const Config& config);
+
+// The text of config/default.yaml as it was when sluice was built (embedded
+// so the binary can run without a config file on disk).
+std::string_view DefaultConfigText();
+
+}  // namespace sluice::config
+
+#endif  // SLUICE_SERVICE_CONFIG_CONFIG_HPP_

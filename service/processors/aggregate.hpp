@@ -1,0 +1,42 @@
+// Defines sluice::processors::Aggregator: the per-job fold over result values
+// that becomes the job's `aggregate` (DESIGN.md §3.4), with its validator and
+// factory.
+#ifndef SLUICE_SERVICE_PROCESSORS_AGGREGATE_HPP_
+#define SLUICE_SERVICE_PROCESSORS_AGGREGATE_HPP_
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "service/config/config.hpp"
+
+namespace sluice::processors {
+
+// Aggregate over one job's result values. Not thread-safe (the aggregator
+// thread owns it); make one per job.
+class Aggregator {
+ public:
+  virtual ~Aggregator() = default;
+  // Folds in one result record's value (error records are not added).
+  // Never throws.
+  virtual void Add(const nlohmann::json& value) = 0;
+  // collect → null; count → number of values added; sum/min/max/avg → a
+  // number, or null when no numeric value was seen; group_by → an object
+  // {"<key as text>": number}. Never throws.
+  virtual nlohmann::json Result() const = 0;
+};
+
+// Checks an aggregate spec: a known type, valid JSON pointers in `field` and
+// `value`, an `op` only for group_by, a `value` only for group_by op sum.
+// Returns every problem (empty = valid), each with a path relative to the
+// aggregate map ("type", "field", "op", "value"). Never throws.
+std::vector<config::ConfigError> ValidateAggregateSpec(
+    const config::AggregateSpec& spec);
+
+// Builds a fresh aggregator. Requires a spec ValidateAggregateSpec accepts;
+// returns nullptr for one it does not. Never throws.
+std::unique_ptr<Aggregator> MakeAggregator(const config::AggregateSpec& spec);
+
+}  // namespace sluice::processors
+
+#endif  // SLUICE_SERVICE_PROCESSORS_AGGREGATE_HPP_

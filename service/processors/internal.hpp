@@ -1,0 +1,72 @@
+// Internal to service/processors: the per-type validators and factories that
+// processor.cpp dispatches to, and the parameter-checking helpers they share.
+// Not for use outside service/processors.
+#ifndef SLUICE_SERVICE_PROCESSORS_INTERNAL_HPP_
+#define SLUICE_SERVICE_PROCESSORS_INTERNAL_HPP_
+
+#include <initializer_list>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "service/config/config.hpp"
+#include "service/processors/processor.hpp"
+#include "service/util/json_pointer.hpp"
+
+namespace sluice::processors::internal {
+
+using Errors = std::vector<config::ConfigError>;
+
+// Reads and checks one processor's params, appending problems to `errors`.
+// Construction reports every key not in `allowed`. Thread-compatible.
+class Params {
+ public:
+  Params(const nlohmann::json& params, Errors* errors,
+         std::initializer_list<std::string_view> allowed);
+
+  // The raw value of `key`, or nullptr when absent.
+  const nlohmann::json* Get(std::string_view key) const;
+  // A JSON pointer param. Absent: `fallback` ("" = the item itself) unless
+  // `required`, which reports "is required". Wrong type or bad syntax is
+  // reported. Returns nullopt after reporting.
+  std::optional<JsonPointer> Pointer(std::string_view key, bool required,
+                                     std::string_view fallback = "");
+  // A string param; nullopt when absent (reported if `required`) or wrong.
+  std::optional<std::string> String(std::string_view key, bool required);
+  void Report(std::string path, std::string message);
+
+ private:
+  const nlohmann::json& params_;
+  Errors* errors_;
+};
+
+// Orders two JSON values when both are numbers (integers compared exactly)
+// or both strings (bytewise); nullopt for any other pair. Returns <0, 0, >0.
+std::optional<int> Compare(const nlohmann::json& a, const nlohmann::json& b);
+
+// "the item" for "", else the pointer text: for item error messages.
+std::string DescribeField(const JsonPointer& ptr);
+
+Errors ValidatePassthrough(const nlohmann::json& params);
+Errors ValidateSet(const nlohmann::json& params);
+Errors ValidateRemove(const nlohmann::json& params);
+Errors ValidateFilter(const nlohmann::json& params);
+Errors ValidateSplit(const nlohmann::json& params);
+Errors ValidateSha256(const nlohmann::json& params);
+Errors ValidateDelay(const nlohmann::json& params);
+
+// Each requires params its validator accepted.
+std::unique_ptr<Processor> MakePassthrough(const nlohmann::json& params);
+std::unique_ptr<Processor> MakeSet(const nlohmann::json& params);
+std::unique_ptr<Processor> MakeRemove(const nlohmann::json& params);
+std::unique_ptr<Processor> MakeFilter(const nlohmann::json& params);
+std::unique_ptr<Processor> MakeSplit(const nlohmann::json& params);
+std::unique_ptr<Processor> MakeSha256(const nlohmann::json& params);
+std::unique_ptr<Processor> MakeDelay(const nlohmann::json& params);
+
+}  // namespace sluice::processors::internal
+
+#endif  // SLUICE_SERVICE_PROCESSORS_INTERNAL_HPP_

@@ -1,0 +1,78 @@
+// Defines sluice::processors::Processor, the per-item transformation a
+// pipeline stage applies (DESIGN.md §3.4 processor table), its Outcome, and
+// the factory and validator that turn a config::ProcessorSpec into one.
+#ifndef SLUICE_SERVICE_PROCESSORS_PROCESSOR_HPP_
+#define SLUICE_SERVICE_PROCESSORS_PROCESSOR_HPP_
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "service/config/config.hpp"
+
+namespace sluice::processors {
+
+// What one item became. Thread-compatible (plain value).
+struct Outcome {
+  enum Kind { kValues, kFiltered, kError } kind = kValues;
+  // kValues: 1 value for map-like processors, n for split (n may be 0: the
+  // engine then counts the item as filtered).
+  std::vector<nlohmann::json> values;
+  // kError: the message (the engine adds the stage name).
+  std::string error;
+
+  static Outcome Value(nlohmann::json value) {
+    Outcome o;
+    o.values.push_back(std::move(value));
+    return o;
+  }
+  static Outcome Values(std::vector<nlohmann::json> values) {
+    Outcome o;
+    o.values = std::move(values);
+    return o;
+  }
+  static Outcome Filtered() {
+    Outcome o;
+    o.kind = kFiltered;
+    return o;
+  }
+  static Outcome Fail(std::string message) {
+    Outcome o;
+    o.kind = kError;
+    o.error = std::move(message);
+    return o;
+  }
+};
+
+// One stage's item transformation. The engine makes one instance per worker
+// thread (so a processor may keep per-thread state, e.g. a Lua state).
+// Thread-compatible: one thread uses an instance at a time.
+class Processor {
+ public:
+  virtual ~Processor() = default;
+  // Transforms one item. Never throws: a failure is Outcome::kError.
+  virtual Outcome Process(nlohmann::json item) = 0;
+  // True when the processor is slow / I-O bound (delay, http): the engine
+  // then gives its workers batch 1.
+  virtual bool io_bound() const { return false; }
+};
+
+// Checks a spec: the type is known and available, and its params are
+// complete, well-typed and have no unknown keys. Returns every problem found
+// (empty = valid), each with a path relative to the processor map ("type",
+// "field", "fields[\"/a\"]", ...) so the config loader can prefix it.
+// Never throws.
+std::vector<config::ConfigError> ValidateProcessorSpec(
+    const config::ProcessorSpec& spec);
+
+// Builds a processor from a spec. Requires a spec that ValidateProcessorSpec
+// accepts; returns nullptr for one it does not. Never throws.
+std::unique_ptr<Processor> MakeProcessor(const config::ProcessorSpec& spec);
+
+// The processor types ValidateProcessorSpec accepts, in documentation order.
+const std::vector<std::string>& AvailableProcessorTypes();
+
+}  // namespace sluice::processors
+
+#endif  // SLUICE_SERVICE_PROCESSORS_PROCESSOR_HPP_
