@@ -1,0 +1,3 @@
+module sluice/bench
+
+go 1.19
