@@ -8,7 +8,6 @@
 #ifndef SLUICE_PATTERNS_GENERATOR_HPP_
 #define SLUICE_PATTERNS_GENERATOR_HPP_
 
-#include <chrono>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -114,51 +113,21 @@ class Generator {
     }
   }
 
-  // Produces in batches that never exceed the room left in the channel (so
-  // laziness holds: at most capacity + 1 values ahead of the consumer), and
-  // that take at most ~kBatchLatency to compute (so a slow fn still hands
-  // over each value promptly). One hand-off per batch instead of per value
-  // is what lets a cheap generator keep up with its consumers.
+  // Sends each value as soon as it is produced. (Batching here would be
+  // cheaper per value, but a batch being filled holds back values already
+  // made for as long as the next call to fn takes, and fn may block.)
   template <class Fn>
   static void Produce(State& state, Fn& fn, std::stop_token st) {
-    using Clock = std::chrono::steady_clock;
-    constexpr auto kBatchLatency = std::chrono::microseconds(20);
-    constexpr std::size_t kMaxBatch = 64;
-    Channel<T>& ch = state.channel;
-    std::vector<T> batch;
     try {
-      bool more = true;
-      while (more && !st.stop_requested()) {
-        const std::size_t room = ch.capacity() - ch.size();
-        const Clock::time_point start = Clock::now();
+      while (!st.stop_requested()) {
         std::optional<T> value = Call(fn, st);
-        if (!value) break;
-        batch.push_back(std::move(*value));
-        // Size the batch from how long the first value took.
-        const auto first = Clock::now() - start;
-        std::size_t target = room < kMaxBatch ? room : kMaxBatch;
-        if (first.count() > 0) {
-          const auto fit = static_cast<std::size_t>(kBatchLatency / first);
-          target = fit < target ? fit : target;
-        }
-        while (batch.size() < target) {
-          value = Call(fn, st);
-          if (!value) {
-            more = false;
-            break;
-          }
-          batch.push_back(std::move(*value));
-        }
-        if (ch.send_many(batch, st) != batch.size()) break;
-        batch.clear();
+        if (!value || !state.channel.send(std::move(*value), st)) break;
       }
     } catch (...) {
       std::lock_guard<std::mutex> lock(state.mu);
       state.error = std::current_exception();
-      // Values produced before the exception are still delivered.
-      ch.send_many(batch, st);
     }
-    ch.close();
+    state.channel.close();
   }
 
   void reset() {
