@@ -174,7 +174,7 @@ class Channel {
   // 0: if no sender is waiting).
   std::optional<T> try_recv() {
     std::optional<T> out;
-    if (pop(out) == Status::kOk) wake_senders(1);
+    if (pop(out) == Status::kOk) after_pop(1);
     return out;
   }
 
@@ -203,7 +203,7 @@ class Channel {
   std::size_t try_recv_many(std::vector<T>& out, std::size_t max) {
     if (max == 0) return 0;
     const std::size_t n = pop_many(out, max);
-    if (n > 0) wake_senders(n);
+    if (n > 0) after_pop(n);
     return n;
   }
 
@@ -224,7 +224,7 @@ class Channel {
 
   // True once close() has been called (values may still be buffered).
   [[nodiscard]] bool closed() const {
-    return closed_.load(std::memory_order_seq_cst);
+    return (tail_.load(std::memory_order_seq_cst) & kClosedBit) != 0;
   }
 
   // The number of values buffered at this instant (a snapshot; always 0 for
@@ -354,6 +354,19 @@ class Channel {
 
   [[nodiscard]] bool rendezvous() const { return capacity_ == 0; }
 
+  // After a receiver took `n` values: room for senders, and, when that
+  // emptied a closed channel, the news for receivers still parked. (A value
+  // whose slot was claimed before close() but written after it reaches only
+  // one woken receiver; the others, woken by close() too early, sleep again
+  // and must hear that the channel is now drained.)
+  void after_pop(std::size_t n) {
+    wake_senders(n);
+    if (closed_.load(std::memory_order_seq_cst) &&
+        drained(head_.load(std::memory_order_seq_cst))) {
+      not_empty_.wake_all_if_waiting();
+    }
+  }
+
   // After `freed` slots were freed. On an unbuffered channel the parked
   // senders wait for different things (a free slot, or their own offer to be
   // taken), so all of them must look.
@@ -443,7 +456,9 @@ class Channel {
   // drained. On an unbuffered channel a closed channel holds nothing: a value
   // still offered then belongs to a sender that is about to withdraw it.
   Status pop(std::optional<T>& out) {
-    if (rendezvous() && closed()) return Status::kClosed;
+    if (rendezvous() && closed_.load(std::memory_order_seq_cst)) {
+      return Status::kClosed;
+    }
     std::uint64_t pos = head_.load(std::memory_order_relaxed);
     for (;;) {
       Cell& c = cell(pos);
@@ -583,7 +598,7 @@ class Channel {
         break;
       }
     }
-    if (s == Status::kOk) wake_senders(1);
+    if (s == Status::kOk) after_pop(1);
     return out;
   }
 
@@ -626,8 +641,8 @@ class Channel {
     for (;;) {
       if (taken(pos)) return true;
       if (!backoff.wait()) break;
-      if (backoff.yielding() &&
-          (closed() || st.stop_requested() || expired(deadline))) {
+      if (backoff.yielding() && (closed_.load(std::memory_order_seq_cst) ||
+                                 st.stop_requested() || expired(deadline))) {
         return !withdraw(value, pos);
       }
     }
