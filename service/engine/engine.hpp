@@ -1,0 +1,241 @@
+// Defines sluice::engine::Engine, which runs every configured pipeline
+// (DESIGN.md §4: per pipeline one generator thread, one fan-out worker pool
+// per stage, one fan-in aggregator thread, linked by sluice::Channel), admits
+// jobs and streams into them, and drains on shutdown (§3.6); and
+// sluice::engine::StreamFeed, the input side of a WebSocket ingestion stream.
+#ifndef SLUICE_SERVICE_ENGINE_ENGINE_HPP_
+#define SLUICE_SERVICE_ENGINE_ENGINE_HPP_
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "service/config/config.hpp"
+#include "service/jobs/job.hpp"
+#include "service/jobs/job_store.hpp"
+#include "service/processors/aggregate.hpp"
+#include "service/processors/processor.hpp"
+#include "service/util/result.hpp"
+#include "sluice/patterns/detail/thread_annotations.hpp"
+
+namespace sluice::metrics {
+class Metrics;
+}  // namespace sluice::metrics
+
+namespace sluice::engine {
+
+// Error codes of Submit / OpenStream (Error::code).
+inline constexpr std::string_view kUnknownPipeline = "unknown_pipeline";  // 404
+inline constexpr std::string_view kOverCapacity = "over_capacity";        // 429
+inline constexpr std::string_view kDraining = "draining";                 // 503
+
+// A finite job: `items` go to `pipeline`; `ordered` overrides the pipeline's
+// `ordered` for this job when set. Thread-compatible (plain value).
+struct SubmitRequest {
+  std::string pipeline;
+  std::vector<nlohmann::json> items;
+  std::optional<bool> ordered;
+};
+
+// Builds a stage's processor (one call per worker). Must be thread-safe.
+using ProcessorFactory = std::function<std::unique_ptr<processors::Processor>(
+    const config::StageConfig&)>;
+// Builds a job's aggregator (one call per job). Must be thread-safe.
+using AggregatorFactory = std::function<std::unique_ptr<processors::Aggregator>(
+    const config::AggregateSpec&)>;
+
+// Knobs beyond the config, mostly for tests. Thread-compatible.
+struct EngineOptions {
+  // Empty: processors::MakeProcessor / processors::MakeAggregator. Tests set
+  // these to run processors of their own.
+  ProcessorFactory make_processor;
+  AggregatorFactory make_aggregator;
+  // Ordered jobs: most items of one job fed but not yet released by the
+  // aggregator; beyond it the generator feeds the job's items no further.
+  std::size_t ordered_window = 4096;
+  // How often the aggregator samples sluice_stage_queue_depth.
+  std::chrono::milliseconds sample_interval{100};
+};
+
+class PipelineRuntime;
+class Intake;
+class Admission;
+struct JobContext;
+
+// The input side of one WebSocket ingestion stream (`GET /v1/stream`): an
+// open-ended job fed by the caller. Thread-safe. It may outlive the Engine
+// (then TryPush only fails), but its job only finishes once End() is called,
+// the job is cancelled, or the engine shuts down.
+class StreamFeed {
+ public:
+  StreamFeed(std::shared_ptr<Intake> intake,
+             std::shared_ptr<Admission> admission,
+             std::shared_ptr<JobContext> context, std::size_t queue_limit);
+  // Calls End(): dropping a feed closes its input, so its job finishes once
+  // what was pushed has ended.
+  ~StreamFeed();
+  StreamFeed(const StreamFeed&) = delete;
+  StreamFeed& operator=(const StreamFeed&) = delete;
+
+  // The stream's job (results, status, cancel by id).
+  std::shared_ptr<jobs::Job> job() const;
+
+  // Accepts all of `items` (moved from, then cleared) if the pipeline has
+  // room for them now and returns true. Never blocks. "Room" means the
+  // feed's queued input stays within its limit (about the first stage's
+  // buffer, 64..1024 items; a batch is always accepted into an empty queue)
+  // and the admission limit (jobs.max_pending_items) holds.
+  // Returns false, leaving `items` untouched, when there is no room: then
+  // `on_room` is kept and called once, on an engine thread with no lock
+  // held, when there may be room; it must not block (post to your strand)
+  // and you call TryPush again, which may return false again and keep the
+  // new `on_room`. Returns false WITHOUT keeping `on_room` when the feed is
+  // closed() (End() called, job cancelled, engine shut down): stop reading
+  // and wait for the job to finish (Job::ReadFrom reports it).
+  // An empty `items` returns true (false if closed).
+  bool TryPush(std::vector<nlohmann::json>& items,
+               std::function<void()> on_room);
+
+  // No more items: the job finishes when everything pushed has ended.
+  // Idempotent.
+  void End();
+
+  // True once the feed accepts nothing more: End() was called, the job was
+  // cancelled, or the engine stopped.
+  bool closed() const;
+
+ private:
+  const std::shared_ptr<Intake> intake_;
+  const std::shared_ptr<Admission> admission_;
+  const std::shared_ptr<JobContext> context_;
+  const std::size_t queue_limit_;
+};
+
+// Thread-safe: every member may be called from any thread, and none blocks
+// on a channel or waits for processing except Shutdown() (and the
+// destructor), which callers run off the network threads.
+class Engine {
+ public:
+  // Builds and starts every pipeline of `config` (their threads run until
+  // Shutdown), registers their metrics, and keeps `metrics` by reference.
+  // Requires: `config` validated (config::LoadConfig*); `metrics` outlives
+  // the Engine.
+  Engine(const config::Config& config, metrics::Metrics& metrics,
+         EngineOptions options = {});
+  // Shutdown(0) if Shutdown has not run, then joins every thread.
+  ~Engine();
+
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Admits a job: its items are queued in memory for the pipeline's
+  // generator and the (queued) job is returned at once. Any JSON value is an
+  // item; an empty list makes a job that finishes done with no results.
+  // Errors (Error::code): kUnknownPipeline; kDraining once Shutdown began;
+  // kOverCapacity when the items accepted but not yet complete over all
+  // jobs, plus these, would exceed jobs.max_pending_items (nothing is
+  // accepted then; see retry_after_seconds()).
+  Result<std::shared_ptr<jobs::Job>> Submit(SubmitRequest request);
+
+  // Opens an open-ended job fed through the returned StreamFeed. Errors:
+  // kUnknownPipeline, kDraining.
+  Result<std::shared_ptr<StreamFeed>> OpenStream(std::string_view pipeline);
+
+  // The job with this id (running, or finished and still retained), or
+  // nullptr.
+  std::shared_ptr<jobs::Job> Find(std::string_view id) const;
+
+  // Up to `limit` retained jobs, newest first.
+  std::vector<std::shared_ptr<jobs::Job>> List(std::size_t limit) const;
+
+  // Cancels a job: its queued items end as cancelled, in-flight items end as
+  // cancelled without further processing, and its state becomes cancelled
+  // once they all have (asynchronously, on engine threads). A stream's input
+  // closes. Returns false for an unknown id; true otherwise (a no-op for a
+  // finished job).
+  bool Cancel(std::string_view id);
+
+  // GET /v1/pipelines: {"pipelines":[{"name","ordered","aggregate":{...},
+  // "jobs_active","stages":[{"name","type","workers","buffer","queue_depth",
+  // "busy","items":{"in","out","filtered","errors","cancelled"}}]}]}.
+  nlohmann::json PipelinesJson() const;
+
+  bool HasPipeline(std::string_view name) const;
+
+  // For /readyz: draining() once Shutdown began; overloaded() while the
+  // pending items are at jobs.max_pending_items.
+  bool draining() const;
+  bool overloaded() const;
+
+  // Items accepted but not yet complete, over all jobs.
+  std::uint64_t pending_items() const;
+
+  // A Retry-After hint (seconds, 1..60) for an over_capacity rejection,
+  // from the recent completion rate.
+  int retry_after_seconds() const;
+
+  // Samples every stage's sluice_stage_queue_depth now (the aggregators also
+  // do it every sample_interval). Cheap; e.g. from a metrics scrape hook.
+  void SampleGauges();
+
+  // DESIGN §3.6: stops admitting (draining() turns true), waits up to `grace`
+  // for running jobs (and open streams) to finish, cancels what remains and
+  // waits for it to end, then stops every pipeline: the generator ends
+  // (closing stage 0's channel), each stage drains and ends, then the
+  // aggregator; all threads are joined. Blocks until then. Idempotent;
+  // concurrent callers wait for the first.
+  void Shutdown(std::chrono::milliseconds grace);
+
+ private:
+  PipelineRuntime* RuntimeFor(std::string_view pipeline) const;
+  void OnJobFinished(const std::shared_ptr<jobs::Job>& job);
+  Result<std::shared_ptr<jobs::Job>> NewJob(PipelineRuntime& runtime,
+                                            std::uint64_t accepted);
+  // Waits until no job is active or `deadline`; true when none is.
+  bool WaitIdle(std::optional<std::chrono::steady_clock::time_point> deadline);
+
+  const config::Config config_;
+  metrics::Metrics& metrics_;
+  const EngineOptions options_;
+  // Mutable: lookups evict expired jobs (JobStore is thread-safe).
+  mutable jobs::JobStore store_;
+  const std::shared_ptr<Admission> admission_;
+
+  // Built in the constructor, destroyed (threads joined) in Shutdown; the
+  // map itself never changes, so it is read without a lock.
+  std::map<std::string, std::unique_ptr<PipelineRuntime>, std::less<>>
+      runtimes_;
+
+  std::atomic<bool> draining_{false};
+
+  // Jobs admitted and not yet finished; Shutdown waits on it.
+  mutable std::mutex idle_mu_;
+  std::condition_variable idle_cv_;
+  std::uint64_t active_jobs_ SLUICE_GUARDED_BY(idle_mu_) = 0;
+
+  // Serialises Shutdown callers.
+  std::mutex shutdown_mu_;
+  bool shut_down_ SLUICE_GUARDED_BY(shutdown_mu_) = false;
+
+  // retry_after_seconds(): the completion rate between two samples.
+  mutable std::mutex rate_mu_;
+  mutable std::chrono::steady_clock::time_point rate_at_
+      SLUICE_GUARDED_BY(rate_mu_);
+  mutable std::uint64_t rate_completed_ SLUICE_GUARDED_BY(rate_mu_) = 0;
+  mutable double rate_per_second_ SLUICE_GUARDED_BY(rate_mu_) = 0;
+};
+
+}  // namespace sluice::engine
+
+#endif  // SLUICE_SERVICE_ENGINE_ENGINE_HPP_

@@ -1,0 +1,292 @@
+#include "service/engine/intake.hpp"
+
+#include <iterator>
+#include <utility>
+
+namespace sluice::engine {
+
+// ---- Admission -------------------------------------------------------------
+
+Admission::Admission(std::uint64_t max_pending) : max_pending_(max_pending) {}
+
+bool Admission::TryAcquire(std::uint64_t n, bool allow_when_idle) {
+  std::uint64_t cur = pending_.load(std::memory_order_seq_cst);
+  for (;;) {
+    const bool fits = cur + n <= max_pending_ || (allow_when_idle && cur == 0);
+    if (!fits) return false;
+    if (pending_.compare_exchange_weak(cur, cur + n,
+                                       std::memory_order_seq_cst)) {
+      return true;
+    }
+  }
+}
+
+bool Admission::TryAcquireOrWait(std::uint64_t n,
+                                 std::function<void()>& on_room) {
+  if (TryAcquire(n, /*allow_when_idle=*/true)) return true;
+  std::lock_guard<std::mutex> lock(mu_);
+  waiters_.push_back(std::move(on_room));
+  has_waiters_.store(true, std::memory_order_seq_cst);
+  // A Release that ran before the flag was set did not see us: re-check.
+  if (TryAcquire(n, /*allow_when_idle=*/true)) {
+    on_room = std::move(waiters_.back());
+    waiters_.pop_back();
+    if (waiters_.empty()) has_waiters_.store(false, std::memory_order_seq_cst);
+    return true;
+  }
+  return false;
+}
+
+void Admission::Release(std::uint64_t n, bool completed) {
+  if (n == 0) return;
+  pending_.fetch_sub(n, std::memory_order_seq_cst);
+  if (completed) completed_.fetch_add(n, std::memory_order_relaxed);
+  if (!has_waiters_.load(std::memory_order_seq_cst)) return;
+  std::vector<std::function<void()>> wake;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    wake.swap(waiters_);
+    has_waiters_.store(false, std::memory_order_seq_cst);
+  }
+  for (auto& fn : wake) {
+    if (fn) fn();
+  }
+}
+
+// ---- Intake ----------------------------------------------------------------
+
+Intake::Intake(std::size_t ordered_window)
+    : ordered_window_(ordered_window == 0 ? 1 : ordered_window) {}
+
+bool Intake::Add(std::shared_ptr<JobContext> context,
+                 std::vector<nlohmann::json> items, bool open) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (closed_) return false;
+  const jobs::Job* key = context->job.get();
+  Input& in = inputs_[key];
+  in.context = std::move(context);
+  in.queue = std::move(items);
+  in.input_closed = !open;
+  // An open stream with nothing queued waits for its first Push.
+  if (in.queued() > 0 || in.input_closed) EnqueueLocked(in);
+  return true;
+}
+
+Intake::PushResult Intake::Push(const JobContext& context,
+                                std::vector<nlohmann::json>& items,
+                                std::size_t queue_limit, Admission& admission,
+                                std::function<void()>& on_room) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = inputs_.find(context.job.get());
+  if (closed_ || it == inputs_.end() || it->second.input_closed ||
+      context.job->cancel_requested()) {
+    return PushResult::kClosed;
+  }
+  Input& in = it->second;
+  if (items.empty()) return PushResult::kAccepted;
+  const std::size_t queued = in.queued();
+  // A batch always fits an empty queue, so a frame larger than the limit
+  // cannot wedge the stream.
+  if (queued > 0 && queued + items.size() > queue_limit) {
+    in.on_room = std::move(on_room);
+    in.room_mark = queue_limit / 2;
+    return PushResult::kFull;
+  }
+  if (!admission.TryAcquireOrWait(items.size(), on_room)) {
+    return PushResult::kFull;
+  }
+  const std::uint64_t n = items.size();
+  in.queue.insert(in.queue.end(), std::make_move_iterator(items.begin()),
+                  std::make_move_iterator(items.end()));
+  items.clear();
+  in.context->job->AddAccepted(n);
+  EnqueueLocked(in);
+  return PushResult::kAccepted;
+}
+
+void Intake::CloseInput(const JobContext& context) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = inputs_.find(context.job.get());
+  if (it == inputs_.end() || it->second.input_closed) return;
+  it->second.input_closed = true;
+  it->second.on_room = nullptr;
+  EnqueueLocked(it->second);
+}
+
+bool Intake::InputClosed(const JobContext& context) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = inputs_.find(context.job.get());
+  return closed_ || it == inputs_.end() || it->second.input_closed ||
+         context.job->cancel_requested();
+}
+
+void Intake::Cancel(const jobs::Job& job) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = inputs_.find(&job);
+  if (it == inputs_.end()) return;
+  Input& in = it->second;
+  in.parked = false;
+  in.context->parked.store(false, std::memory_order_seq_cst);
+  EnqueueLocked(in);
+}
+
+void Intake::Unpark(const JobContext& context) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = inputs_.find(context.job.get());
+  if (it == inputs_.end() || !it->second.parked) return;
+  it->second.parked = false;
+  it->second.context->parked.store(false, std::memory_order_seq_cst);
+  EnqueueLocked(it->second);
+}
+
+void Intake::Close() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+  }
+  cv_.notify_all();
+}
+
+bool Intake::Next(std::vector<Envelope>& out, std::size_t max,
+                  std::stop_token st) {
+  std::vector<std::function<void()>> wakes;
+  bool more = false;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    std::optional<Envelope> e = NextLocked(lock, st, /*block=*/true, wakes);
+    if (e) {
+      more = true;
+      out.push_back(std::move(*e));
+      // Only what is ready now: an envelope must never wait here for
+      // another job's input to arrive.
+      for (std::size_t n = 1; n < max; ++n) {
+        e = NextLocked(lock, st, /*block=*/false, wakes);
+        if (!e) break;
+        out.push_back(std::move(*e));
+      }
+    }
+  }
+  // Feeds' on_room run without our lock: they may call straight back in.
+  for (auto& wake : wakes) {
+    if (wake) wake();
+  }
+  return more;
+}
+
+void Intake::EnqueueLocked(Input& in) {
+  if (in.in_ring || in.parked) return;
+  in.in_ring = true;
+  ring_.push_back(&in);
+  cv_.notify_one();
+}
+
+Envelope Intake::Control(Input& in, Envelope::Kind kind, std::uint64_t seq,
+                         std::uint64_t weight) {
+  Envelope e;
+  e.context = in.context;
+  e.kind = kind;
+  e.seq = seq;
+  e.weight = weight;
+  return e;
+}
+
+std::optional<Envelope> Intake::NextLocked(
+    std::unique_lock<std::mutex>& lock, std::stop_token st, bool block,
+    std::vector<std::function<void()>>& wakes) {
+  for (;;) {
+    if (!outbox_.empty()) {
+      Envelope e = std::move(outbox_.front());
+      outbox_.pop_front();
+      return e;
+    }
+    if (ring_.empty()) {
+      if (!block) return std::nullopt;
+      // Ends only when nothing registered can produce anything any more;
+      // Engine::Shutdown has every job finished before it closes us.
+      auto ready = [this] {
+        return !ring_.empty() || !outbox_.empty() ||
+               (closed_ && inputs_.empty());
+      };
+      if (!cv_.wait(lock, st, ready)) return std::nullopt;  // stopped
+      if (ring_.empty() && outbox_.empty()) return std::nullopt;
+      continue;
+    }
+
+    Input* in = ring_.front();
+    ring_.pop_front();
+    in->in_ring = false;
+    JobContext& c = *in->context;
+    const jobs::Job* key = c.job.get();
+
+    if (c.job->cancel_requested()) {
+      // Everything still queued ends as cancelled in one control envelope,
+      // then the input ends.
+      const std::uint64_t first = in->next_seq;
+      const std::uint64_t n = in->queued();
+      in->next_seq += n;
+      c.fed.store(in->next_seq, std::memory_order_seq_cst);
+      if (in->on_room) wakes.push_back(std::move(in->on_room));
+      Envelope end = Control(*in, Envelope::Kind::kEnd, in->next_seq, 0);
+      std::optional<Envelope> result;
+      if (n > 0) {
+        result = Control(*in, Envelope::Kind::kCancelRange, first, n);
+        outbox_.push_back(std::move(end));
+      } else {
+        result = std::move(end);
+      }
+      inputs_.erase(key);
+      return result;
+    }
+
+    if (in->queued() > 0) {
+      if (c.ordered) {
+        auto backlog = [&] {
+          return in->next_seq - c.released.load(std::memory_order_seq_cst);
+        };
+        if (backlog() >= ordered_window_) {
+          in->parked = true;
+          c.parked.store(true, std::memory_order_seq_cst);
+          // The aggregator checks `parked` after publishing `released`;
+          // re-checking here after setting it means one of us sees the other.
+          if (backlog() >= ordered_window_) continue;
+          in->parked = false;
+          c.parked.store(false, std::memory_order_seq_cst);
+        }
+      }
+      if (in->next_seq == 0) c.job->MarkRunning();
+      Envelope e;
+      e.context = in->context;
+      e.seq = in->next_seq++;
+      e.value = std::move(in->queue[in->head++]);
+      c.fed.store(in->next_seq, std::memory_order_seq_cst);
+      if (in->head == in->queue.size()) {
+        in->queue.clear();
+        in->head = 0;
+      } else if (in->head >= 1024 && in->head * 2 >= in->queue.size()) {
+        // Streams append forever: drop the fed prefix now and then.
+        in->queue.erase(
+            in->queue.begin(),
+            in->queue.begin() + static_cast<std::ptrdiff_t>(in->head));
+        in->head = 0;
+      }
+      if (in->on_room && in->queued() <= in->room_mark) {
+        wakes.push_back(std::move(in->on_room));
+        in->on_room = nullptr;
+      }
+      // Back of the ring: one item per job per turn. A closed input comes
+      // round once more to emit its kEnd.
+      if (in->queued() > 0 || in->input_closed) EnqueueLocked(*in);
+      return e;
+    }
+
+    if (in->input_closed) {
+      if (in->next_seq == 0) c.job->MarkRunning();  // an empty job
+      Envelope end = Control(*in, Envelope::Kind::kEnd, in->next_seq, 0);
+      inputs_.erase(key);
+      return end;
+    }
+    // An open stream with nothing queued: its next Push enqueues it again.
+  }
+}
+
+}  // namespace sluice::engine

@@ -1,0 +1,160 @@
+// Engine-internal: Admission (the engine-wide bound on pending items,
+// jobs.max_pending_items) and Intake (one pipeline's in-memory input queues,
+// which network threads append to without blocking and the pipeline's
+// generator drains round-robin).
+#ifndef SLUICE_SERVICE_ENGINE_INTAKE_HPP_
+#define SLUICE_SERVICE_ENGINE_INTAKE_HPP_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stop_token>
+#include <unordered_map>
+#include <vector>
+
+#include "service/engine/envelope.hpp"
+#include "sluice/patterns/detail/thread_annotations.hpp"
+
+namespace sluice::engine {
+
+// Counts items accepted but not yet complete, over all jobs of an engine,
+// against a limit. Thread-safe; never blocks beyond a short lock.
+class Admission {
+ public:
+  explicit Admission(std::uint64_t max_pending);
+
+  // Takes `n` items if pending + n <= max, and returns true; else false and
+  // nothing changes. With `allow_when_idle`, a batch larger than the limit is
+  // still taken when nothing is pending (so a stream always progresses).
+  bool TryAcquire(std::uint64_t n, bool allow_when_idle = false);
+
+  // TryAcquire(n, true), or, when that fails, keeps `on_room` (moved from
+  // only then) to be called once, after some Release, with no lock held.
+  bool TryAcquireOrWait(std::uint64_t n, std::function<void()>& on_room);
+
+  // Gives back `n` items (completed ones when `completed`, else items taken
+  // and then not used) and calls the waiters kept so far (on this thread,
+  // with no lock held).
+  void Release(std::uint64_t n, bool completed = true);
+
+  std::uint64_t pending() const {
+    return pending_.load(std::memory_order_relaxed);
+  }
+  std::uint64_t max_pending() const { return max_pending_; }
+  // Items released since start: the completion rate's numerator.
+  std::uint64_t completed_total() const {
+    return completed_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  const std::uint64_t max_pending_;
+  std::atomic<std::uint64_t> pending_{0};
+  std::atomic<std::uint64_t> completed_{0};
+
+  // Waiters are kept under mu_ and flagged in has_waiters_; Release reads
+  // the flag after its decrement and a waiter re-tries after setting it
+  // (both seq_cst), so a waiter either sees the room or gets called.
+  std::atomic<bool> has_waiters_{false};
+  std::mutex mu_;
+  std::vector<std::function<void()>> waiters_ SLUICE_GUARDED_BY(mu_);
+};
+
+// One pipeline's pending input: per job a queue of items not yet fed, and
+// the ring of jobs the generator visits. Thread-safe: network threads call
+// Add / Push / CloseInput / Cancel, the aggregator calls Unpark, and the
+// generator thread calls Next.
+class Intake {
+ public:
+  // `ordered_window`: most items of an ordered job fed but not yet released.
+  explicit Intake(std::size_t ordered_window);
+
+  Intake(const Intake&) = delete;
+  Intake& operator=(const Intake&) = delete;
+
+  // Registers a job with `items` queued (seqs 0, 1, ...). Its input stays
+  // open for Push when `open` (a stream), else it is complete now. Returns
+  // false, taking nothing, once Close() was called.
+  bool Add(std::shared_ptr<JobContext> context,
+           std::vector<nlohmann::json> items, bool open);
+
+  enum class PushResult { kAccepted, kFull, kClosed };
+  // Appends to an open job's input (StreamFeed::TryPush): kAccepted (items
+  // moved from and cleared; admission taken), kFull (`on_room` kept, moved
+  // from: called once when the queue has drained to half of `queue_limit`,
+  // or admission has room, or the job is cancelled), or kClosed (input
+  // closed, job cancelled, or Close() called; nothing kept).
+  PushResult Push(const JobContext& context, std::vector<nlohmann::json>& items,
+                  std::size_t queue_limit, Admission& admission,
+                  std::function<void()>& on_room);
+
+  // Closes a job's input (StreamFeed::End). Idempotent.
+  void CloseInput(const JobContext& context);
+  // True when Push can only return kClosed.
+  bool InputClosed(const JobContext& context) const;
+
+  // After job->RequestCancel(): makes sure the generator visits the job soon
+  // to drop its queued items as cancelled. A no-op for a job with no input
+  // left here.
+  void Cancel(const jobs::Job& job);
+
+  // The aggregator released items of a parked ordered job: feed it again.
+  void Unpark(const JobContext& context);
+
+  // Generator thread: appends to `out` the next envelopes for stage 0, one
+  // item per job per turn of the ring: blocks until there is at least one,
+  // then takes whatever else is ready without blocking, up to `max` (>= 1)
+  // in all. Returns false (appending nothing) once Close() was called and
+  // every registered job's input has ended, or when `st` is stopped.
+  bool Next(std::vector<Envelope>& out, std::size_t max, std::stop_token st);
+
+  // No more jobs: Add fails from now on, and Next returns nullopt once the
+  // inputs still registered have ended. Idempotent.
+  void Close();
+
+ private:
+  // One job's input. Its address is stable (a node of inputs_), so ring_
+  // can point at it.
+  struct Input {
+    std::shared_ptr<JobContext> context;
+    std::vector<nlohmann::json> queue;  // items [head, size) not yet fed
+    std::size_t head = 0;
+    std::uint64_t next_seq = 0;
+    bool input_closed = false;
+    bool in_ring = false;
+    bool parked = false;  // ordered backlog full: out of the ring
+    std::function<void()> on_room;
+    std::size_t room_mark = 0;  // call on_room at or below this queue size
+
+    std::size_t queued() const { return queue.size() - head; }
+  };
+
+  // One envelope; waits for one only when `block`. Feeds' on_room callbacks
+  // due are moved to `wakes` (to be called without the lock).
+  std::optional<Envelope> NextLocked(std::unique_lock<std::mutex>& lock,
+                                     std::stop_token st, bool block,
+                                     std::vector<std::function<void()>>& wakes)
+      SLUICE_REQUIRES(mu_);
+  void EnqueueLocked(Input& in) SLUICE_REQUIRES(mu_);
+  Envelope Control(Input& in, Envelope::Kind kind, std::uint64_t seq,
+                   std::uint64_t weight) SLUICE_REQUIRES(mu_);
+
+  const std::size_t ordered_window_;
+
+  mutable std::mutex mu_;
+  std::condition_variable_any cv_;  // work arrived, or Close()
+  std::unordered_map<const jobs::Job*, Input> inputs_ SLUICE_GUARDED_BY(mu_);
+  std::deque<Input*> ring_ SLUICE_GUARDED_BY(mu_);
+  std::deque<Envelope> outbox_ SLUICE_GUARDED_BY(mu_);  // control envelopes
+  bool closed_ SLUICE_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace sluice::engine
+
+#endif  // SLUICE_SERVICE_ENGINE_INTAKE_HPP_

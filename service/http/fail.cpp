@@ -1,0 +1,37 @@
+// Implementation of sluice::http::fail and Log (see fail.hpp).
+#include "service/http/fail.hpp"
+
+#include <boost/asio/error.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/websocket/error.hpp>
+#include <cstdio>
+#include <string>
+
+namespace sluice::http {
+
+void Log(std::string_view message) {
+  std::string line = "sluice: ";
+  line.append(message);
+  line.push_back('\n');
+  // One fwrite per line: stdio locks the stream, so lines never interleave.
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+void fail(boost::system::error_code ec, std::string_view what) {
+  namespace net = boost::asio;
+  namespace beast = boost::beast;
+  if (ec == net::error::operation_aborted || ec == net::error::eof ||
+      ec == net::error::connection_reset || ec == net::error::broken_pipe ||
+      ec == net::error::not_connected || ec == net::error::bad_descriptor ||
+      ec == beast::error::timeout || ec == beast::http::error::end_of_stream ||
+      ec == beast::websocket::error::closed) {
+    return;
+  }
+  std::string message(what);
+  message += ": ";
+  message += ec.message();
+  Log(message);
+}
+
+}  // namespace sluice::http

@@ -1,0 +1,165 @@
+// sluice::http::Router: the HTTP API of DESIGN §3.2 as a function from a
+// parsed request to a response, with no sockets involved (in the manner of
+// the Beast examples' handle_request), so it is unit-testable. Also defines
+// the Request/Response types, the WebSocket upgrade decision (§3.3), bearer
+// token auth, and the JSON error bodies.
+#ifndef SLUICE_SERVICE_HTTP_ROUTER_HPP_
+#define SLUICE_SERVICE_HTTP_ROUTER_HPP_
+
+#include <atomic>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace sluice::engine {
+class Engine;
+class StreamFeed;
+}  // namespace sluice::engine
+namespace sluice::jobs {
+class Job;
+}  // namespace sluice::jobs
+namespace sluice::metrics {
+class Metrics;
+}  // namespace sluice::metrics
+
+namespace sluice::http {
+
+namespace bhttp = boost::beast::http;
+
+using Request = bhttp::request<bhttp::string_body>;
+using RequestHeader = bhttp::request_header<>;
+using Response = bhttp::response<bhttp::string_body>;
+
+// Route templates: the `route` label of the HTTP metrics (never a raw path,
+// so label cardinality stays bounded).
+inline constexpr std::string_view kRouteJobs = "/v1/jobs";
+inline constexpr std::string_view kRouteJob = "/v1/jobs/{id}";
+inline constexpr std::string_view kRouteJobResults = "/v1/jobs/{id}/results";
+inline constexpr std::string_view kRouteJobStream = "/v1/jobs/{id}/stream";
+inline constexpr std::string_view kRouteStream = "/v1/stream";
+inline constexpr std::string_view kRoutePipelines = "/v1/pipelines";
+inline constexpr std::string_view kRouteMetrics = "/metrics";
+inline constexpr std::string_view kRouteHealthz = "/healthz";
+inline constexpr std::string_view kRouteReadyz = "/readyz";
+inline constexpr std::string_view kRouteUnmatched = "unmatched";
+
+// Limits of the API that are not configurable (documented in docs/api.md).
+inline constexpr std::size_t kDefaultResultsLimit = 1000;
+inline constexpr std::size_t kMaxResultsLimit = 10000;
+inline constexpr std::size_t kDefaultJobsListLimit = 100;
+inline constexpr std::size_t kMaxJobsListLimit = 1000;
+inline constexpr double kMaxWaitSeconds = 300;
+
+// Router settings. Thread-compatible (plain value).
+struct RouterOptions {
+  // Accepted bearer tokens; empty = auth off. The server fills it from the
+  // variable named by server.auth.tokens_env (comma-separated).
+  std::vector<std::string> tokens;
+};
+
+// What the router decided for one request. Thread-compatible.
+struct Reply {
+  Response response;
+  // The route template for metrics (one of the kRoute* constants).
+  std::string_view route = kRouteUnmatched;
+  // Set for POST /v1/jobs?wait=S: the session must wait, without blocking
+  // its thread, until `wait_job` has finished or `wait_for` has passed, and
+  // then send Router::CompleteWait(*this). `response` holds the 202.
+  std::shared_ptr<jobs::Job> wait_job;
+  std::chrono::milliseconds wait_for{0};
+};
+
+// A WebSocket upgrade the router accepted: the session performs the
+// handshake and streams. Thread-compatible.
+struct Upgrade {
+  enum class Kind { kJobStream, kIngest };
+  Kind kind = Kind::kJobStream;
+  std::string_view route = kRouteJobStream;
+  std::shared_ptr<jobs::Job> job;            // kJobStream: the job to replay
+  std::shared_ptr<engine::StreamFeed> feed;  // kIngest: the open stream
+};
+
+// Routes requests to the engine. Thread-safe: every member may be called
+// concurrently from all io threads (it holds no per-request state; the
+// engine and metrics it calls are thread-safe).
+class Router {
+ public:
+  // `engine` and `metrics` must outlive the router.
+  Router(engine::Engine& engine, metrics::Metrics& metrics,
+         RouterOptions options);
+
+  // Checks a request from its header alone, before its body is read:
+  // returns the 401 to send when auth is on and a /v1/ request lacks a valid
+  // bearer token; nullopt when the request may proceed.
+  std::optional<Reply> CheckHeader(const RequestHeader& header) const;
+
+  // Handles a complete, non-upgrade request (it also checks auth). Never
+  // throws; every failure is a JSON error response. The response has its
+  // version, keep-alive and Content-Length prepared.
+  Reply Handle(const Request& request);
+
+  // Requires reply.wait_job. The finished job's status (200) if it has
+  // finished, else the 202 in reply.response.
+  Response CompleteWait(Reply reply) const;
+
+  // Decides a WebSocket upgrade request (websocket::is_upgrade): an Upgrade
+  // to perform, or the plain HTTP error to send instead (401, 400, 404 for
+  // an unknown route, job or pipeline, 405, 503 while draining).
+  std::variant<Reply, Upgrade> HandleUpgrade(const Request& request);
+
+  // Starts the drain (DESIGN §3.6): /readyz turns 503 and new jobs and
+  // streams get 503. Idempotent.
+  void SetDraining() { draining_.store(true); }
+  bool draining() const { return draining_.load(); }
+
+  // The route template of a request target, for metrics.
+  static std::string_view RouteOf(std::string_view target);
+
+ private:
+  Reply HandleJobsPost(
+      const Request& request,
+      const std::vector<std::pair<std::string, std::string>>& query);
+  bool Authorized(const RequestHeader& header) const;
+
+  engine::Engine& engine_;
+  metrics::Metrics& metrics_;
+  RouterOptions options_;
+  std::atomic<bool> draining_{false};
+};
+
+// A JSON error response {"error":{"code","message"}} (plus "offset" when
+// given) with the request's version and keep-alive.
+Response MakeError(bhttp::status status, std::string_view code,
+                   std::string_view message, unsigned version, bool keep_alive,
+                   std::optional<std::size_t> offset = std::nullopt);
+
+// A JSON response with `body` serialized.
+Response MakeJson(bhttp::status status, const nlohmann::json& body,
+                  unsigned version, bool keep_alive);
+
+// Counts one answered request in sluice_http_requests_total and observes
+// its duration in sluice_http_request_duration_seconds. Methods other than
+// the standard ones are counted as "OTHER" (bounded label values). Thread-
+// safe.
+void ObserveRequest(metrics::Metrics& metrics, std::string_view method,
+                    std::string_view route, unsigned code,
+                    std::chrono::steady_clock::duration elapsed);
+
+// Splits a server.auth token list ("a,b , c") into its non-empty tokens.
+std::vector<std::string> ParseTokens(std::string_view list);
+
+// Compares in time that depends only on the lengths (not on where the first
+// difference is), so the comparison leaks nothing about a token's prefix.
+bool ConstantTimeEquals(std::string_view a, std::string_view b);
+
+}  // namespace sluice::http
+
+#endif  // SLUICE_SERVICE_HTTP_ROUTER_HPP_

@@ -1,0 +1,48 @@
+// sluice::http::SessionContext and StartHttpSession: the HTTP/1.1 protocol
+// side of one accepted connection (reading requests with limits and
+// timeouts, keep-alive, 100-continue, the asynchronous ?wait, WebSocket
+// hand-off). What a request means is decided by Router (router.hpp); this
+// layer only moves bytes.
+#ifndef SLUICE_SERVICE_HTTP_SESSION_HPP_
+#define SLUICE_SERVICE_HTTP_SESSION_HPP_
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include "service/config/config.hpp"
+#include "service/http/connections.hpp"
+#include "service/http/router.hpp"
+
+namespace sluice::metrics {
+class Metrics;
+}  // namespace sluice::metrics
+
+namespace sluice::http {
+
+// What every session of one server shares. The referenced objects are
+// owned by the Server and outlive every session (the server joins its io
+// threads and destroys pending handlers before them). Thread-safe to use
+// from all sessions: each referenced type is thread-safe.
+struct SessionContext {
+  Router& router;
+  metrics::Metrics& metrics;
+  ConnectionRegistry& connections;
+  const config::ServerConfig& server;
+};
+
+// Serves HTTP on `socket` (whose executor must be a strand of the server's
+// io_context: the session's handlers run on it, one at a time) until the
+// peer closes, a timeout (server.idle_timeout) passes, an unrecoverable
+// error, Stop() from a shutdown, or an upgrade hands the socket to a
+// WebSocket session. `slot` is the connection's place in ctx.connections,
+// held until the socket closes. Returns at once.
+//
+// Limits: a header block over server.max_header_bytes gets 431, a body over
+// server.max_body_bytes 413 (from Content-Length before the body is read,
+// or while a chunked body is read), a malformed request 400; each then
+// closes the connection.
+void StartHttpSession(boost::asio::ip::tcp::socket socket, SessionContext& ctx,
+                      ConnectionSlot slot);
+
+}  // namespace sluice::http
+
+#endif  // SLUICE_SERVICE_HTTP_SESSION_HPP_

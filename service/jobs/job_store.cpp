@@ -1,0 +1,120 @@
+#include "service/jobs/job_store.hpp"
+
+#include <algorithm>
+#include <optional>
+#include <utility>
+
+namespace sluice::jobs {
+
+JobStore::JobStore(Limits limits) : limits_(limits) {}
+
+bool JobStore::Add(std::shared_ptr<Job> job) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry entry;
+  entry.job = job;
+  entry.order = next_order_;
+  if (!by_id_.emplace(job->id(), std::move(entry)).second) return false;
+  by_order_.emplace(next_order_++, std::move(job));
+  return true;
+}
+
+void JobStore::OnFinished(const std::shared_ptr<Job>& job) {
+  // Read outside mu_: the store never takes a job's lock under its own.
+  const std::uint64_t bytes = job->retained_bytes();
+  const std::optional<Job::Clock::time_point> finished_at = job->finished_at();
+  const bool finished = finished_at.has_value();
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = by_id_.find(job->id());
+  if (!finished || it == by_id_.end() || it->second.job != job ||
+      it->second.finished) {
+    return;
+  }
+  it->second.finished = true;
+  it->second.bytes = bytes;
+  it->second.finished_at = *finished_at;
+  finished_bytes_ += bytes;
+  finished_.push_back(job->id());
+  SweepLocked(Job::Clock::now());
+}
+
+std::shared_ptr<Job> JobStore::Find(std::string_view id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SweepLocked(Job::Clock::now());
+  auto it = by_id_.find(std::string(id));
+  return it == by_id_.end() ? nullptr : it->second.job;
+}
+
+std::vector<std::shared_ptr<Job>> JobStore::List(std::size_t limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SweepLocked(Job::Clock::now());
+  std::vector<std::shared_ptr<Job>> out;
+  out.reserve(std::min(limit, by_order_.size()));
+  for (auto it = by_order_.rbegin();
+       it != by_order_.rend() && out.size() < limit; ++it) {
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+std::vector<std::shared_ptr<Job>> JobStore::Unfinished() const {
+  std::vector<std::shared_ptr<Job>> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    all.reserve(by_id_.size() - finished_.size());
+    for (const auto& [id, entry] : by_id_) {
+      if (!entry.finished) all.push_back(entry.job);
+    }
+  }
+  // Oldest first; and a job may have finished since OnFinished was last
+  // called (its lock is taken only now, outside ours).
+  std::sort(all.begin(), all.end(),
+            [](const std::shared_ptr<Job>& a, const std::shared_ptr<Job>& b) {
+              return a->created_at() < b->created_at();
+            });
+  std::erase_if(all,
+                [](const std::shared_ptr<Job>& j) { return j->finished(); });
+  return all;
+}
+
+std::size_t JobStore::Sweep(Job::Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return SweepLocked(now);
+}
+
+std::size_t JobStore::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return by_id_.size();
+}
+
+std::uint64_t JobStore::finished_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return finished_bytes_;
+}
+
+std::size_t JobStore::SweepLocked(Job::Clock::time_point now) {
+  std::size_t evicted = 0;
+  while (!finished_.empty()) {
+    auto it = by_id_.find(finished_.front());
+    if (it == by_id_.end()) {  // defensive: never evicted elsewhere
+      finished_.pop_front();
+      continue;
+    }
+    const bool expired = now - it->second.finished_at > limits_.retention;
+    const bool over_bytes = finished_bytes_ > limits_.max_retained_bytes;
+    if (!expired && !over_bytes) break;
+    EraseLocked(finished_.front());
+    finished_.pop_front();
+    ++evicted;
+  }
+  return evicted;
+}
+
+void JobStore::EraseLocked(const std::string& id) {
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return;
+  finished_bytes_ -= it->second.bytes;
+  by_order_.erase(it->second.order);
+  by_id_.erase(it);
+}
+
+}  // namespace sluice::jobs

@@ -1,0 +1,98 @@
+// Defines sluice::jobs::JobStore: every job the service knows, by id, listed
+// newest first, with the retention of finished jobs bounded by age
+// (jobs.retention) and by size (jobs.max_retained_bytes).
+#ifndef SLUICE_SERVICE_JOBS_JOB_STORE_HPP_
+#define SLUICE_SERVICE_JOBS_JOB_STORE_HPP_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "service/jobs/job.hpp"
+#include "sluice/patterns/detail/thread_annotations.hpp"
+
+namespace sluice::jobs {
+
+// Thread-safe: every member may be called from any thread.
+//
+// Running jobs are never evicted. Finished jobs leave, oldest finished first,
+// when they finished more than `retention` ago or while the finished jobs'
+// retained_bytes() add up to more than `max_retained_bytes`. Eviction is
+// lazy: it runs on OnFinished(), Find(), List() and Sweep(), so an expired
+// job is never visible, and its memory goes at the next of those calls.
+class JobStore {
+ public:
+  struct Limits {
+    std::chrono::milliseconds retention{600000};
+    std::uint64_t max_retained_bytes = 268435456;
+  };
+
+  explicit JobStore(Limits limits);
+
+  JobStore(const JobStore&) = delete;
+  JobStore& operator=(const JobStore&) = delete;
+
+  // Adds a job (normally not yet finished). Returns false, and keeps
+  // nothing, if a job with the same id is already stored.
+  // Requires: job != nullptr.
+  bool Add(std::shared_ptr<Job> job);
+
+  // The engine calls this once a stored job has finished: the job joins
+  // the eviction order and the limits are enforced. A no-op for a job that
+  // is not stored or not finished.
+  void OnFinished(const std::shared_ptr<Job>& job);
+
+  // The job with this id, or nullptr.
+  std::shared_ptr<Job> Find(std::string_view id);
+
+  // Up to `limit` jobs, newest (most recently created) first.
+  std::vector<std::shared_ptr<Job>> List(std::size_t limit);
+
+  // Every stored job that has not finished, oldest first (for shutdown).
+  std::vector<std::shared_ptr<Job>> Unfinished() const;
+
+  // Evicts finished jobs past the limits as of `now`. Returns how many
+  // were evicted.
+  std::size_t Sweep(Job::Clock::time_point now = Job::Clock::now());
+
+  // Jobs stored now.
+  std::size_t size() const;
+  // Sum of retained_bytes() over the stored finished jobs.
+  std::uint64_t finished_bytes() const;
+
+ private:
+  struct Entry {
+    std::shared_ptr<Job> job;
+    std::uint64_t order = 0;  // creation order: key in by_order_
+    bool finished = false;    // in finished_ (counted in finished_bytes_)
+    std::uint64_t bytes = 0;  // retained_bytes() when it finished
+    Job::Clock::time_point finished_at{};
+  };
+
+  std::size_t SweepLocked(Job::Clock::time_point now) SLUICE_REQUIRES(mu_);
+  void EraseLocked(const std::string& id) SLUICE_REQUIRES(mu_);
+
+  const Limits limits_;
+
+  mutable std::mutex mu_;
+  std::uint64_t next_order_ SLUICE_GUARDED_BY(mu_) = 0;
+  std::unordered_map<std::string, Entry> by_id_ SLUICE_GUARDED_BY(mu_);
+  // Creation order -> job, for List (newest = last).
+  std::map<std::uint64_t, std::shared_ptr<Job>> by_order_
+      SLUICE_GUARDED_BY(mu_);
+  // Finished jobs' ids in the order they finished: the eviction order.
+  std::deque<std::string> finished_ SLUICE_GUARDED_BY(mu_);
+  std::uint64_t finished_bytes_ SLUICE_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace sluice::jobs
+
+#endif  // SLUICE_SERVICE_JOBS_JOB_STORE_HPP_

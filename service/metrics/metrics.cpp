@@ -1,0 +1,187 @@
+// Implementation of sluice::metrics::Metrics (see metrics.hpp).
+#include "service/metrics/metrics.hpp"
+
+#include <prometheus/text_serializer.h>
+
+#include <array>
+#include <utility>
+
+#include "service/config/config.hpp"
+
+namespace sluice::metrics {
+namespace {
+
+// Request latencies of a local service: 0.5 ms .. 10 s.
+const prometheus::Histogram::BucketBoundaries& HttpBuckets() {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+      0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+  return kBuckets;
+}
+
+// One Process() call: from microseconds (set/remove) to seconds (http, lua).
+const prometheus::Histogram::BucketBoundaries& StageBuckets() {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01,
+      0.05,    0.1,     0.5,    1,      2.5,   5,     10};
+  return kBuckets;
+}
+
+constexpr std::array<std::string_view, 3> kFinalStates = {"done", "failed",
+                                                          "cancelled"};
+constexpr std::array<std::string_view, 5> kOutcomes = {"in", "out", "filtered",
+                                                       "error", "cancelled"};
+
+std::string S(std::string_view v) { return std::string(v); }
+
+}  // namespace
+
+Metrics::Metrics(std::string version)
+    : registry_(std::make_shared<prometheus::Registry>()) {
+  using prometheus::BuildCounter;
+  using prometheus::BuildGauge;
+  using prometheus::BuildHistogram;
+  http_requests_ = &BuildCounter()
+                        .Name("sluice_http_requests_total")
+                        .Help(
+                            "HTTP requests by method, route template and "
+                            "status code")
+                        .Register(*registry_);
+  http_duration_ = &BuildHistogram()
+                        .Name("sluice_http_request_duration_seconds")
+                        .Help("HTTP request handling time by route template")
+                        .Register(*registry_);
+  jobs_ = &BuildCounter()
+               .Name("sluice_jobs_total")
+               .Help("Jobs finished, by pipeline and final state")
+               .Register(*registry_);
+  jobs_active_ = &BuildGauge()
+                      .Name("sluice_jobs_active")
+                      .Help("Jobs queued or running, by pipeline")
+                      .Register(*registry_);
+  items_ = &BuildCounter()
+                .Name("sluice_items_total")
+                .Help(
+                    "Items by pipeline, stage and outcome "
+                    "(in|out|filtered|error|cancelled)")
+                .Register(*registry_);
+  stage_duration_ = &BuildHistogram()
+                         .Name("sluice_stage_duration_seconds")
+                         .Help("Time one stage spends processing one item")
+                         .Register(*registry_);
+  queue_depth_ = &BuildGauge()
+                      .Name("sluice_stage_queue_depth")
+                      .Help("Items waiting in a stage's input channel")
+                      .Register(*registry_);
+  workers_busy_ = &BuildGauge()
+                       .Name("sluice_stage_workers_busy")
+                       .Help("Workers of a stage currently processing an item")
+                       .Register(*registry_);
+  ws_connections_ = &BuildGauge()
+                         .Name("sluice_websocket_connections")
+                         .Help(
+                             "Open WebSocket connections by kind "
+                             "(job_stream|ingest)")
+                         .Register(*registry_);
+  admission_rejections_ =
+      &BuildCounter()
+           .Name("sluice_admission_rejections_total")
+           .Help("Submissions refused because the admission limit was reached")
+           .Register(*registry_);
+  build_info_ = &BuildGauge()
+                     .Name("sluice_build_info")
+                     .Help("Build information; the value is always 1")
+                     .Register(*registry_);
+
+  build_info_->Add({{"version", std::move(version)}}).Set(1);
+  WebSocketConnections("job_stream");
+  WebSocketConnections("ingest");
+  // The HTTP families would otherwise have no sample until the first request
+  // is answered (the first scrape itself is counted after it is served).
+  HttpRequests("GET", "/metrics", 200);
+  HttpDuration("/metrics");
+}
+
+Metrics::~Metrics() = default;
+
+void Metrics::RegisterPipeline(const config::PipelineConfig& pipeline) {
+  const std::string& p = pipeline.name;
+  for (std::string_view state : kFinalStates) Jobs(p, state);
+  JobsActive(p);
+  AdmissionRejections(p);
+  for (const config::StageConfig& stage : pipeline.stages) {
+    for (std::string_view outcome : kOutcomes) Items(p, stage.name, outcome);
+    StageDuration(p, stage.name);
+    QueueDepth(p, stage.name);
+    WorkersBusy(p, stage.name);
+  }
+}
+
+prometheus::Counter& Metrics::HttpRequests(std::string_view method,
+                                           std::string_view route, int code) {
+  return http_requests_->Add({{"method", S(method)},
+                              {"route", S(route)},
+                              {"code", std::to_string(code)}});
+}
+
+prometheus::Histogram& Metrics::HttpDuration(std::string_view route) {
+  return http_duration_->Add({{"route", S(route)}}, HttpBuckets());
+}
+
+prometheus::Counter& Metrics::Jobs(std::string_view pipeline,
+                                   std::string_view state) {
+  return jobs_->Add({{"pipeline", S(pipeline)}, {"state", S(state)}});
+}
+
+prometheus::Gauge& Metrics::JobsActive(std::string_view pipeline) {
+  return jobs_active_->Add({{"pipeline", S(pipeline)}});
+}
+
+prometheus::Counter& Metrics::Items(std::string_view pipeline,
+                                    std::string_view stage,
+                                    std::string_view outcome) {
+  return items_->Add({{"pipeline", S(pipeline)},
+                      {"stage", S(stage)},
+                      {"outcome", S(outcome)}});
+}
+
+prometheus::Histogram& Metrics::StageDuration(std::string_view pipeline,
+                                              std::string_view stage) {
+  return stage_duration_->Add({{"pipeline", S(pipeline)}, {"stage", S(stage)}},
+                              StageBuckets());
+}
+
+prometheus::Gauge& Metrics::QueueDepth(std::string_view pipeline,
+                                       std::string_view stage) {
+  return queue_depth_->Add({{"pipeline", S(pipeline)}, {"stage", S(stage)}});
+}
+
+prometheus::Gauge& Metrics::WorkersBusy(std::string_view pipeline,
+                                        std::string_view stage) {
+  return workers_busy_->Add({{"pipeline", S(pipeline)}, {"stage", S(stage)}});
+}
+
+prometheus::Gauge& Metrics::WebSocketConnections(std::string_view kind) {
+  return ws_connections_->Add({{"kind", S(kind)}});
+}
+
+prometheus::Counter& Metrics::AdmissionRejections(std::string_view pipeline) {
+  return admission_rejections_->Add({{"pipeline", S(pipeline)}});
+}
+
+void Metrics::SetScrapeHook(std::function<void()> hook) {
+  std::lock_guard lock(hook_mu_);
+  scrape_hook_ = std::move(hook);
+}
+
+std::string Metrics::Serialize() const {
+  {
+    // Held while the hook runs so SetScrapeHook({}) (e.g. from a shutting
+    // down engine) waits for a running hook instead of racing it.
+    std::lock_guard lock(hook_mu_);
+    if (scrape_hook_) scrape_hook_();
+  }
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
+
+}  // namespace sluice::metrics

@@ -1,0 +1,506 @@
+// Implementation of the WebSocket sessions (see session.hpp): a common base
+// with the handshake, the read loop and the bounded one-write-in-flight
+// outbound queue, and the two endpoints built on it.
+#include "service/ws/session.hpp"
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+#include <deque>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "service/engine/engine.hpp"
+#include "service/http/fail.hpp"
+#include "service/jobs/job.hpp"
+#include "service/metrics/metrics.hpp"
+
+namespace sluice::ws {
+namespace {
+
+namespace beast = boost::beast;
+namespace net = boost::asio;
+namespace websocket = beast::websocket;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+// Frames a session holds for writing at most (result frames; the cursor
+// copies no more than there is room for). Frames the session makes itself
+// (errors about bad input frames) may add up to as many again; beyond that
+// the ingestion session stops reading until the client reads.
+constexpr std::size_t kMaxQueuedFrames = 64;
+// The job stream expects no data from the client; it only reads to see
+// control frames (close, ping, pong).
+constexpr std::size_t kJobStreamReadMax = 64 * 1024;
+constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
+
+std::string Dump(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string RecordFrame(const jobs::ResultRecord& r) {
+  if (r.is_error) {
+    return Dump({{"type", "error"},
+                 {"seq", r.seq},
+                 {"error", r.error},
+                 {"stage", r.stage}});
+  }
+  return Dump({{"type", "result"}, {"seq", r.seq}, {"value", r.value}});
+}
+
+std::string ProtocolErrorFrame(std::string_view code,
+                               std::string_view message) {
+  return Dump({{"type", "error"}, {"code", code}, {"message", message}});
+}
+
+// The common part of both endpoints. Thread-safety: everything runs on the
+// socket's strand (the stream's executor); Stop() and the engine's wake
+// callbacks only post onto it.
+class WsSession : public http::Connection,
+                  public std::enable_shared_from_this<WsSession> {
+ public:
+  WsSession(tcp::socket&& socket, http::Request request, http::Upgrade upgrade,
+            http::SessionContext& ctx, http::ConnectionSlot slot,
+            Clock::time_point received, std::string_view kind)
+      : ws_(std::move(socket)),
+        ctx_(ctx),
+        slot_(std::move(slot)),
+        request_(std::move(request)),
+        upgrade_(std::move(upgrade)),
+        received_(received),
+        gauge_(ctx.metrics.WebSocketConnections(kind)) {}
+
+  ~WsSession() override {
+    if (open_) gauge_.Decrement();
+  }
+
+  void Run() {
+    slot_.Bind(weak_from_this());
+    net::dispatch(ws_.get_executor(),
+                  [self = shared_from_this()] { self->DoAccept(); });
+  }
+
+  void Stop() override {
+    net::post(ws_.get_executor(), [self = shared_from_this()] {
+      self->stopping_ = true;
+      // Before the handshake completes OnAccept sees stopping_ instead.
+      if (self->open_ && !self->gone_) self->OnStop();
+    });
+  }
+
+ protected:
+  std::shared_ptr<jobs::Job>& job() { return upgrade_.job; }
+  http::SessionContext& ctx() const { return ctx_; }
+  bool closing() const { return close_.has_value(); }
+  bool stopping() const { return stopping_; }
+  std::size_t queued() const { return queue_.size(); }
+  std::size_t room() const {
+    return queue_.size() >= kMaxQueuedFrames ? 0
+                                             : kMaxQueuedFrames - queue_.size();
+  }
+  auto executor() { return ws_.get_executor(); }
+
+  // Called on the strand once the handshake succeeded.
+  virtual void OnOpen() = 0;
+  // A complete data frame arrived. The derived class calls DoRead() when it
+  // is ready for the next one.
+  virtual void OnMessage(bool text, std::string_view data) = 0;
+  // A frame was written (the queue has room again): by default, copy more
+  // of the result log.
+  virtual void OnWritten() { Pump(); }
+  // The server shuts down, after Engine::Shutdown has returned: the job has
+  // finished and Pump() sends what is left and "done". A job somehow still
+  // running is abandoned with 1001.
+  virtual void OnStop() {
+    if (!done_ && !job()->finished()) {
+      done_ = true;
+      CloseAfterQueue(websocket::close_code::going_away,
+                      "server shutting down");
+    }
+  }
+  // The peer closed or the connection failed: no more frames either way.
+  virtual void OnGone() {}
+  virtual std::size_t read_message_max() const = 0;
+
+  void DoRead() {
+    if (reading_ || gone_) return;
+    reading_ = true;
+    ws_.async_read(read_buffer_, beast::bind_front_handler(&WsSession::OnRead,
+                                                           shared_from_this()));
+  }
+
+  void Enqueue(std::string frame) {
+    if (gone_ || close_) return;
+    queue_.push_back(std::move(frame));
+    DoWrite();
+  }
+
+  // Sends what is queued, then the close frame.
+  void CloseAfterQueue(websocket::close_code code, std::string_view reason) {
+    if (gone_ || close_) return;
+    close_ = websocket::close_reason(code, reason);
+    DoWrite();
+  }
+
+  // The status frame; then close with `code`.
+  void SendDone(websocket::close_code code, std::string_view reason) {
+    Enqueue(Dump({{"type", "done"}, {"job", job()->Status()}}));
+    CloseAfterQueue(code, reason);
+  }
+
+  // The cursor over the job's result log: copies as many records as the
+  // queue has room for; when the log is exhausted, either sends "done" (the
+  // job has finished) or registers one wake with the job, which posts back
+  // here when records are appended or the job finishes.
+  void Pump() {
+    while (!done_ && !waiting_ && !closing() && room() > 0) {
+      bool finished = false;
+      std::vector<jobs::ResultRecord> records = job()->ReadFrom(
+          cursor_, room(), &finished, Waker<WsSession>([](WsSession& self) {
+            self.waiting_ = false;
+            self.Pump();
+          }));
+      if (!records.empty()) {
+        cursor_ += records.size();
+        for (const auto& r : records) Enqueue(RecordFrame(r));
+        continue;
+      }
+      if (finished) {
+        done_ = true;
+        auto code = DoneCode();
+        SendDone(code, code == websocket::close_code::normal
+                           ? "done"
+                           : "job cancelled by server shutdown");
+      } else {
+        waiting_ = true;
+      }
+    }
+  }
+
+  // The close code after "done" (DESIGN §3.6): 1001 for a job the drain
+  // cancelled, 1000 otherwise.
+  websocket::close_code DoneCode() {
+    return ctx_.router.draining() && job()->cancel_requested()
+               ? websocket::close_code::going_away
+               : websocket::close_code::normal;
+  }
+
+  // A wake callback for the engine: posts `fn` onto this session's strand
+  // if the session still exists.
+  template <class Derived, class Fn>
+  std::function<void()> Waker(Fn fn) {
+    return [weak = std::weak_ptr<WsSession>(shared_from_this()),
+            executor = ws_.get_executor(), fn] {
+      net::post(executor, [weak, fn] {
+        if (auto self = weak.lock()) fn(static_cast<Derived&>(*self));
+      });
+    };
+  }
+
+ private:
+  void DoAccept() {
+    websocket::stream_base::timeout timeout{};
+    timeout.handshake_timeout = kHandshakeTimeout;
+    timeout.idle_timeout = ctx_.server.idle_timeout;
+    // Ping a quiet peer instead of dropping it: a job stream's client sends
+    // nothing while it waits for results.
+    timeout.keep_alive_pings = true;
+    ws_.set_option(timeout);
+    ws_.read_message_max(read_message_max());
+    std::string job_id = upgrade_.job ? upgrade_.job->id() : std::string();
+    ws_.set_option(websocket::stream_base::decorator(
+        [job_id](websocket::response_type& res) {
+          res.set(beast::http::field::server, "sluice");
+          // Which job this stream is (ingestion streams create one), so a
+          // client can fetch its results over HTTP later.
+          if (!job_id.empty()) res.set("X-Sluice-Job", job_id);
+        }));
+    ws_.text(true);
+    ws_.async_accept(request_, beast::bind_front_handler(&WsSession::OnAccept,
+                                                         shared_from_this()));
+  }
+
+  void OnAccept(beast::error_code ec) {
+    http::ObserveRequest(ctx_.metrics, request_.method_string(), upgrade_.route,
+                         ec ? 400 : 101, Clock::now() - received_);
+    request_ = {};
+    if (ec) {
+      gone_ = true;
+      return http::fail(ec, "websocket accept");
+    }
+    open_ = true;
+    gauge_.Increment();
+    OnOpen();
+    if (stopping_) OnStop();
+  }
+
+  void OnRead(beast::error_code ec, std::size_t /*bytes*/) {
+    reading_ = false;
+    if (ec) {
+      if (ec != websocket::error::closed) http::fail(ec, "websocket read");
+      Gone();
+      return;
+    }
+    std::string data = beast::buffers_to_string(read_buffer_.data());
+    read_buffer_.consume(read_buffer_.size());
+    OnMessage(ws_.got_text(), data);
+  }
+
+  void DoWrite() {
+    if (writing_ || gone_) return;
+    if (!queue_.empty()) {
+      writing_ = true;
+      ws_.async_write(
+          net::buffer(queue_.front()),
+          beast::bind_front_handler(&WsSession::OnWrite, shared_from_this()));
+    } else if (close_ && !close_sent_) {
+      writing_ = true;
+      close_sent_ = true;
+      ws_.async_close(*close_, beast::bind_front_handler(&WsSession::OnClose,
+                                                         shared_from_this()));
+    }
+  }
+
+  void OnWrite(beast::error_code ec, std::size_t /*bytes*/) {
+    writing_ = false;
+    if (ec) {
+      http::fail(ec, "websocket write");
+      Gone();
+      return;
+    }
+    queue_.pop_front();
+    OnWritten();
+    DoWrite();
+  }
+
+  void OnClose(beast::error_code ec) {
+    writing_ = false;
+    if (ec) http::fail(ec, "websocket close");
+    Gone();
+  }
+
+  void Gone() {
+    if (gone_) return;
+    gone_ = true;
+    queue_.clear();
+    OnGone();
+  }
+
+  websocket::stream<beast::tcp_stream> ws_;
+  http::SessionContext& ctx_;
+  http::ConnectionSlot slot_;
+  http::Request request_;  // the upgrade request, until accepted
+  http::Upgrade upgrade_;
+  Clock::time_point received_;
+  prometheus::Gauge& gauge_;
+  beast::flat_buffer read_buffer_;
+  std::deque<std::string> queue_;  // frames to write; front() in flight
+  std::optional<websocket::close_reason> close_;  // close once queue_ drains
+  bool close_sent_ = false;
+  bool writing_ = false;
+  bool reading_ = false;
+  bool open_ = false;       // handshake done (gauge incremented)
+  bool gone_ = false;       // closed or failed: nothing more to send
+  bool stopping_ = false;   // the server shuts down
+  std::size_t cursor_ = 0;  // the next record of the job's log to send
+  bool waiting_ = false;    // a wake is registered with the job
+  bool done_ = false;       // "done" queued (or the stream abandoned)
+};
+
+// GET /v1/jobs/{id}/stream: replays the job's results, then live ones, then
+// "done". Thread-safety: as WsSession.
+class JobStreamSession final : public WsSession {
+ public:
+  using WsSession::WsSession;
+
+ private:
+  std::size_t read_message_max() const override { return kJobStreamReadMax; }
+
+  void OnOpen() override {
+    DoRead();
+    Pump();
+  }
+
+  // Client data is not part of the protocol; it is read and dropped so that
+  // control frames keep being processed.
+  void OnMessage(bool /*text*/, std::string_view /*data*/) override {
+    DoRead();
+  }
+};
+
+// GET /v1/stream?pipeline=NAME: reads input frames into the stream's feed
+// (the next frame only once the feed accepted the previous one) and streams
+// the job's results back like JobStreamSession. Thread-safety: as WsSession.
+class IngestSession final : public WsSession {
+ public:
+  IngestSession(tcp::socket&& socket, http::Request request,
+                http::Upgrade upgrade, http::SessionContext& ctx,
+                http::ConnectionSlot slot, Clock::time_point received)
+      : WsSession(std::move(socket), std::move(request), upgrade, ctx,
+                  std::move(slot), received, "ingest"),
+        feed_(std::move(upgrade.feed)) {}
+
+  ~IngestSession() override {
+    // Whatever happened to the connection, the input ends here so the job
+    // can finish: nothing accepted is lost.
+    feed_->End();
+  }
+
+ private:
+  std::size_t read_message_max() const override {
+    return static_cast<std::size_t>(ctx().server.max_body_bytes);
+  }
+
+  void OnOpen() override {
+    DoRead();
+    Pump();
+  }
+
+  void OnMessage(bool text, std::string_view data) override {
+    if (!text) {
+      CloseAfterQueue(websocket::close_code::unknown_data,
+                      "binary frames are not supported; send JSON text frames");
+      return;
+    }
+    nlohmann::json frame;
+    try {
+      frame = nlohmann::json::parse(data.begin(), data.end());
+    } catch (const nlohmann::json::parse_error& e) {
+      std::size_t offset = e.byte == 0 ? 0 : e.byte - 1;
+      return Reject("invalid_json",
+                    "malformed JSON at byte offset " + std::to_string(offset));
+    }
+    if (!frame.is_object()) return Reject("invalid_frame", kShape);
+    bool end = false;
+    std::vector<nlohmann::json> items;
+    for (auto& [key, value] : frame.items()) {
+      if (key == "item") {
+        items.push_back(std::move(value));
+      } else if (key == "items") {
+        if (!value.is_array())
+          return Reject("invalid_frame", "items must be an array");
+        for (auto& v : value) items.push_back(std::move(v));
+      } else if (key == "end") {
+        if (value != true) return Reject("invalid_frame", "end must be true");
+        end = true;
+      } else {
+        return Reject("invalid_frame",
+                      "unknown key \"" + key + "\"; " + kShape);
+      }
+    }
+    if (frame.contains("item") && frame.contains("items")) {
+      return Reject("invalid_frame", "send either item or items, not both");
+    }
+    if (items.empty() && !end && !frame.contains("items")) {
+      return Reject("invalid_frame", kShape);
+    }
+    if (ended_) return Reject("stream_ended", "the stream has already ended");
+    if (feed_->closed()) {
+      return Reject("stream_closed",
+                    "the stream accepts no more items (cancelled or shutting "
+                    "down); this frame was not accepted");
+    }
+    pending_ = std::move(items);
+    end_pending_ = end;
+    TryPushPending();
+  }
+
+  // Hands pending_ to the feed; reads the next frame only once it is taken.
+  void TryPushPending() {
+    if (!pushing_) {
+      pushing_ = true;
+    }
+    bool accepted =
+        feed_->TryPush(pending_, Waker<IngestSession>([](IngestSession& self) {
+                         if (self.pushing_) self.TryPushPending();
+                       }));
+    if (!accepted) {
+      if (!feed_->closed()) return;  // on_room will call us again
+      pushing_ = false;
+      const std::size_t lost = pending_.size();
+      pending_.clear();
+      end_pending_ = false;
+      Reject("stream_closed",
+             std::to_string(lost) +
+                 " items were not accepted: the stream accepts no more items "
+                 "(cancelled or shutting down)");
+      return;
+    }
+    pushing_ = false;
+    pending_.clear();
+    if (end_pending_) {
+      end_pending_ = false;
+      ended_ = true;
+      feed_->End();
+      Pump();
+    }
+    ReadNext();
+  }
+
+  // An input frame that changes nothing: tell the client, read on.
+  void Reject(std::string_view code, const std::string& message) {
+    Enqueue(ProtocolErrorFrame(code, message));
+    ReadNext();
+  }
+
+  // Reads the next frame unless our own error frames have filled the queue
+  // (then OnWritten resumes): a client that never reads cannot make us
+  // buffer without bound.
+  void ReadNext() {
+    if (closing()) return;
+    if (queued() >= 2 * kMaxQueuedFrames) {
+      read_paused_ = true;
+      return;
+    }
+    DoRead();
+  }
+
+  void OnWritten() override {
+    if (read_paused_ && queued() < 2 * kMaxQueuedFrames) {
+      read_paused_ = false;
+      DoRead();
+    }
+    Pump();
+  }
+
+  void OnGone() override {
+    // The client left: end the input so the job completes with what was
+    // accepted (its results stay available over HTTP).
+    feed_->End();
+  }
+
+  static constexpr const char* kShape =
+      "expected {\"item\": v}, {\"items\": [...]} or {\"end\": true}";
+
+  std::shared_ptr<engine::StreamFeed> feed_;
+  std::vector<nlohmann::json> pending_;  // the frame's items not yet accepted
+  bool end_pending_ = false;             // the frame also said end
+  bool pushing_ = false;                 // waiting for the feed to have room
+  bool ended_ = false;                   // the client sent end
+  bool read_paused_ = false;
+};
+
+}  // namespace
+
+void StartWebSocketSession(tcp::socket socket, http::Request request,
+                           http::Upgrade upgrade, http::SessionContext& ctx,
+                           http::ConnectionSlot slot,
+                           std::chrono::steady_clock::time_point received) {
+  if (upgrade.kind == http::Upgrade::Kind::kIngest) {
+    std::make_shared<IngestSession>(std::move(socket), std::move(request),
+                                    std::move(upgrade), ctx, std::move(slot),
+                                    received)
+        ->Run();
+  } else {
+    std::make_shared<JobStreamSession>(std::move(socket), std::move(request),
+                                       std::move(upgrade), ctx, std::move(slot),
+                                       received, "job_stream")
+        ->Run();
+  }
+}
+
+}  // namespace sluice::ws

@@ -1,0 +1,552 @@
+// Tests of sluice::http::Router without sockets: every route of DESIGN §3.2,
+// its status codes and error bodies, auth, and that a rejected request
+// changes nothing. Runs a real Engine on a small config.
+#include "service/http/router.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <variant>
+
+#include "service/config/config.hpp"
+#include "service/engine/engine.hpp"
+#include "service/jobs/job.hpp"
+#include "service/metrics/metrics.hpp"
+
+namespace sluice::http {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+constexpr const char* kConfig = R"(
+server: { listen: "127.0.0.1:0" }
+jobs: { max_pending_items: 20 }
+pipelines:
+  - name: echo
+    stages:
+      - { name: pass, processor: { type: passthrough } }
+  - name: words
+    stages:
+      - { name: split, processor: { type: split, field: "" } }
+    aggregate: { type: count }
+  - name: slow
+    stages:
+      - { name: sleep, processor: { type: delay, duration: 100ms }, workers: 1 }
+)";
+
+config::Config LoadTestConfig() {
+  auto loaded = config::LoadConfigText(kConfig);
+  if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
+    for (const auto& e : *errors) ADD_FAILURE() << config::ToString(e);
+    return {};
+  }
+  return std::get<config::Config>(loaded);
+}
+
+Request MakeRequest(
+    bhttp::verb method, std::string target, std::string body = "",
+    std::vector<std::pair<bhttp::field, std::string>> headers = {}) {
+  Request req{method, target, 11};
+  for (auto& [name, value] : headers) req.set(name, value);
+  req.body() = std::move(body);
+  req.prepare_payload();
+  return req;
+}
+
+json Body(const Response& res) { return json::parse(res.body()); }
+
+class RouterTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Make({}); }
+  void TearDown() override {
+    if (engine_) engine_->Shutdown(milliseconds(0));
+  }
+
+  void Make(std::vector<std::string> tokens) {
+    router_.reset();
+    if (engine_) engine_->Shutdown(milliseconds(0));
+    engine_.reset();
+    metrics_ = std::make_unique<metrics::Metrics>("test");
+    engine_ = std::make_unique<engine::Engine>(LoadTestConfig(), *metrics_);
+    router_ = std::make_unique<Router>(*engine_, *metrics_,
+                                       RouterOptions{std::move(tokens)});
+  }
+
+  Reply Do(bhttp::verb method, std::string target, std::string body = "",
+           std::vector<std::pair<bhttp::field, std::string>> headers = {}) {
+    return router_->Handle(MakeRequest(method, std::move(target),
+                                       std::move(body), std::move(headers)));
+  }
+
+  // Submits and waits (by polling) until the job has finished.
+  std::shared_ptr<jobs::Job> RunJob(const std::string& pipeline,
+                                    const std::string& items) {
+    Reply r = Do(bhttp::verb::post, "/v1/jobs?pipeline=" + pipeline, items);
+    EXPECT_EQ(r.response.result(), bhttp::status::accepted)
+        << r.response.body();
+    auto job = engine_->Find(Body(r.response)["id"].get<std::string>());
+    EXPECT_TRUE(job);
+    for (int i = 0; i < 1000 && job && !job->finished(); ++i) {
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    EXPECT_TRUE(job && job->finished());
+    return job;
+  }
+
+  std::size_t JobCount() { return engine_->List(1000).size(); }
+
+  void ExpectError(const Reply& r, bhttp::status status,
+                   const std::string& code) {
+    EXPECT_EQ(r.response.result(), status) << r.response.body();
+    EXPECT_EQ(r.response[bhttp::field::content_type], "application/json");
+    json body = Body(r.response);
+    EXPECT_EQ(body["error"]["code"], code) << r.response.body();
+    EXPECT_TRUE(body["error"]["message"].is_string());
+  }
+
+  std::unique_ptr<metrics::Metrics> metrics_;
+  std::unique_ptr<engine::Engine> engine_;
+  std::unique_ptr<Router> router_;
+};
+
+TEST_F(RouterTest, HealthAndReadiness) {
+  Reply h = Do(bhttp::verb::get, "/healthz");
+  EXPECT_EQ(h.response.result(), bhttp::status::ok);
+  EXPECT_EQ(h.route, kRouteHealthz);
+  Reply r = Do(bhttp::verb::get, "/readyz");
+  EXPECT_EQ(r.response.result(), bhttp::status::ok);
+  EXPECT_EQ(Body(r.response)["status"], "ready");
+  router_->SetDraining();
+  r = Do(bhttp::verb::get, "/readyz");
+  EXPECT_EQ(r.response.result(), bhttp::status::service_unavailable);
+  EXPECT_EQ(Body(r.response)["status"], "draining");
+  // Liveness is unaffected by the drain.
+  EXPECT_EQ(Do(bhttp::verb::get, "/healthz").response.result(),
+            bhttp::status::ok);
+}
+
+TEST_F(RouterTest, MetricsIsPrometheusText) {
+  Reply r = Do(bhttp::verb::get, "/metrics");
+  EXPECT_EQ(r.response.result(), bhttp::status::ok);
+  EXPECT_EQ(r.route, kRouteMetrics);
+  EXPECT_EQ(r.response[bhttp::field::content_type],
+            "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_NE(r.response.body().find("sluice_build_info{version=\"test\"} 1"),
+            std::string::npos);
+  EXPECT_NE(r.response.body().find("sluice_items_total{outcome=\"in\",pipeline="
+                                   "\"echo\",stage=\"pass\"}"),
+            std::string::npos);
+}
+
+TEST_F(RouterTest, UnknownRouteIs404AndWrongMethodIs405WithAllow) {
+  Reply r = Do(bhttp::verb::get, "/v2/nothing");
+  ExpectError(r, bhttp::status::not_found, "not_found");
+  EXPECT_EQ(r.route, kRouteUnmatched);
+  ExpectError(Do(bhttp::verb::get, "/v1/jobs/abc/nothing"),
+              bhttp::status::not_found, "not_found");
+
+  r = Do(bhttp::verb::put, "/v1/jobs");
+  ExpectError(r, bhttp::status::method_not_allowed, "method_not_allowed");
+  EXPECT_EQ(r.response[bhttp::field::allow], "GET, HEAD, POST");
+  r = Do(bhttp::verb::post, "/v1/jobs/abc");
+  ExpectError(r, bhttp::status::method_not_allowed, "method_not_allowed");
+  EXPECT_EQ(r.response[bhttp::field::allow], "GET, HEAD, DELETE");
+  r = Do(bhttp::verb::delete_, "/metrics");
+  EXPECT_EQ(r.response[bhttp::field::allow], "GET, HEAD");
+}
+
+TEST_F(RouterTest, RouteTemplatesNeverContainIds) {
+  EXPECT_EQ(Router::RouteOf("/v1/jobs/0123456789abcdef"), kRouteJob);
+  EXPECT_EQ(Router::RouteOf("/v1/jobs/x/results?offset=3"), kRouteJobResults);
+  EXPECT_EQ(Router::RouteOf("/v1/jobs/x/stream"), kRouteJobStream);
+  EXPECT_EQ(Router::RouteOf("/v1/stream?pipeline=echo"), kRouteStream);
+  EXPECT_EQ(Router::RouteOf("/v1/jobs?pipeline=echo"), kRouteJobs);
+  EXPECT_EQ(Router::RouteOf("/v1/pipelines"), kRoutePipelines);
+  EXPECT_EQ(Router::RouteOf("/favicon.ico"), kRouteUnmatched);
+  EXPECT_EQ(Router::RouteOf("not a target"), kRouteUnmatched);
+}
+
+TEST_F(RouterTest, SubmitArrayReturns202WithLinks) {
+  Reply r = Do(bhttp::verb::post, "/v1/jobs?pipeline=echo",
+               R"([1, "two", {"x": 3}])");
+  ASSERT_EQ(r.response.result(), bhttp::status::accepted) << r.response.body();
+  EXPECT_EQ(r.route, kRouteJobs);
+  json body = Body(r.response);
+  const std::string id = body["id"];
+  EXPECT_FALSE(id.empty());
+  EXPECT_EQ(body["pipeline"], "echo");
+  EXPECT_EQ(body["items"], 3);
+  EXPECT_EQ(body["links"]["self"], "/v1/jobs/" + id);
+  EXPECT_EQ(body["links"]["results"], "/v1/jobs/" + id + "/results");
+  EXPECT_EQ(body["links"]["stream"], "/v1/jobs/" + id + "/stream");
+  EXPECT_EQ(r.response[bhttp::field::location], "/v1/jobs/" + id);
+  EXPECT_FALSE(r.wait_job);
+}
+
+TEST_F(RouterTest, SubmitObjectBodyAndNdjson) {
+  Reply r = Do(bhttp::verb::post, "/v1/jobs",
+               R"({"pipeline": "echo", "items": [1, 2], "ordered": true})");
+  ASSERT_EQ(r.response.result(), bhttp::status::accepted) << r.response.body();
+  EXPECT_EQ(Body(r.response)["items"], 2);
+
+  r = Do(bhttp::verb::post, "/v1/jobs?pipeline=echo", "{\"a\":1}\n\n[2]\n3\n",
+         {{bhttp::field::content_type, "application/x-ndjson; charset=utf-8"}});
+  ASSERT_EQ(r.response.result(), bhttp::status::accepted) << r.response.body();
+  auto job = engine_->Find(Body(r.response)["id"].get<std::string>());
+  ASSERT_TRUE(job);
+  EXPECT_EQ(Body(r.response)["items"], 3);
+}
+
+TEST_F(RouterTest, MalformedJsonIs400WithZeroBasedOffset) {
+  const std::size_t before = JobCount();
+  Reply r = Do(bhttp::verb::post, "/v1/jobs?pipeline=echo", "[1, 2,, 3]");
+  ExpectError(r, bhttp::status::bad_request, "invalid_json");
+  json body = Body(r.response);
+  EXPECT_EQ(body["error"]["offset"], 6);
+  EXPECT_NE(body["error"]["message"].get<std::string>().find("offset 6"),
+            std::string::npos);
+
+  r = Do(bhttp::verb::post, "/v1/jobs?pipeline=echo", "");
+  ExpectError(r, bhttp::status::bad_request, "invalid_json");
+  EXPECT_EQ(Body(r.response)["error"]["offset"], 0);
+
+  // NDJSON: the offset counts from the start of the body.
+  r = Do(bhttp::verb::post, "/v1/jobs?pipeline=echo", "1\n{\"a\" 2}\n",
+         {{bhttp::field::content_type, "application/x-ndjson"}});
+  ExpectError(r, bhttp::status::bad_request, "invalid_json");
+  EXPECT_EQ(Body(r.response)["error"]["offset"], 7);
+  EXPECT_EQ(JobCount(), before);
+}
+
+TEST_F(RouterTest, BadSubmissionsAre4xxAndCreateNothing) {
+  const std::size_t before = JobCount();
+  ExpectError(Do(bhttp::verb::post, "/v1/jobs?pipeline=nope", "[1]"),
+              bhttp::status::not_found, "unknown_pipeline");
+  ExpectError(Do(bhttp::verb::post, "/v1/jobs", "[1]"),
+              bhttp::status::bad_request, "invalid_request");
+  ExpectError(Do(bhttp::verb::post, "/v1/jobs?pipeline=echo",
+                 R"({"pipeline": "words", "items": []})"),
+              bhttp::status::bad_request, "invalid_request");
+  ExpectError(
+      Do(bhttp::verb::post, "/v1/jobs?pipeline=echo", R"({"itemz": [1]})"),
+      bhttp::status::bad_request, "invalid_request");
+  ExpectError(
+      Do(bhttp::verb::post, "/v1/jobs?pipeline=echo", R"({"items": 1})"),
+      bhttp::status::bad_request, "invalid_request");
+  ExpectError(Do(bhttp::verb::post, "/v1/jobs?pipeline=echo", R"("scalar")"),
+              bhttp::status::bad_request, "invalid_request");
+  ExpectError(Do(bhttp::verb::post, "/v1/jobs?pipeline=echo&wait=soon", "[1]"),
+              bhttp::status::bad_request, "invalid_request");
+  ExpectError(Do(bhttp::verb::post, "/v1/jobs?pipeline=echo&wait=-1", "[1]"),
+              bhttp::status::bad_request, "invalid_request");
+  EXPECT_EQ(JobCount(), before);
+}
+
+TEST_F(RouterTest, StatusResultsAndPaging) {
+  auto job = RunJob("echo", "[10, 11, 12, 13, 14]");
+  ASSERT_TRUE(job);
+  Reply r = Do(bhttp::verb::get, "/v1/jobs/" + job->id());
+  ASSERT_EQ(r.response.result(), bhttp::status::ok);
+  EXPECT_EQ(r.route, kRouteJob);
+  json status = Body(r.response);
+  EXPECT_EQ(status["id"], job->id());
+  EXPECT_EQ(status["pipeline"], "echo");
+  EXPECT_EQ(status["state"], "done");
+  EXPECT_EQ(status["items"]["in"], 5);
+  EXPECT_EQ(status["items"]["out"], 5);
+  for (const char* key :
+       {"aggregate", "created_at", "started_at", "finished_at"}) {
+    EXPECT_TRUE(status.contains(key)) << key;
+  }
+
+  r = Do(bhttp::verb::get, "/v1/jobs/" + job->id() + "/results");
+  ASSERT_EQ(r.response.result(), bhttp::status::ok);
+  EXPECT_EQ(r.route, kRouteJobResults);
+  json page = Body(r.response);
+  EXPECT_EQ(page["offset"], 0);
+  EXPECT_EQ(page["limit"], 1000);
+  EXPECT_EQ(page["total"], 5);
+  ASSERT_EQ(page["results"].size(), 5u);
+  std::set<int> values;
+  for (const auto& rec : page["results"])
+    values.insert(rec["value"].get<int>());
+  EXPECT_EQ(values, (std::set<int>{10, 11, 12, 13, 14}));
+
+  r = Do(bhttp::verb::get,
+         "/v1/jobs/" + job->id() + "/results?offset=1&limit=2");
+  page = Body(r.response);
+  EXPECT_EQ(page["offset"], 1);
+  EXPECT_EQ(page["limit"], 2);
+  EXPECT_EQ(page["results"].size(), 2u);
+
+  r = Do(bhttp::verb::get, "/v1/jobs/" + job->id() + "/results?offset=99");
+  EXPECT_EQ(Body(r.response)["results"].size(), 0u);
+
+  r = Do(bhttp::verb::get, "/v1/jobs/" + job->id() + "/results?limit=10000");
+  EXPECT_EQ(r.response.result(), bhttp::status::ok);
+  ExpectError(
+      Do(bhttp::verb::get, "/v1/jobs/" + job->id() + "/results?limit=10001"),
+      bhttp::status::bad_request, "invalid_request");
+  ExpectError(
+      Do(bhttp::verb::get, "/v1/jobs/" + job->id() + "/results?offset=-1"),
+      bhttp::status::bad_request, "invalid_request");
+
+  r = Do(bhttp::verb::get, "/v1/jobs/" + job->id() + "/results?limit=3", "",
+         {{bhttp::field::accept, "text/html, application/x-ndjson"}});
+  ASSERT_EQ(r.response.result(), bhttp::status::ok);
+  EXPECT_EQ(r.response[bhttp::field::content_type], "application/x-ndjson");
+  EXPECT_EQ(r.response["X-Total-Count"], "5");
+  std::istringstream lines(r.response.body());
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    json rec = json::parse(line);
+    EXPECT_TRUE(rec.contains("seq"));
+    EXPECT_TRUE(rec.contains("value"));
+    ++n;
+  }
+  EXPECT_EQ(n, 3);
+}
+
+TEST_F(RouterTest, UnknownJobIs404OnEveryJobRoute) {
+  ExpectError(Do(bhttp::verb::get, "/v1/jobs/doesnotexist"),
+              bhttp::status::not_found, "unknown_job");
+  ExpectError(Do(bhttp::verb::get, "/v1/jobs/doesnotexist/results"),
+              bhttp::status::not_found, "unknown_job");
+  ExpectError(Do(bhttp::verb::delete_, "/v1/jobs/doesnotexist"),
+              bhttp::status::not_found, "unknown_job");
+  auto upgrade = router_->HandleUpgrade(
+      MakeRequest(bhttp::verb::get, "/v1/jobs/doesnotexist/stream"));
+  ASSERT_TRUE(std::holds_alternative<Reply>(upgrade));
+  ExpectError(std::get<Reply>(upgrade), bhttp::status::not_found,
+              "unknown_job");
+}
+
+TEST_F(RouterTest, DeleteCancelsAJob) {
+  Reply r = Do(bhttp::verb::post, "/v1/jobs?pipeline=slow",
+               "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]");
+  ASSERT_EQ(r.response.result(), bhttp::status::accepted);
+  const std::string id = Body(r.response)["id"];
+  r = Do(bhttp::verb::delete_, "/v1/jobs/" + id);
+  ASSERT_EQ(r.response.result(), bhttp::status::ok) << r.response.body();
+  EXPECT_EQ(Body(r.response)["id"], id);
+  auto job = engine_->Find(id);
+  for (int i = 0; i < 500 && !job->finished(); ++i)
+    std::this_thread::sleep_for(milliseconds(10));
+  EXPECT_EQ(job->state(), jobs::JobState::kCancelled);
+  EXPECT_GT(job->counts().cancelled, 0u);
+  // Deleting a finished job changes nothing.
+  r = Do(bhttp::verb::delete_, "/v1/jobs/" + id);
+  EXPECT_EQ(r.response.result(), bhttp::status::ok);
+  EXPECT_EQ(Body(r.response)["state"], "cancelled");
+}
+
+TEST_F(RouterTest, ListIsNewestFirstAndPipelinesDescribeStages) {
+  auto a = RunJob("echo", "[1]");
+  auto b = RunJob("echo", "[2]");
+  Reply r = Do(bhttp::verb::get, "/v1/jobs");
+  ASSERT_EQ(r.response.result(), bhttp::status::ok);
+  json list = Body(r.response)["jobs"];
+  ASSERT_GE(list.size(), 2u);
+  EXPECT_EQ(list[0]["id"], b->id());
+  EXPECT_EQ(list[1]["id"], a->id());
+  r = Do(bhttp::verb::get, "/v1/jobs?limit=1");
+  EXPECT_EQ(Body(r.response)["jobs"].size(), 1u);
+  ExpectError(Do(bhttp::verb::get, "/v1/jobs?limit=x"),
+              bhttp::status::bad_request, "invalid_request");
+
+  r = Do(bhttp::verb::get, "/v1/pipelines");
+  ASSERT_EQ(r.response.result(), bhttp::status::ok);
+  json pipelines = Body(r.response)["pipelines"];
+  ASSERT_EQ(pipelines.size(), 3u);
+  bool found = false;
+  for (const auto& p : pipelines) {
+    if (p["name"] == "slow") {
+      found = true;
+      EXPECT_EQ(p["stages"][0]["name"], "sleep");
+      EXPECT_EQ(p["stages"][0]["workers"], 1);
+    }
+  }
+  EXPECT_TRUE(found);
+}
+
+TEST_F(RouterTest, WaitReturnsStatusWhenDoneElseTheSessionWaits) {
+  Reply r = Do(bhttp::verb::post, "/v1/jobs?pipeline=slow&wait=2.5", "[1]");
+  ASSERT_EQ(r.response.result(), bhttp::status::accepted);
+  ASSERT_TRUE(r.wait_job);
+  EXPECT_EQ(r.wait_for, milliseconds(2500));
+  // Not finished yet: the fallback is the 202.
+  auto job = r.wait_job;
+  for (int i = 0; i < 500 && !job->finished(); ++i)
+    std::this_thread::sleep_for(milliseconds(10));
+  ASSERT_TRUE(job->finished());
+  Response done = router_->CompleteWait(r);
+  EXPECT_EQ(done.result(), bhttp::status::ok);
+  EXPECT_EQ(Body(done)["state"], "done");
+  EXPECT_EQ(Body(done)["id"], job->id());
+
+  Reply unfinished;
+  unfinished.response =
+      MakeJson(bhttp::status::accepted, {{"id", "x"}}, 11, true);
+  unfinished.wait_job = std::make_shared<jobs::Job>("x", "slow", 1);
+  EXPECT_EQ(router_->CompleteWait(unfinished).result(),
+            bhttp::status::accepted);
+}
+
+TEST_F(RouterTest, AdmissionLimitIs429WithRetryAfter) {
+  // max_pending_items is 20; the slow pipeline holds them.
+  std::string many = "[";
+  for (int i = 0; i < 20; ++i) many += (i ? "," : "") + std::to_string(i);
+  many += "]";
+  Reply r = Do(bhttp::verb::post, "/v1/jobs?pipeline=slow", many);
+  ASSERT_EQ(r.response.result(), bhttp::status::accepted) << r.response.body();
+  const std::size_t before = JobCount();
+  r = Do(bhttp::verb::post, "/v1/jobs?pipeline=echo", "[1]");
+  ExpectError(r, bhttp::status::too_many_requests, "over_capacity");
+  int retry = std::stoi(std::string(r.response[bhttp::field::retry_after]));
+  EXPECT_GE(retry, 1);
+  EXPECT_LE(retry, 60);
+  EXPECT_EQ(JobCount(), before);
+  EXPECT_EQ(Body(Do(bhttp::verb::get, "/readyz").response)["status"],
+            "overloaded");
+}
+
+TEST_F(RouterTest, DrainingRefusesNewJobsAndStreams) {
+  router_->SetDraining();
+  const std::size_t before = JobCount();
+  ExpectError(Do(bhttp::verb::post, "/v1/jobs?pipeline=echo", "[1]"),
+              bhttp::status::service_unavailable, "draining");
+  auto upgrade = router_->HandleUpgrade(
+      MakeRequest(bhttp::verb::get, "/v1/stream?pipeline=echo"));
+  ASSERT_TRUE(std::holds_alternative<Reply>(upgrade));
+  ExpectError(std::get<Reply>(upgrade), bhttp::status::service_unavailable,
+              "draining");
+  EXPECT_EQ(JobCount(), before);
+}
+
+TEST_F(RouterTest, UpgradeDecisions) {
+  auto job = RunJob("echo", "[1]");
+  auto up = router_->HandleUpgrade(
+      MakeRequest(bhttp::verb::get, "/v1/jobs/" + job->id() + "/stream"));
+  ASSERT_TRUE(std::holds_alternative<Upgrade>(up));
+  EXPECT_EQ(std::get<Upgrade>(up).kind, Upgrade::Kind::kJobStream);
+  EXPECT_EQ(std::get<Upgrade>(up).job, job);
+
+  up = router_->HandleUpgrade(
+      MakeRequest(bhttp::verb::get, "/v1/stream?pipeline=echo"));
+  ASSERT_TRUE(std::holds_alternative<Upgrade>(up));
+  EXPECT_EQ(std::get<Upgrade>(up).kind, Upgrade::Kind::kIngest);
+  ASSERT_TRUE(std::get<Upgrade>(up).feed);
+  std::get<Upgrade>(up).feed->End();
+
+  up = router_->HandleUpgrade(
+      MakeRequest(bhttp::verb::get, "/v1/stream?pipeline=nope"));
+  ASSERT_TRUE(std::holds_alternative<Reply>(up));
+  ExpectError(std::get<Reply>(up), bhttp::status::not_found,
+              "unknown_pipeline");
+  up = router_->HandleUpgrade(MakeRequest(bhttp::verb::get, "/v1/stream"));
+  ExpectError(std::get<Reply>(up), bhttp::status::bad_request,
+              "invalid_request");
+  up = router_->HandleUpgrade(MakeRequest(bhttp::verb::get, "/v1/jobs"));
+  ExpectError(std::get<Reply>(up), bhttp::status::method_not_allowed,
+              "method_not_allowed");
+  up = router_->HandleUpgrade(MakeRequest(bhttp::verb::get, "/elsewhere"));
+  ExpectError(std::get<Reply>(up), bhttp::status::not_found, "not_found");
+
+  // A plain GET on a WebSocket endpoint.
+  Reply plain = Do(bhttp::verb::get, "/v1/jobs/" + job->id() + "/stream");
+  ExpectError(plain, bhttp::status::upgrade_required, "upgrade_required");
+}
+
+TEST_F(RouterTest, HeadIsGetWithoutBody) {
+  Reply get = Do(bhttp::verb::get, "/v1/pipelines");
+  Reply head = Do(bhttp::verb::head, "/v1/pipelines");
+  EXPECT_EQ(head.response.result(), bhttp::status::ok);
+  EXPECT_TRUE(head.response.body().empty());
+  EXPECT_EQ(head.response[bhttp::field::content_length],
+            std::to_string(get.response.body().size()));
+}
+
+TEST_F(RouterTest, AuthGuardsV1ButNotProbesOrMetrics) {
+  Make({"s3cret", "other-token"});
+  Reply r = Do(bhttp::verb::get, "/v1/jobs");
+  ExpectError(r, bhttp::status::unauthorized, "unauthorized");
+  EXPECT_EQ(r.response[bhttp::field::www_authenticate],
+            "Bearer realm=\"sluice\"");
+  ExpectError(Do(bhttp::verb::get, "/v1/jobs", "",
+                 {{bhttp::field::authorization, "Bearer wrong"}}),
+              bhttp::status::unauthorized, "unauthorized");
+  ExpectError(Do(bhttp::verb::get, "/v1/jobs", "",
+                 {{bhttp::field::authorization, "Basic czNjcmV0"}}),
+              bhttp::status::unauthorized, "unauthorized");
+  ExpectError(Do(bhttp::verb::get, "/v1/jobs", "",
+                 {{bhttp::field::authorization, "Bearer s3cre"}}),
+              bhttp::status::unauthorized, "unauthorized");
+  // Unknown /v1 routes are not revealed without a token either.
+  ExpectError(Do(bhttp::verb::get, "/v1/secret-route"),
+              bhttp::status::unauthorized, "unauthorized");
+  EXPECT_EQ(Do(bhttp::verb::get, "/v1/jobs", "",
+               {{bhttp::field::authorization, "Bearer s3cret"}})
+                .response.result(),
+            bhttp::status::ok);
+  EXPECT_EQ(Do(bhttp::verb::get, "/v1/jobs", "",
+               {{bhttp::field::authorization, "bearer other-token"}})
+                .response.result(),
+            bhttp::status::ok);
+  EXPECT_EQ(Do(bhttp::verb::get, "/healthz").response.result(),
+            bhttp::status::ok);
+  EXPECT_EQ(Do(bhttp::verb::get, "/readyz").response.result(),
+            bhttp::status::ok);
+  EXPECT_EQ(Do(bhttp::verb::get, "/metrics").response.result(),
+            bhttp::status::ok);
+
+  // The header check alone (before a body is read), and WebSocket upgrades.
+  RequestHeader header;
+  header.method(bhttp::verb::post);
+  header.target("/v1/jobs?pipeline=echo");
+  header.version(11);
+  ASSERT_TRUE(router_->CheckHeader(header).has_value());
+  header.set(bhttp::field::authorization, "Bearer s3cret");
+  EXPECT_FALSE(router_->CheckHeader(header).has_value());
+  auto up = router_->HandleUpgrade(
+      MakeRequest(bhttp::verb::get, "/v1/stream?pipeline=echo"));
+  ASSERT_TRUE(std::holds_alternative<Reply>(up));
+  ExpectError(std::get<Reply>(up), bhttp::status::unauthorized, "unauthorized");
+
+  // A rejected submission creates nothing.
+  const std::size_t before = JobCount();
+  ExpectError(Do(bhttp::verb::post, "/v1/jobs?pipeline=echo", "[1]"),
+              bhttp::status::unauthorized, "unauthorized");
+  EXPECT_EQ(JobCount(), before);
+}
+
+TEST(RouterHelpers, TokensAndConstantTimeCompare) {
+  EXPECT_EQ(ParseTokens("a, b ,,c "),
+            (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_TRUE(ParseTokens(" , ").empty());
+  EXPECT_TRUE(ConstantTimeEquals("abc", "abc"));
+  EXPECT_FALSE(ConstantTimeEquals("abc", "abd"));
+  EXPECT_FALSE(ConstantTimeEquals("abc", "abcd"));
+  EXPECT_FALSE(ConstantTimeEquals("", "a"));
+  EXPECT_TRUE(ConstantTimeEquals("", ""));
+}
+
+TEST(RouterHelpers, ErrorBodyShape) {
+  Response r = MakeError(bhttp::status::bad_request, "invalid_json", "bad", 11,
+                         true, std::size_t{4});
+  json body = json::parse(r.body());
+  EXPECT_EQ(
+      body,
+      json::parse(
+          R"({"error":{"code":"invalid_json","message":"bad","offset":4}})"));
+  EXPECT_EQ(r[bhttp::field::content_length], std::to_string(r.body().size()));
+}
+
+}  // namespace
+}  // namespace sluice::http
