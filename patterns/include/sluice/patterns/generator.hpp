@@ -17,7 +17,6 @@
 #include <thread>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 #include "sluice/patterns/channel.hpp"
 
