@@ -123,6 +123,7 @@ int main(int argc, char** argv) {
   reg("BM_W3_Unbuffered_Sluice", BM_W3_Unbuffered_Sluice);
   reg("BM_W3_Unbuffered_MutexCv", BM_W3_Unbuffered_MutexCv);
   reg("BM_W3_Unbuffered_BoostFiber", BM_W3_Unbuffered_BoostFiber);
+  reg("BM_W3_Floor_AtomicPingPong", BM_W3_Floor_AtomicPingPong);
   reg("BM_W4_Pipeline_Sluice", BM_W4_Pipeline_Sluice);
   reg("BM_W4_Pipeline_Tbb", BM_W4_Pipeline_Tbb);
   if (tbb_tune) {

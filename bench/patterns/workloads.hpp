@@ -98,6 +98,7 @@ void BM_W1_Spsc_Sluice(benchmark::State& state);
 void BM_W1_Spsc_SluiceBatch(benchmark::State& state);
 void BM_W2_Mpmc_Sluice(benchmark::State& state);
 void BM_W3_Unbuffered_Sluice(benchmark::State& state);
+void BM_W3_Floor_AtomicPingPong(benchmark::State& state);
 void BM_W4_Pipeline_Sluice(benchmark::State& state);
 void BM_W5_WorkerPool_Sluice(benchmark::State& state);
 // mutex + two condition variables (bench_mutex_cv.cpp)
