@@ -21,9 +21,9 @@ void ConnectionRegistry::Bind(std::uint64_t id,
     std::lock_guard lock(mu_);
     auto it = open_.find(id);
     if (it == open_.end()) return;
-    it->second = connection;
     // A connection handed over after StopAll() must still be told to stop.
     if (stopping_) stop_now = connection.lock();
+    it->second = std::move(connection);
   }
   if (stop_now) stop_now->Stop();
 }

@@ -37,8 +37,7 @@ Target ParseTarget(std::string_view target) {
   auto parsed = boost::urls::parse_origin_form(target);
   if (!parsed) return t;
   const boost::urls::url_view& url = *parsed;
-  for (auto segment : url.segments())
-    t.segments.push_back(std::string(segment));
+  for (auto segment : url.segments()) t.segments.emplace_back(segment);
   for (auto param : url.params()) {
     t.query.emplace_back(std::string(param.key), std::string(param.value));
   }
@@ -526,7 +525,7 @@ Reply Router::HandleJobsPost(const Request& req, const Query& query) {
   reply.route = kRouteJobs;
   const unsigned version = req.version();
   const bool keep_alive = req.keep_alive();
-  auto bad = [&](std::string message) {
+  auto bad = [&](const std::string& message) {
     reply.response = MakeError(bhttp::status::bad_request, "invalid_request",
                                message, version, keep_alive);
     return std::move(reply);
@@ -570,7 +569,7 @@ Reply Router::HandleJobsPost(const Request& req, const Query& query) {
       reply.response = JsonSyntaxResponse(*error, req);
       return reply;
     }
-    nlohmann::json& doc = std::get<nlohmann::json>(parsed);
+    auto& doc = std::get<nlohmann::json>(parsed);
     if (doc.is_array()) {
       submit.items.assign(std::make_move_iterator(doc.begin()),
                           std::make_move_iterator(doc.end()));

@@ -66,7 +66,9 @@ Result<tcp::endpoint> ResolveListen(net::io_context& ioc,
 
 std::vector<std::string> TokensFromEnv(const config::AuthConfig& auth) {
   if (auth.tokens_env.empty()) return {};
-  const char* value = std::getenv(auth.tokens_env.c_str());
+  // Read once, at start-up, before any thread of ours runs.
+  const char* value =
+      std::getenv(auth.tokens_env.c_str());  // NOLINT(concurrency-mt-unsafe)
   if (value == nullptr) return {};
   return ParseTokens(value);
 }

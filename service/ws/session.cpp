@@ -35,7 +35,7 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t kMaxQueuedFrames = 64;
 // The job stream expects no data from the client; it only reads to see
 // control frames (close, ping, pong).
-constexpr std::size_t kJobStreamReadMax = 64 * 1024;
+constexpr std::size_t kJobStreamReadMax = std::size_t{64} * 1024;
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 
 std::string Dump(const nlohmann::json& j) {
@@ -474,7 +474,7 @@ class IngestSession final : public WsSession {
   }
 
   static constexpr const char* kShape =
-      "expected {\"item\": v}, {\"items\": [...]} or {\"end\": true}";
+      R"(expected {"item": v}, {"items": [...]} or {"end": true})";
 
   std::shared_ptr<engine::StreamFeed> feed_;
   std::vector<nlohmann::json> pending_;  // the frame's items not yet accepted

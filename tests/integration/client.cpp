@@ -146,7 +146,7 @@ HttpResponse HttpClient::Request(const std::string& method,
       return out;
     }
     auto res = parser.release();
-    out.status = res.result_int();
+    out.status = static_cast<int>(res.result_int());
     for (const auto& field : res) {
       out.headers[Lower(std::string(field.name_string()))] =
           std::string(field.value());
@@ -235,7 +235,7 @@ WsClient::WsClient(std::uint16_t port, const std::string& target,
       }));
   s.ws.read_message_max(64 << 20);
   s.ws.handshake(s.handshake, "127.0.0.1", target, ec);
-  s.status = s.handshake.result_int();
+  s.status = static_cast<int>(s.handshake.result_int());
   s.refusal_body =
       s.handshake.body().empty() ? std::string() : s.handshake.body();
   if (!ec) {

@@ -265,7 +265,7 @@ TEST_F(HttpApiTest, BadInputIs4xxAndChangesNothing) {
               "unknown_pipeline");
   ExpectError(Http(port(), "POST", "/v1/jobs", "[1]"), 400, "invalid_request");
   ExpectError(
-      Http(port(), "POST", "/v1/jobs?pipeline=echo", "{\"items\":\"x\"}"), 400,
+      Http(port(), "POST", "/v1/jobs?pipeline=echo", R"({"items":"x"})"), 400,
       "invalid_request");
   ExpectError(Http(port(), "POST", "/v1/jobs?pipeline=echo&wait=abc", "[1]"),
               400, "invalid_request");
@@ -391,6 +391,7 @@ TEST_F(HttpApiTest, EightClientsTimesHundredJobsExactCounts) {
   std::atomic<int> ok{0};
   std::atomic<int> outs{0};
   std::vector<std::thread> threads;
+  threads.reserve(kClients);
   for (int c = 0; c < kClients; ++c) {
     threads.emplace_back([&, c] {
       HttpClient client(port());
@@ -458,6 +459,8 @@ pipelines:
 }
 
 TEST(HttpLimits, AuthRequiresABearerTokenOnV1Only) {
+  // Tests run one at a time; nothing reads the environment concurrently.
+  // NOLINTNEXTLINE(concurrency-mt-unsafe)
   ::setenv("SLUICE_ITEST_TOKENS", "alpha, beta", 1);
   TestServer server(R"(
 server: { listen: "127.0.0.1:0", auth: { tokens_env: SLUICE_ITEST_TOKENS } }
@@ -493,7 +496,7 @@ pipelines:
                   "POST /v1/jobs?pipeline=echo HTTP/1.1\r\nHost: x\r\n"
                   "Content-Length: 50\r\n\r\n");
   EXPECT_EQ(RawStatus(raw), 401) << raw;
-  ::unsetenv("SLUICE_ITEST_TOKENS");
+  ::unsetenv("SLUICE_ITEST_TOKENS");  // NOLINT(concurrency-mt-unsafe)
 }
 
 TEST(HttpLimits, ConnectionsBeyondMaxConnectionsAreRefused) {

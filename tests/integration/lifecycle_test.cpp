@@ -6,12 +6,12 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
-#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -49,6 +49,7 @@ class Child {
     std::vector<std::string> args = {binary,       "serve",    "--config",
                                      config_path_, "--listen", "127.0.0.1:0"};
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     if (posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(),
@@ -221,7 +222,8 @@ TEST(Lifecycle, InProcessShutdownFinishesStreams) {
 }
 
 TEST(Metrics, PromtoolAcceptsTheExposition) {
-  if (std::system("command -v promtool >/dev/null 2>&1") != 0) {
+  if (std::system(  // NOLINT(concurrency-mt-unsafe): one test thread
+          "command -v promtool >/dev/null 2>&1") != 0) {
     GTEST_SKIP() << "promtool not installed (Debian package `prometheus`)";
   }
   TestServer server(kTestConfig);

@@ -248,6 +248,7 @@ TEST_F(WebSocketTest, IngestClientLeavingEndsTheInputButKeepsResults) {
 }
 
 TEST(WebSocketAuth, UpgradeNeedsTheToken) {
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): tests run one at a time
   ::setenv("SLUICE_ITEST_WS_TOKENS", "tok", 1);
   TestServer server(R"(
 server: { listen: "127.0.0.1:0", auth: { tokens_env: SLUICE_ITEST_WS_TOKENS } }
@@ -264,7 +265,7 @@ pipelines:
   auto frames = accepted.ReadAll();
   ASSERT_EQ(frames.size(), 1u);
   EXPECT_EQ(frames[0]["type"], "done");
-  ::unsetenv("SLUICE_ITEST_WS_TOKENS");
+  ::unsetenv("SLUICE_ITEST_WS_TOKENS");  // NOLINT(concurrency-mt-unsafe)
 }
 
 }  // namespace

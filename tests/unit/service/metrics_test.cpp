@@ -86,7 +86,7 @@ TEST(Metrics, RegisterPipelineCreatesEveryChild) {
           << stage << " " << outcome;
     }
     const std::string labels =
-        std::string("{pipeline=\"enrich\",stage=\"") + stage + "\"}";
+        std::string(R"({pipeline="enrich",stage=")") + stage + R"("})";
     EXPECT_TRUE(Contains(text, "sluice_stage_queue_depth" + labels + " 0"));
     EXPECT_TRUE(Contains(text, "sluice_stage_workers_busy" + labels + " 0"));
     EXPECT_TRUE(
@@ -146,6 +146,7 @@ TEST(Metrics, IsThreadSafe) {
   Metrics m("v");
   std::vector<std::thread> threads;
   std::atomic<bool> go{false};
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       while (!go.load()) std::this_thread::yield();

@@ -50,10 +50,10 @@ config::Config LoadTestConfig() {
 }
 
 Request MakeRequest(
-    bhttp::verb method, std::string target, std::string body = "",
-    std::vector<std::pair<bhttp::field, std::string>> headers = {}) {
+    bhttp::verb method, const std::string& target, std::string body = "",
+    const std::vector<std::pair<bhttp::field, std::string>>& headers = {}) {
   Request req{method, target, 11};
-  for (auto& [name, value] : headers) req.set(name, value);
+  for (const auto& [name, value] : headers) req.set(name, value);
   req.body() = std::move(body);
   req.prepare_payload();
   return req;
@@ -78,10 +78,11 @@ class RouterTest : public ::testing::Test {
                                        RouterOptions{std::move(tokens)});
   }
 
-  Reply Do(bhttp::verb method, std::string target, std::string body = "",
-           std::vector<std::pair<bhttp::field, std::string>> headers = {}) {
-    return router_->Handle(MakeRequest(method, std::move(target),
-                                       std::move(body), std::move(headers)));
+  Reply Do(
+      bhttp::verb method, const std::string& target, std::string body = "",
+      const std::vector<std::pair<bhttp::field, std::string>>& headers = {}) {
+    return router_->Handle(
+        MakeRequest(method, target, std::move(body), headers));
   }
 
   // Submits and waits (by polling) until the job has finished.
