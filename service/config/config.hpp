@@ -36,7 +36,7 @@ struct ServerConfig {
   std::string listen =
       "0.0.0.0:8080";  // host:port; see units.hpp ParseHostPort
   int io_threads = 2;
-  std::uint64_t max_body_bytes = 16 * 1024 * 1024;
+  std::uint64_t max_body_bytes = std::uint64_t{16} * 1024 * 1024;
   std::size_t max_connections = 10000;
   std::chrono::milliseconds shutdown_grace{30000};
   std::chrono::milliseconds idle_timeout{60000};  // per-connection read timeout
