@@ -3,11 +3,10 @@
 // a context on another thread through that thread's scheduler). W1, W2, W4
 // use buffered_channel (capacity must be a power of 2: 1024 and 256 are);
 // W3 uses unbuffered_channel. Same thread layout as the other versions.
+#include <atomic>
 #include <boost/fiber/buffered_channel.hpp>
 #include <boost/fiber/channel_op_status.hpp>
 #include <boost/fiber/unbuffered_channel.hpp>
-
-#include <atomic>
 #include <cstdint>
 #include <thread>
 #include <vector>
@@ -38,7 +37,8 @@ std::int64_t spsc(Ch& ch, std::int64_t n) {
 }
 
 template <class Fn>
-std::vector<std::jthread> map_stage(Channel& in, Channel& out, std::size_t workers,
+std::vector<std::jthread> map_stage(Channel& in, Channel& out,
+                                    std::size_t workers,
                                     std::atomic<std::size_t>& left, Fn fn) {
   left.store(workers);
   std::vector<std::jthread> threads;
@@ -74,12 +74,15 @@ void BM_W2_Mpmc_BoostFiber(benchmark::State& state) {
       for (int p = 0; p < kW2Producers; ++p) {
         threads.emplace_back([&, p] {
           const std::int64_t hi = slice_begin(kW2Items, p + 1, kW2Producers);
-          for (std::int64_t i = slice_begin(kW2Items, p, kW2Producers); i < hi; ++i) ch.push(i);
+          for (std::int64_t i = slice_begin(kW2Items, p, kW2Producers); i < hi;
+               ++i)
+            ch.push(i);
           if (producers_left.fetch_sub(1) == 1) ch.close();
         });
       }
       for (int c = 0; c < kW2Consumers; ++c) {
-        threads.emplace_back([&, c] { sums[static_cast<std::size_t>(c)] = drain(ch); });
+        threads.emplace_back(
+            [&, c] { sums[static_cast<std::size_t>(c)] = drain(ch); });
       }
     }  // join
     sum = 0;

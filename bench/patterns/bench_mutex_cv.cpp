@@ -61,7 +61,9 @@ void BM_W2_Mpmc_MutexCv(benchmark::State& state) {
       for (int p = 0; p < kW2Producers; ++p) {
         threads.emplace_back([&, p] {
           const std::int64_t hi = slice_begin(kW2Items, p + 1, kW2Producers);
-          for (std::int64_t i = slice_begin(kW2Items, p, kW2Producers); i < hi; ++i) q.push(i);
+          for (std::int64_t i = slice_begin(kW2Items, p, kW2Producers); i < hi;
+               ++i)
+            q.push(i);
           if (producers_left.fetch_sub(1) == 1) q.close();
         });
       }
@@ -122,7 +124,8 @@ void BM_W5_WorkerPool_MutexCv(benchmark::State& state) {
     std::jthread consumer([&] {
       while (auto r = results.pop()) sum += *r;
     });
-    for (std::int64_t i = 0; i < kW5Jobs; ++i) jobs.push(static_cast<std::uint64_t>(i));
+    for (std::int64_t i = 0; i < kW5Jobs; ++i)
+      jobs.push(static_cast<std::uint64_t>(i));
     jobs.close();
     consumer.join();
   }

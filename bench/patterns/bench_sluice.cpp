@@ -3,12 +3,11 @@
 // std::jthreads, W4 on generate + Pipeline::map, W5 on WorkerPool.
 // BM_W1_Spsc_SluiceBatch is the batch API (send_many/recv_many), not the
 // headline W1 number.
-#include <sluice/patterns/patterns.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <sluice/patterns/patterns.hpp>
 #include <span>
 #include <thread>
 #include <vector>
@@ -46,9 +45,10 @@ void BM_W1_Spsc_SluiceBatch(benchmark::State& state) {
     std::jthread producer([&ch] {
       std::vector<std::int64_t> batch(kBatch);
       for (std::int64_t i = 0; i < kW1Items;) {
-        const auto m = static_cast<std::size_t>(
-            std::min<std::int64_t>(static_cast<std::int64_t>(kBatch), kW1Items - i));
-        for (std::size_t k = 0; k < m; ++k) batch[k] = i + static_cast<std::int64_t>(k);
+        const auto m = static_cast<std::size_t>(std::min<std::int64_t>(
+            static_cast<std::int64_t>(kBatch), kW1Items - i));
+        for (std::size_t k = 0; k < m; ++k)
+          batch[k] = i + static_cast<std::int64_t>(k);
         if (ch.send_many(std::span<std::int64_t>(batch.data(), m)) != m) break;
         i += static_cast<std::int64_t>(m);
       }
@@ -76,8 +76,11 @@ void BM_W2_Mpmc_Sluice(benchmark::State& state) {
       for (int p = 0; p < kW2Producers; ++p) {
         threads.emplace_back([&, p] {
           const std::int64_t hi = slice_begin(kW2Items, p + 1, kW2Producers);
-          for (std::int64_t i = slice_begin(kW2Items, p, kW2Producers); i < hi; ++i) ch.send(i);
-          if (producers_left.fetch_sub(1) == 1) ch.close();  // the last sender closes
+          for (std::int64_t i = slice_begin(kW2Items, p, kW2Producers); i < hi;
+               ++i)
+            ch.send(i);
+          if (producers_left.fetch_sub(1) == 1)
+            ch.close();  // the last sender closes
         });
       }
       for (int c = 0; c < kW2Consumers; ++c) {
@@ -109,12 +112,11 @@ void BM_W4_Pipeline_Sluice(benchmark::State& state) {
           return i++;
         },
         kW4Capacity);
-    auto pipeline =
-        sluice::Pipeline<std::int64_t>::from(std::move(gen))
-            .map([](std::int64_t x) { return x * 2; },
-                 {.workers = kW4Workers, .buffer = kW4Capacity})
-            .map([](std::int64_t x) { return x + 1; },
-                 {.workers = kW4Workers, .buffer = kW4Capacity});
+    auto pipeline = sluice::Pipeline<std::int64_t>::from(std::move(gen))
+                        .map([](std::int64_t x) { return x * 2; },
+                             {.workers = kW4Workers, .buffer = kW4Capacity})
+                        .map([](std::int64_t x) { return x + 1; },
+                             {.workers = kW4Workers, .buffer = kW4Capacity});
     sum = 0;
     for (std::int64_t v : pipeline) sum += v;
   }
@@ -127,7 +129,8 @@ void BM_W5_WorkerPool_Sluice(benchmark::State& state) {
   for (auto _ : state) {
     const int iters = g_job_iters;
     sluice::WorkerPool<std::uint64_t, std::uint64_t> pool(
-        kW5Workers, kW5Queue, [iters](std::uint64_t j) { return job(j, iters); }, kW5Results);
+        kW5Workers, kW5Queue,
+        [iters](std::uint64_t j) { return job(j, iters); }, kW5Results);
     sum = 0;
     std::jthread consumer([&] {
       for (auto r : pool.results()) {

@@ -18,22 +18,24 @@ void run_pipeline(benchmark::State& state, std::size_t tokens) {
     std::int64_t next = 0;
     sum = 0;
     oneapi::tbb::parallel_pipeline(
-        tokens,
-        oneapi::tbb::make_filter<void, std::int64_t>(
-            oneapi::tbb::filter_mode::serial_in_order,
-            [&next](oneapi::tbb::flow_control& fc) -> std::int64_t {
-              if (next >= kW4Items) {
-                fc.stop();
-                return 0;
-              }
-              return next++;
-            }) &
-            oneapi::tbb::make_filter<std::int64_t, std::int64_t>(
-                oneapi::tbb::filter_mode::parallel, [](std::int64_t x) { return x * 2; }) &
-            oneapi::tbb::make_filter<std::int64_t, std::int64_t>(
-                oneapi::tbb::filter_mode::parallel, [](std::int64_t x) { return x + 1; }) &
-            oneapi::tbb::make_filter<std::int64_t, void>(
-                oneapi::tbb::filter_mode::serial_out_of_order, [&sum](std::int64_t x) { sum += x; }));
+        tokens, oneapi::tbb::make_filter<void, std::int64_t>(
+                    oneapi::tbb::filter_mode::serial_in_order,
+                    [&next](oneapi::tbb::flow_control& fc) -> std::int64_t {
+                      if (next >= kW4Items) {
+                        fc.stop();
+                        return 0;
+                      }
+                      return next++;
+                    }) &
+                    oneapi::tbb::make_filter<std::int64_t, std::int64_t>(
+                        oneapi::tbb::filter_mode::parallel,
+                        [](std::int64_t x) { return x * 2; }) &
+                    oneapi::tbb::make_filter<std::int64_t, std::int64_t>(
+                        oneapi::tbb::filter_mode::parallel,
+                        [](std::int64_t x) { return x + 1; }) &
+                    oneapi::tbb::make_filter<std::int64_t, void>(
+                        oneapi::tbb::filter_mode::serial_out_of_order,
+                        [&sum](std::int64_t x) { sum += x; }));
   }
   state.counters["max_tokens"] = static_cast<double>(tokens);
   finish(state, kW4Items, sum, w4_expected_sum(kW4Items));
@@ -41,7 +43,9 @@ void run_pipeline(benchmark::State& state, std::size_t tokens) {
 
 }  // namespace
 
-void BM_W4_Pipeline_Tbb(benchmark::State& state) { run_pipeline(state, g_tbb_tokens); }
+void BM_W4_Pipeline_Tbb(benchmark::State& state) {
+  run_pipeline(state, g_tbb_tokens);
+}
 
 void BM_W4_Pipeline_TbbTune(benchmark::State& state) {
   run_pipeline(state, static_cast<std::size_t>(state.range(0)));

@@ -4,11 +4,15 @@
 //
 // Own flags (everything else goes to Google Benchmark, e.g.
 // --benchmark_filter=W4 --benchmark_format=json):
-//   --reps=N        repetitions of each benchmark (default 5); the median is reported
-//   --job_iters=N   W5: xorshift steps per job (default kJobItersDefault, ~2 us);
+//   --reps=N        repetitions of each benchmark (default 5); the median is
+//   reported
+//   --job_iters=N   W5: xorshift steps per job (default kJobItersDefault, ~2
+//   us);
 //                   pass the Go program the same value (-iters N)
-//   --tbb_tokens=N  max tokens of BM_W4_Pipeline_Tbb (default kTbbTokensDefault)
-//   --tbb_tune      also run BM_W4_Pipeline_TbbTune at 1, 2, 4, 8, 16, 64, 256 tokens
+//   --tbb_tokens=N  max tokens of BM_W4_Pipeline_Tbb (default
+//   kTbbTokensDefault)
+//   --tbb_tune      also run BM_W4_Pipeline_TbbTune at 1, 2, 4, 8, 16, 64, 256
+//   tokens
 #include <benchmark/benchmark.h>
 
 #include <charconv>
@@ -27,7 +31,8 @@ namespace sluice_bench {
 std::uint64_t w5_expected_sum() {
   static const std::uint64_t sum = [] {
     std::uint64_t s = 0;
-    for (std::int64_t i = 0; i < kW5Jobs; ++i) s += job(static_cast<std::uint64_t>(i), g_job_iters);
+    for (std::int64_t i = 0; i < kW5Jobs; ++i)
+      s += job(static_cast<std::uint64_t>(i), g_job_iters);
     return s;
   }();
   return sum;
@@ -38,7 +43,8 @@ void BM_W5_Serial(benchmark::State& state) {
   const int iters = g_job_iters;
   for (auto _ : state) {
     sum = 0;
-    for (std::int64_t i = 0; i < kW5Jobs; ++i) sum += job(static_cast<std::uint64_t>(i), iters);
+    for (std::int64_t i = 0; i < kW5Jobs; ++i)
+      sum += job(static_cast<std::uint64_t>(i), iters);
     benchmark::DoNotOptimize(sum);
   }
   finish(state, kW5Jobs, sum, w5_expected_sum());
@@ -50,12 +56,15 @@ namespace {
 
 // Parses "--name=<non-negative integer>"; true when arg is that flag.
 bool int_flag(std::string_view arg, std::string_view name, long& out) {
-  if (!arg.starts_with(name) || arg.size() <= name.size() || arg[name.size()] != '=') return false;
+  if (!arg.starts_with(name) || arg.size() <= name.size() ||
+      arg[name.size()] != '=')
+    return false;
   const std::string_view v = arg.substr(name.size() + 1);
   long value = 0;
   const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), value);
   if (ec != std::errc{} || end != v.data() + v.size() || value < 0) {
-    std::fprintf(stderr, "bench_patterns: bad value in %.*s\n", static_cast<int>(arg.size()), arg.data());
+    std::fprintf(stderr, "bench_patterns: bad value in %.*s\n",
+                 static_cast<int>(arg.size()), arg.data());
     std::exit(2);
   }
   out = value;
@@ -75,7 +84,8 @@ int main(int argc, char** argv) {
     const std::string_view a = argv[i];
     if (i == 0) {
       rest.push_back(argv[i]);
-    } else if (int_flag(a, "--reps", reps) || int_flag(a, "--job_iters", job_iters) ||
+    } else if (int_flag(a, "--reps", reps) ||
+               int_flag(a, "--job_iters", job_iters) ||
                int_flag(a, "--tbb_tokens", tbb_tokens)) {
     } else if (a == "--tbb_tune") {
       tbb_tune = true;
@@ -84,7 +94,8 @@ int main(int argc, char** argv) {
     }
   }
   if (reps < 1 || tbb_tokens < 1) {
-    std::fprintf(stderr, "bench_patterns: --reps and --tbb_tokens must be >= 1\n");
+    std::fprintf(stderr,
+                 "bench_patterns: --reps and --tbb_tokens must be >= 1\n");
     return 2;
   }
   g_job_iters = static_cast<int>(job_iters);

@@ -83,12 +83,13 @@ constexpr std::int64_t slice_begin(std::int64_t n, int p, int producers) {
 template <class Sum>
 void finish(benchmark::State& state, std::int64_t items, Sum got, Sum want) {
   if (got != want) {
-    state.SkipWithError(("wrong result: got " + std::to_string(got) + ", want " +
-                         std::to_string(want))
+    state.SkipWithError(("wrong result: got " + std::to_string(got) +
+                         ", want " + std::to_string(want))
                             .c_str());
     return;
   }
-  state.SetItemsProcessed(items * static_cast<std::int64_t>(state.iterations()));
+  state.SetItemsProcessed(items *
+                          static_cast<std::int64_t>(state.iterations()));
 }
 
 // The benchmark functions, one per (workload, implementation). Registered in

@@ -303,7 +303,8 @@ TEST(WorkerPoolTest, FailedSubmissionsQueueNothingAndIdsKeepIncreasing) {
   const std::optional<std::uint64_t> first = pool.submit(0);
   ASSERT_TRUE(first.has_value());
   ASSERT_TRUE(eventually([&] { return started.load() == 1; }));
-  const std::optional<std::uint64_t> second = pool.submit(1);  // fills the queue
+  const std::optional<std::uint64_t> second =
+      pool.submit(1);  // fills the queue
   ASSERT_TRUE(second.has_value());
   EXPECT_GT(*second, *first);
   int rejected = 2;
