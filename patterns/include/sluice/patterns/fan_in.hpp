@@ -21,6 +21,7 @@
 
 #include "sluice/patterns/channel.hpp"
 #include "sluice/patterns/detail/reorder_window.hpp"
+#include "sluice/patterns/detail/thread_annotations.hpp"
 #include "sluice/patterns/detail/thread_group.hpp"
 
 namespace sluice {

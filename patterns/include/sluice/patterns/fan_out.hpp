@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "sluice/patterns/channel.hpp"
+#include "sluice/patterns/detail/thread_annotations.hpp"
 #include "sluice/patterns/detail/thread_group.hpp"
 
 namespace sluice {

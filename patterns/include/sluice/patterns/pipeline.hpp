@@ -24,6 +24,7 @@
 
 #include "sluice/patterns/channel.hpp"
 #include "sluice/patterns/detail/reorder_window.hpp"
+#include "sluice/patterns/detail/thread_annotations.hpp"
 #include "sluice/patterns/detail/thread_group.hpp"
 #include "sluice/patterns/fan_out.hpp"
 #include "sluice/patterns/generator.hpp"

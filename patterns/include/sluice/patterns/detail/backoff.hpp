@@ -1,5 +1,4 @@
-// Backoff: the spin -> yield -> park policy every blocking call follows, and
-// SpinLock, a tiny test-and-test-and-set lock built on it.
+// Backoff: the spin -> yield -> park policy every blocking call follows.
 //
 // Waking a parked thread costs 5 to 50 us on a small VM, far more than the
 // work between two channel operations, so a waiter first spins with a CPU
@@ -13,7 +12,6 @@
 #include <cstdint>
 #include <thread>
 
-#include "sluice/patterns/detail/thread_annotations.hpp"
 
 namespace sluice::detail {
 
@@ -113,35 +111,6 @@ class Backoff {
   std::chrono::steady_clock::time_point start_;
   Phase phase_ = Phase::kStart;
   std::uint32_t yields_ = 0;
-};
-
-// SpinLock guards tiny critical sections (a few pointer moves). Thread-safe.
-// Satisfies Lockable, so std::lock_guard / std::unique_lock work with it.
-class SLUICE_CAPABILITY("mutex") SpinLock {
- public:
-  void lock() noexcept SLUICE_ACQUIRE() {
-    std::uint32_t spins = 0;
-    while (locked_.exchange(true, std::memory_order_acquire)) {
-      while (locked_.load(std::memory_order_relaxed)) {
-        if (++spins < 64) {
-          cpu_relax();
-        } else {
-          // The holder may have been preempted: let it run.
-          std::this_thread::yield();
-        }
-      }
-    }
-  }
-  bool try_lock() noexcept {
-    return !locked_.load(std::memory_order_relaxed) &&
-           !locked_.exchange(true, std::memory_order_acquire);
-  }
-  void unlock() noexcept SLUICE_RELEASE() {
-    locked_.store(false, std::memory_order_release);
-  }
-
- private:
-  std::atomic<bool> locked_{false};
 };
 
 }  // namespace sluice::detail
