@@ -199,8 +199,9 @@ PipelineRuntime::PipelineRuntime(const config::PipelineConfig& config,
       intake_(std::make_shared<Intake>(options.ordered_window)),
       factory_(options.make_processor
                    ? options.make_processor
-                   : ProcessorFactory([](const config::StageConfig& s) {
-                       return processors::MakeProcessor(s.processor);
+                   : ProcessorFactory([this](const config::StageConfig& s) {
+                       return processors::MakeProcessor(
+                           s.processor, {config_.name, s.name, &metrics_});
                      })),
       m_rejections_(metrics.AdmissionRejections(config.name)),
       m_jobs_active_(metrics.JobsActive(config.name)),

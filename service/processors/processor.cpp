@@ -125,11 +125,15 @@ namespace {
 
 using Validator = internal::Errors (*)(const nlohmann::json&);
 using Factory = std::unique_ptr<Processor> (*)(const nlohmann::json&);
+using ContextFactory = std::unique_ptr<Processor> (*)(const nlohmann::json&,
+                                                      const ProcessorContext&);
 
+// Exactly one of make / make_in_context is set.
 struct TypeEntry {
   std::string_view type;
   Validator validate;
   Factory make;
+  ContextFactory make_in_context = nullptr;
 };
 
 constexpr TypeEntry kTypes[] = {
@@ -188,11 +192,14 @@ std::vector<config::ConfigError> ValidateProcessorSpec(
   }
 }
 
-std::unique_ptr<Processor> MakeProcessor(const config::ProcessorSpec& spec) {
+std::unique_ptr<Processor> MakeProcessor(const config::ProcessorSpec& spec,
+                                         const ProcessorContext& context) {
   try {
     const TypeEntry* t = FindType(spec.type);
     if (t == nullptr || !t->validate(spec.params).empty()) return nullptr;
-    return t->make(spec.params);
+    return t->make_in_context != nullptr
+               ? t->make_in_context(spec.params, context)
+               : t->make(spec.params);
   } catch (const std::exception&) {
     return nullptr;
   }

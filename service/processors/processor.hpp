@@ -11,7 +11,22 @@
 
 #include "service/config/config.hpp"
 
+namespace sluice::metrics {
+class Metrics;
+}  // namespace sluice::metrics
+
 namespace sluice::processors {
+
+// Where a processor runs: names for its error messages and metric labels,
+// and the registry for processors that keep metrics of their own (http).
+// Thread-compatible (plain value).
+struct ProcessorContext {
+  std::string pipeline;
+  std::string stage;
+  // Null: no metrics (unit tests, `sluice check`). Must outlive the
+  // processor when set.
+  metrics::Metrics* metrics = nullptr;
+};
 
 // What one item became. Thread-compatible (plain value).
 struct Outcome {
@@ -66,9 +81,12 @@ class Processor {
 std::vector<config::ConfigError> ValidateProcessorSpec(
     const config::ProcessorSpec& spec);
 
-// Builds a processor from a spec. Requires a spec that ValidateProcessorSpec
-// accepts; returns nullptr for one it does not. Never throws.
-std::unique_ptr<Processor> MakeProcessor(const config::ProcessorSpec& spec);
+// Builds a processor from a spec, for the stage `context` names. Requires a
+// spec that ValidateProcessorSpec accepts; returns nullptr for one it does
+// not (or when building fails, e.g. a Lua state cannot be created). Never
+// throws.
+std::unique_ptr<Processor> MakeProcessor(
+    const config::ProcessorSpec& spec, const ProcessorContext& context = {});
 
 // The processor types ValidateProcessorSpec accepts, in documentation order.
 const std::vector<std::string>& AvailableProcessorTypes();
