@@ -14,6 +14,7 @@
 #include "service/config/units.hpp"
 #include "service/processors/aggregate.hpp"
 #include "service/processors/processor.hpp"
+#include "service/util/json_pointer.hpp"
 
 namespace sluice::config {
 
@@ -472,8 +473,12 @@ class Loader {
             }},
            {"op", [&](const YAML::Node& v,
                       const std::string& p) { ReadString(v, p, &agg->op); }},
-           {"value", [&](const YAML::Node& v, const std::string& p) {
+           {"value",
+            [&](const YAML::Node& v, const std::string& p) {
               ReadString(v, p, &agg->value);
+            }},
+           {"window", [&](const YAML::Node& v, const std::string& p) {
+              ReadWindow(v, p, &agg->window);
             }}});
       if (!is_map) return;
       if (!type_seen) {
@@ -489,6 +494,33 @@ class Loader {
       if (agg->type.empty()) return;  // wrong type: already reported
     }
     Adopt(path, processors::ValidateAggregateSpec(*agg));
+  }
+
+  // `{ items: N }` or `{ every: 1s }`: exactly one of them.
+  void ReadWindow(const YAML::Node& n, const std::string& path,
+                  WindowSpec* window) {
+    int given = 0;
+    if (!VisitMap(n, path,
+                  {{"items",
+                    [&](const YAML::Node& v, const std::string& p) {
+                      ++given;
+                      ReadInt(v, p, 1, std::numeric_limits<std::int64_t>::max(),
+                              &window->items);
+                    }},
+                   {"every", [&](const YAML::Node& v, const std::string& p) {
+                      ++given;
+                      ReadDuration(v, p, std::chrono::milliseconds{10},
+                                   &window->every);
+                    }}})) {
+      return;
+    }
+    if (given == 0) {
+      Report(path, "needs one of items (a count, e.g. {items: 100}) or every "
+                   "(a period, e.g. {every: 1s})");
+    } else if (given > 1) {
+      Report(path, "takes items or every, not both");
+      *window = WindowSpec{};
+    }
   }
 
   void ReadStage(const YAML::Node& n, const std::string& path,
@@ -513,8 +545,18 @@ class Loader {
                     [&](const YAML::Node& v, const std::string& p) {
                       ReadInt(v, p, 1, 4096, &stage->workers);
                     }},
-                   {"buffer", [&](const YAML::Node& v, const std::string& p) {
+                   {"buffer",
+                    [&](const YAML::Node& v, const std::string& p) {
                       ReadInt(v, p, 0, 1000000, &stage->buffer);
+                    }},
+                   {"key", [&](const YAML::Node& v, const std::string& p) {
+                      if (!ReadString(v, p, &stage->key)) return;
+                      auto ptr = ParseJsonPointer(stage->key);
+                      if (!ptr.ok()) {
+                        Report(p, ptr.error().message);
+                        return;
+                      }
+                      stage->keyed = true;
                     }}})) {
       return;
     }
@@ -711,6 +753,10 @@ std::string Summary(const Config& config) {
     }
     if (!a.op.empty()) out << " op " << a.op;
     if (!a.value.empty()) out << " value " << json(a.value).dump();
+    if (a.window.items != 0) out << ", window every " << a.window.items << " items";
+    if (a.window.every.count() != 0) {
+      out << ", window every " << FormatDuration(a.window.every);
+    }
     out << ")\n";
     for (std::size_t i = 0; i < p.stages.size(); ++i) {
       const StageConfig& st = p.stages[i];
@@ -718,7 +764,9 @@ std::string Summary(const Config& config) {
       if (!st.processor.params.empty()) {
         out << " " << st.processor.params.dump();
       }
-      out << " (workers " << st.workers << ", buffer " << st.buffer << ")\n";
+      out << " (workers " << st.workers << ", buffer " << st.buffer;
+      if (st.keyed) out << ", key " << json(st.key).dump();
+      out << ")\n";
     }
   }
   return out.str();

@@ -67,6 +67,20 @@ struct StageConfig {
   ProcessorSpec processor;
   std::size_t workers = 1;   // 1..4096
   std::size_t buffer = 256;  // input channel capacity, 0..1000000
+  // Per-key ordering: a JSON pointer into the item ("/user_id"). When set,
+  // items with equal key values go to the same worker, in arrival order.
+  // Empty: any worker takes any item.
+  std::string key;
+  bool keyed = false;  // true when `key` was given (it may be "")
+};
+
+// pipelines[i].aggregate.window: tumbling windows over the result values.
+// At most one of the two is non-zero; both zero = no window (one aggregate
+// for the whole job). Thread-compatible (plain value).
+struct WindowSpec {
+  std::uint64_t items = 0;             // a window closes after N values
+  std::chrono::milliseconds every{0};  // a window closes every period
+  bool enabled() const { return items != 0 || every.count() != 0; }
 };
 
 // pipelines[i].aggregate (DESIGN §3.4). Unused members are "". Thread-
@@ -76,6 +90,7 @@ struct AggregateSpec {
   std::string field;             // JSON pointer; "" = the value itself
   std::string op;                // group_by: count|sum
   std::string value;             // group_by op sum: JSON pointer to the number
+  WindowSpec window;
 };
 
 // pipelines[i]. Thread-compatible (plain value).

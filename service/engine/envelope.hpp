@@ -5,6 +5,7 @@
 #define SLUICE_SERVICE_ENGINE_ENVELOPE_HPP_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -82,6 +83,14 @@ struct AggregatorState {
   std::map<std::uint64_t, Held> held;
   std::uint64_t next_release = 0;
   std::optional<std::uint64_t> cancelled_from;  // kCancelRange's first seq
+
+  // aggregate.window: the open window's aggregator (null without a window),
+  // its number, the values folded into it, and, for `every:` windows, when
+  // window 0 began (the aggregator's first sight of the job).
+  std::unique_ptr<processors::Aggregator> window_aggregator;
+  std::uint64_t window_number = 0;
+  std::uint64_t window_values = 0;
+  std::optional<std::chrono::steady_clock::time_point> window_start;
 
   // Staged for the next Job::Append (one lock per job per batch).
   bool touched = false;

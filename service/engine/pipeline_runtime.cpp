@@ -7,6 +7,7 @@
 #include "service/metrics/metrics.hpp"
 #include "service/processors/aggregate.hpp"
 #include "service/processors/processor.hpp"
+#include "service/util/json_pointer.hpp"
 
 namespace sluice::engine {
 namespace {
@@ -18,6 +19,21 @@ using Kind = Envelope::Kind;
 // keeps a stale claim from ever being used).
 thread_local const StageRuntime* tl_owner = nullptr;
 thread_local processors::Processor* tl_processor = nullptr;
+
+// The shard key of a keyed stage (`key: /user_id`): the hash of the value at
+// the pointer, so equal values (as JSON) go to the same worker. An item
+// without the field is keyed as null; envelopes that are not items (control
+// and terminal ones passing through) all go to one worker, which is fine:
+// the aggregator orders nothing by them.
+struct EnvelopeKey {
+  JsonPointer pointer;
+  std::size_t operator()(const Envelope& e) const {
+    if (e.kind != Kind::kValue) return 0;
+    const nlohmann::json* v = FindPointer(e.value, pointer);
+    return v == nullptr ? std::hash<nlohmann::json>{}(nlohmann::json())
+                        : std::hash<nlohmann::json>{}(*v);
+  }
+};
 
 }  // namespace
 
@@ -169,19 +185,22 @@ nlohmann::json StageRuntime::Json() const {
   auto load = [](const std::atomic<std::uint64_t>& v) {
     return v.load(std::memory_order_relaxed);
   };
-  return {{"name", config_.name},
-          {"type", config_.processor.type},
-          {"workers", config_.workers},
-          {"buffer", config_.buffer},
-          {"queue_depth", queue_depth()},
-          {"busy",
-           std::max<std::int64_t>(busy_.load(std::memory_order_relaxed), 0)},
-          {"items",
-           {{"in", load(in_)},
-            {"out", load(out_)},
-            {"filtered", load(filtered_)},
-            {"errors", load(errors_)},
-            {"cancelled", load(cancelled_)}}}};
+  nlohmann::json j = {
+      {"name", config_.name},
+      {"type", config_.processor.type},
+      {"workers", config_.workers},
+      {"buffer", config_.buffer},
+      {"queue_depth", queue_depth()},
+      {"busy",
+       std::max<std::int64_t>(busy_.load(std::memory_order_relaxed), 0)},
+      {"items",
+       {{"in", load(in_)},
+        {"out", load(out_)},
+        {"filtered", load(filtered_)},
+        {"errors", load(errors_)},
+        {"cancelled", load(cancelled_)}}}};
+  if (config_.keyed) j["key"] = config_.key;
+  return j;
 }
 
 // ---- PipelineRuntime -------------------------------------------------------
@@ -233,13 +252,21 @@ PipelineRuntime::PipelineRuntime(const config::PipelineConfig& config,
                                          : kAggregatorBuffer;
     // Slow processors take one item at a time so all workers get some.
     opts.batch = stage->io_bound() ? 1 : 16;
-    pipeline = std::move(pipeline).split(
-        [stage](Envelope e) {
-          std::vector<Envelope> out;
-          stage->Process(std::move(e), out);
-          return out;
-        },
-        opts);
+    auto work = [stage](Envelope e) {
+      std::vector<Envelope> out;
+      stage->Process(std::move(e), out);
+      return out;
+    };
+    if (stage->config().keyed) {
+      // The config loader checked the pointer's syntax.
+      auto pointer = ParseJsonPointer(stage->config().key);
+      pipeline = std::move(pipeline).split(
+          std::move(work), opts,
+          shard_by(EnvelopeKey{pointer.ok() ? std::move(pointer).value()
+                                            : JsonPointer()}));
+    } else {
+      pipeline = std::move(pipeline).split(std::move(work), opts);
+    }
   }
   pipeline_ = std::make_unique<Pipeline<Envelope>>(std::move(pipeline));
   aggregator_ = std::jthread([this](std::stop_token st) { RunAggregator(st); });
@@ -248,13 +275,22 @@ PipelineRuntime::PipelineRuntime(const config::PipelineConfig& config,
 
 PipelineRuntime::~PipelineRuntime() { Stop(); }
 
+std::unique_ptr<processors::Aggregator> PipelineRuntime::NewAggregator()
+    const {
+  return options_.make_aggregator
+             ? options_.make_aggregator(config_.aggregate)
+             : processors::MakeAggregator(config_.aggregate);
+}
+
 std::shared_ptr<JobContext> PipelineRuntime::MakeContext(
     std::shared_ptr<jobs::Job> job, std::optional<bool> ordered) const {
-  std::unique_ptr<processors::Aggregator> aggregator =
-      options_.make_aggregator ? options_.make_aggregator(config_.aggregate)
-                               : processors::MakeAggregator(config_.aggregate);
-  return std::make_shared<JobContext>(
-      std::move(job), ordered.value_or(config_.ordered), std::move(aggregator));
+  auto context = std::make_shared<JobContext>(
+      std::move(job), ordered.value_or(config_.ordered), NewAggregator());
+  // Set before the context is handed to the engine's threads.
+  if (config_.aggregate.window.enabled()) {
+    context->agg.window_aggregator = NewAggregator();
+  }
+  return context;
 }
 
 std::size_t PipelineRuntime::stream_queue_limit() const {
@@ -341,10 +377,13 @@ void PipelineRuntime::RunAggregator(std::stop_token st) {
   const auto interval = std::max<std::chrono::milliseconds>(
       options_.sample_interval, std::chrono::milliseconds(1));
   auto next_sample = std::chrono::steady_clock::now() + interval;
+  std::optional<std::chrono::steady_clock::time_point> next_window;
   for (;;) {
     const auto now = std::chrono::steady_clock::now();
-    const auto wait = next_sample > now ? next_sample - now
-                                        : std::chrono::steady_clock::duration{};
+    const auto until =
+        next_window ? std::min(*next_window, next_sample) : next_sample;
+    const auto wait =
+        until > now ? until - now : std::chrono::steady_clock::duration{};
     if (std::optional<Envelope> first = in.recv_for(wait, st)) {
       batch.push_back(std::move(*first));
       in.try_recv_many(batch, 255);
@@ -359,13 +398,58 @@ void PipelineRuntime::RunAggregator(std::stop_token st) {
     }
     for (Envelope& e : batch) Route(e, touched);
     batch.clear();
+    if (!timed_windows_.empty()) {
+      next_window = TickWindows(std::chrono::steady_clock::now(), touched);
+    }
     Flush(touched);
     if (std::chrono::steady_clock::now() >= next_sample) {
       SampleGauges();
       next_sample = std::chrono::steady_clock::now() + interval;
     }
   }
+  timed_windows_.clear();
   SampleGauges();
+}
+
+void PipelineRuntime::CloseWindow(AggregatorState& a,
+                                  std::uint64_t next_number) {
+  if (a.window_values > 0) {
+    a.records.push_back(jobs::ResultRecord::Window(
+        a.window_number, a.window_aggregator->Result()));
+    a.window_aggregator = NewAggregator();
+    a.window_values = 0;
+  }
+  a.window_number = next_number;
+}
+
+std::optional<std::chrono::steady_clock::time_point>
+PipelineRuntime::TickWindows(
+    std::chrono::steady_clock::time_point now,
+    std::vector<std::shared_ptr<JobContext>>& touched) {
+  const auto every = config_.aggregate.window.every;
+  std::optional<std::chrono::steady_clock::time_point> next;
+  std::erase_if(timed_windows_, [&](const std::shared_ptr<JobContext>& c) {
+    AggregatorState& a = c->agg;
+    if (a.finished || !a.window_aggregator) return true;
+    auto end = *a.window_start +
+               every * static_cast<std::int64_t>(a.window_number + 1);
+    if (now >= end) {
+      // Windows are numbered by time since the first: a quiet spell skips
+      // numbers rather than emitting empty windows.
+      const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+          now - *a.window_start);
+      const auto number = static_cast<std::uint64_t>(elapsed / every);
+      CloseWindow(a, number);
+      if (!a.touched) {
+        a.touched = true;
+        touched.push_back(c);
+      }
+      end = *a.window_start + every * static_cast<std::int64_t>(number + 1);
+    }
+    next = next ? std::min(*next, end) : end;
+    return false;
+  });
+  return next;
 }
 
 void PipelineRuntime::Route(Envelope& e,
@@ -375,6 +459,11 @@ void PipelineRuntime::Route(Envelope& e,
   if (!a.touched) {
     a.touched = true;
     touched.push_back(e.context);  // keeps the context alive until Flush
+  }
+  if (a.window_aggregator && !a.window_start &&
+      config_.aggregate.window.every.count() > 0) {
+    a.window_start = std::chrono::steady_clock::now();
+    timed_windows_.push_back(e.context);
   }
   switch (e.kind) {
     case Kind::kEnd:
@@ -424,13 +513,22 @@ void PipelineRuntime::Emit(JobContext& c, Envelope& e) {
   switch (e.kind) {
     case Kind::kValue:
       if (a.aggregator) a.aggregator->Add(e.value);
+      if (a.window_aggregator) {
+        a.window_aggregator->Add(e.value);
+        ++a.window_values;
+      }
       a.records.push_back(
-          jobs::ResultRecord{e.seq, false, std::move(e.value), {}, {}});
+          jobs::ResultRecord{e.seq, false, std::move(e.value), {}, {}, {}});
+      // After its last value, so a stream shows the window once it is whole.
+      if (a.window_aggregator && config_.aggregate.window.items != 0 &&
+          a.window_values >= config_.aggregate.window.items) {
+        CloseWindow(a, a.window_number + 1);
+      }
       return;
     case Kind::kError:
       a.records.push_back(jobs::ResultRecord{
           e.seq, true, nullptr, std::move(e.error),
-          e.stage < stage_names_.size() ? stage_names_[e.stage] : ""});
+          e.stage < stage_names_.size() ? stage_names_[e.stage] : "", {}});
       return;
     case Kind::kFiltered:
       ++a.filtered;
@@ -505,6 +603,15 @@ void PipelineRuntime::Flush(std::vector<std::shared_ptr<JobContext>>& touched) {
 void PipelineRuntime::FinishJob(JobContext& c) {
   AggregatorState& a = c.agg;
   a.finished = true;
+  if (a.window_aggregator) {
+    // The last, partial window goes out before the job's `done`.
+    CloseWindow(a, a.window_number + 1);
+    if (!a.records.empty()) {
+      c.job->Append(std::move(a.records), 0, 0);
+      a.records = {};
+    }
+    a.window_aggregator.reset();
+  }
   nlohmann::json aggregate =
       a.aggregator ? a.aggregator->Result() : nlohmann::json(nullptr);
   a.aggregator.reset();

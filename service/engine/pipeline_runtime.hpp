@@ -156,6 +156,15 @@ class PipelineRuntime {
   void ReleaseOrdered(JobContext& c);
   void Flush(std::vector<std::shared_ptr<JobContext>>& touched);
   void FinishJob(JobContext& c);
+  std::unique_ptr<processors::Aggregator> NewAggregator() const;
+  // Emits the open window's aggregate (if it holds any value) and opens
+  // window `next_number`.
+  void CloseWindow(AggregatorState& a, std::uint64_t next_number);
+  // `every:` windows: closes those that have ended by `now` (marking their
+  // jobs touched) and returns when the next one ends (nullopt: none open).
+  std::optional<std::chrono::steady_clock::time_point> TickWindows(
+      std::chrono::steady_clock::time_point now,
+      std::vector<std::shared_ptr<JobContext>>& touched);
 
   const config::PipelineConfig config_;
   metrics::Metrics& metrics_;
@@ -176,8 +185,10 @@ class PipelineRuntime {
   std::vector<std::unique_ptr<StageRuntime>> stages_;
   std::vector<std::string> stage_names_;
 
-  // Aggregator thread only: items completed in the current batch.
+  // Aggregator thread only: items completed in the current batch, and the
+  // unfinished jobs with `every:` windows open.
   std::uint64_t completed_in_batch_ = 0;
+  std::vector<std::shared_ptr<JobContext>> timed_windows_;
 
   std::mutex stop_mu_;  // serialises Stop()
   // Held while reading the stages' input channels from outside the pipeline

@@ -76,6 +76,11 @@ bool IsFinal(JobState state) {
 }
 
 nlohmann::json ToJson(const ResultRecord& record) {
+  if (record.window) {
+    return {{"type", "aggregate"},
+            {"window", *record.window},
+            {"value", record.value}};
+  }
   nlohmann::json j = nlohmann::json::object();
   j["seq"] = record.seq;
   if (record.is_error) {
@@ -236,7 +241,9 @@ void Job::Append(std::vector<ResultRecord> records, std::uint64_t filtered,
     counts_.cancelled += cancelled;
     if (records.empty()) return;
     for (ResultRecord& r : records) {
-      if (r.is_error) {
+      if (r.window) {
+        // A window's aggregate: neither a result nor an error.
+      } else if (r.is_error) {
         ++counts_.errors;
       } else {
         ++counts_.out;

@@ -48,17 +48,29 @@ struct Counts {
   std::uint64_t cancelled = 0;
 };
 
-// One entry of a job's result log: a value, or an error naming the stage.
+// One entry of a job's result log: a value, an error naming the stage, or
+// (pipelines with aggregate.window) the aggregate of a window that closed.
 // Thread-compatible (plain value).
 struct ResultRecord {
   std::uint64_t seq = 0;  // the input item's 0-based index in its job
   bool is_error = false;
-  nlohmann::json value;  // !is_error
+  nlohmann::json value;  // !is_error; for a window, its aggregate
   std::string error;     // is_error: the processor's message
   std::string stage;     // is_error: the stage's name
+  // Set for a window's aggregate: the window's 0-based number (seq unused).
+  // Window records are not results: they count in no Counts field.
+  std::optional<std::uint64_t> window;
+
+  static ResultRecord Window(std::uint64_t number, nlohmann::json aggregate) {
+    ResultRecord r;
+    r.window = number;
+    r.value = std::move(aggregate);
+    return r;
+  }
 };
 
-// {"seq":3,"value":...} or {"seq":3,"error":"...","stage":"..."}.
+// {"seq":3,"value":...}, {"seq":3,"error":"...","stage":"..."} or, for a
+// window, {"type":"aggregate","window":2,"value":...}.
 nlohmann::json ToJson(const ResultRecord& record);
 
 // A fresh job id: 16 lowercase hex characters from a process-wide random

@@ -201,6 +201,11 @@ std::vector<config::ConfigError> ValidateAggregateSpec(
                                   "' (expected one of: " + std::string(kTypes) +
                                   ")"});
   }
+  if (t == "collect" && spec.window.enabled()) {
+    errors.push_back({"window",
+                      "needs an aggregate that computes something (count, "
+                      "sum, min, max, avg or group_by), not collect"});
+  }
   return errors;
 }
 

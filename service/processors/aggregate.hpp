@@ -27,14 +27,17 @@ class Aggregator {
 };
 
 // Checks an aggregate spec: a known type, valid JSON pointers in `field` and
-// `value`, an `op` only for group_by, a `value` only for group_by op sum.
+// `value`, an `op` only for group_by, a `value` only for group_by op sum, no
+// `window` on collect.
 // Returns every problem (empty = valid), each with a path relative to the
 // aggregate map ("type", "field", "op", "value"). Never throws.
 std::vector<config::ConfigError> ValidateAggregateSpec(
     const config::AggregateSpec& spec);
 
-// Builds a fresh aggregator. Requires a spec ValidateAggregateSpec accepts;
-// returns nullptr for one it does not. Never throws.
+// Builds a fresh aggregator (the same for the whole job and for each of its
+// windows: `window` is the engine's business). Requires a spec
+// ValidateAggregateSpec accepts; returns nullptr for one it does not. Never
+// throws.
 std::unique_ptr<Aggregator> MakeAggregator(const config::AggregateSpec& spec);
 
 }  // namespace sluice::processors

@@ -43,6 +43,7 @@ std::string Dump(const nlohmann::json& j) {
 }
 
 std::string RecordFrame(const jobs::ResultRecord& r) {
+  if (r.window) return Dump(jobs::ToJson(r));
   if (r.is_error) {
     return Dump({{"type", "error"},
                  {"seq", r.seq},

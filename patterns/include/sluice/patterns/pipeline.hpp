@@ -4,6 +4,9 @@
 // stage's channel and closing its own when done). A stage maps (T -> U),
 // filters (T -> std::optional<U>, or a bool predicate), or splits
 // (T -> std::vector<U>); an ordered stage emits results in input order.
+// A stage given shard_by(key) routes each item by its key, so items with
+// equal keys are processed by one worker in arrival order (per-key order)
+// while different keys run in parallel.
 //
 // Thread-safety: output(), errors() and stop() may be called from any thread;
 // adding stages, moving and destruction only by the owner.
@@ -14,6 +17,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -45,9 +49,29 @@ struct StageOptions {
   std::size_t reorder_window = 0;
 };
 
+// Hash-sharding of a stage's fan-out, made by shard_by(). Thread-
+// compatible; the stage calls `key` from one thread (its router).
+template <class KeyFn>
+struct ShardBy {
+  KeyFn key;
+};
+
+// Routes a stage's items by key: `key(const T&)` returns any value
+// std::hash can hash; items whose keys are equal go to the same worker, in
+// the order the stage received them. The cost: a hot key is limited to one
+// worker, and one router thread per stage does the routing (a worker whose
+// queue is full holds the router, and so every key, until it has room).
+template <class KeyFn>
+ShardBy<KeyFn> shard_by(KeyFn key) {
+  return ShardBy<KeyFn>{std::move(key)};
+}
+
 namespace detail {
 
 enum class StageKind { kMap, kFilter, kSplit };
+
+// The key type of an unsharded stage.
+struct NoKey {};
 
 template <class Optional>
 struct OptionalValue {
@@ -97,13 +121,22 @@ class GeneratorStage final : public StageBase {
 };
 
 // One stage: `workers` threads reading `in`, applying fn, writing `out`.
+// Sharded (KeyFn not NoKey): one more thread, the router, reads `in` and
+// hands each item, numbered, to the queue of the worker its key hashes to;
+// each worker reads only its own queue.
 // Thread-safety: see Pipeline; fields below are grouped by what guards them.
-template <class In, class Out, class Fn, StageKind kKind>
+template <class In, class Out, class Fn, StageKind kKind, class KeyFn = NoKey>
 class Stage final : public StageBase {
+  static constexpr bool kSharded = !std::is_same_v<KeyFn, NoKey>;
+  // What a shard queue carries: the item and its arrival number (the
+  // reorder window's seq for ordered stages).
+  using Numbered = std::pair<std::uint64_t, In>;
+
  public:
-  Stage(Channel<In>& in, Fn fn, const StageOptions& o)
+  Stage(Channel<In>& in, Fn fn, const StageOptions& o, KeyFn key = {})
       : in_(in),
         fn_(std::move(fn)),
+        key_(std::move(key)),
         opts_(o),
         out_(o.buffer),
         done_(o.workers),
@@ -112,15 +145,29 @@ class Stage final : public StageBase {
                 ? o.reorder_window
                 : std::max(4 * o.workers * std::max<std::size_t>(o.batch, 1),
                            std::max<std::size_t>(o.buffer, 1))) {
+    if constexpr (kSharded) {
+      // Each worker's queue holds a batch or two: enough to keep it busy,
+      // small enough that a hot key holds the router back early.
+      const std::size_t shard_capacity =
+          std::max<std::size_t>(2 * std::max<std::size_t>(o.batch, 1), 16);
+      for (std::size_t i = 0; i < o.workers; ++i) {
+        shards_.push_back(std::make_unique<Channel<Numbered>>(shard_capacity));
+      }
+    }
     for (std::size_t i = 0; i < o.workers; ++i) {
-      threads_.spawn([this](std::stop_token st) {
-        if (opts_.ordered) {
+      threads_.spawn([this, i](std::stop_token st) {
+        if constexpr (kSharded) {
+          RunShard(*shards_[i], st);
+        } else if (opts_.ordered) {
           RunOrdered(st);
         } else {
           RunUnordered(st);
         }
         if (done_.arrive()) out_.close();
       });
+    }
+    if constexpr (kSharded) {
+      threads_.spawn([this](std::stop_token st) { RunRouter(st); });
     }
   }
 
@@ -197,6 +244,57 @@ class Stage final : public StageBase {
     }
   }
 
+  // The router of a sharded stage: numbers the items in arrival order and
+  // sends each to its key's worker queue, then closes every queue.
+  void RunRouter(std::stop_token st) {
+    std::vector<In> batch;
+    std::vector<std::vector<Numbered>> routed(shards_.size());
+    std::uint64_t next_seq = 0;
+    bool stopped = false;
+    while (!stopped && in_.recv_many(batch, 64, st) > 0) {
+      for (In& item : batch) {
+        std::size_t shard = 0;
+        try {
+          using Key = std::decay_t<std::invoke_result_t<KeyFn&, const In&>>;
+          shard = std::hash<Key>{}(key_(std::as_const(item))) % shards_.size();
+        } catch (...) {
+          // The item is still processed (by worker 0); the failure counts.
+          errors_.record(std::current_exception());
+        }
+        routed[shard].emplace_back(next_seq++, std::move(item));
+      }
+      batch.clear();
+      for (std::size_t i = 0; i < shards_.size() && !stopped; ++i) {
+        if (routed[i].empty()) continue;
+        stopped = shards_[i]->send_many(routed[i], st) != routed[i].size();
+        routed[i].clear();
+      }
+    }
+    for (auto& shard : shards_) shard->close();
+  }
+
+  // A sharded stage's worker: its own queue, in order; ordered stages put
+  // the results in the reorder window under the router's numbers.
+  void RunShard(Channel<Numbered>& queue, std::stop_token st) {
+    std::vector<Numbered> batch;
+    std::vector<Out> results;
+    const std::size_t max_batch = std::max<std::size_t>(opts_.batch, 1);
+    while (queue.recv_many(batch, max_batch, st) > 0) {
+      for (Numbered& numbered : batch) {
+        Apply(numbered.second, results);
+        if (opts_.ordered) {
+          if (!Deposit(numbered.first, results, st)) return;
+          results.clear();
+        }
+      }
+      batch.clear();
+      if (opts_.ordered || results.empty()) continue;
+      const bool sent_all = out_.send_many(results, st) == results.size();
+      results.clear();
+      if (!sent_all) return;
+    }
+  }
+
   // Puts the results of item `seq` into the reorder window and emits every
   // result that is now in order. Emitting under reorder_mu_ keeps the runs
   // of different workers from overtaking each other. False when stopped.
@@ -220,10 +318,15 @@ class Stage final : public StageBase {
     return sent_all;
   }
 
-  // Immutable after construction (fn_ is called concurrently).
+  // Immutable after construction (fn_ is called concurrently; key_ only by
+  // the router thread).
   Channel<In>& in_;
   Fn fn_;
+  KeyFn key_;
   const StageOptions opts_;
+  // Sharded stages: one queue per worker, sent to by the router only, which
+  // closes them all when it ends. The vector itself never changes.
+  std::vector<std::unique_ptr<Channel<Numbered>>> shards_;
 
   Channel<Out> out_;
   DoneLatch done_;
@@ -300,6 +403,25 @@ class Pipeline {
         std::move(fn), o);
   }
 
+  // The same three stages, sharded by key (see shard_by): items with equal
+  // keys go to one worker, in arrival order; with o.ordered the stage's
+  // output is also in arrival order.
+  template <class Fn, class KeyFn>
+  [[nodiscard]] auto map(Fn fn, StageOptions o, ShardBy<KeyFn> by) && {
+    return std::move(*this).template add<detail::StageKind::kMap>(
+        std::move(fn), o, std::move(by.key));
+  }
+  template <class Fn, class KeyFn>
+  [[nodiscard]] auto filter(Fn fn, StageOptions o, ShardBy<KeyFn> by) && {
+    return std::move(*this).template add<detail::StageKind::kFilter>(
+        std::move(fn), o, std::move(by.key));
+  }
+  template <class Fn, class KeyFn>
+  [[nodiscard]] auto split(Fn fn, StageOptions o, ShardBy<KeyFn> by) && {
+    return std::move(*this).template add<detail::StageKind::kSplit>(
+        std::move(fn), o, std::move(by.key));
+  }
+
   // The last stage's output: closes once the source closed and everything
   // was processed (or on stop).
   Channel<T>& output() { return *out_; }
@@ -326,13 +448,13 @@ class Pipeline {
            std::vector<std::unique_ptr<detail::StageBase>> stages)
       : stages_(std::move(stages)), out_(out) {}
 
-  template <detail::StageKind kKind, class Fn>
-  auto add(Fn fn, const StageOptions& o) && {
+  template <detail::StageKind kKind, class Fn, class KeyFn = detail::NoKey>
+  auto add(Fn fn, const StageOptions& o, KeyFn key = {}) && {
     using U = typename detail::StageOutput<T, Fn, kKind>::type;
     if (o.workers == 0)
       throw std::invalid_argument("pipeline stage: workers must be >= 1");
-    auto stage = std::make_unique<detail::Stage<T, U, Fn, kKind>>(
-        *out_, std::move(fn), o);
+    auto stage = std::make_unique<detail::Stage<T, U, Fn, kKind, KeyFn>>(
+        *out_, std::move(fn), o, std::move(key));
     Channel<U>* out = &stage->output();
     stages_.push_back(std::move(stage));
     return Pipeline<U>(out, std::move(stages_));
