@@ -515,8 +515,9 @@ class Loader {
       return;
     }
     if (given == 0) {
-      Report(path, "needs one of items (a count, e.g. {items: 100}) or every "
-                   "(a period, e.g. {every: 1s})");
+      Report(path,
+             "needs one of items (a count, e.g. {items: 100}) or every "
+             "(a period, e.g. {every: 1s})");
     } else if (given > 1) {
       Report(path, "takes items or every, not both");
       *window = WindowSpec{};
@@ -753,7 +754,8 @@ std::string Summary(const Config& config) {
     }
     if (!a.op.empty()) out << " op " << a.op;
     if (!a.value.empty()) out << " value " << json(a.value).dump();
-    if (a.window.items != 0) out << ", window every " << a.window.items << " items";
+    if (a.window.items != 0)
+      out << ", window every " << a.window.items << " items";
     if (a.window.every.count() != 0) {
       out << ", window every " << FormatDuration(a.window.every);
     }

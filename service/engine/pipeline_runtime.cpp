@@ -185,20 +185,19 @@ nlohmann::json StageRuntime::Json() const {
   auto load = [](const std::atomic<std::uint64_t>& v) {
     return v.load(std::memory_order_relaxed);
   };
-  nlohmann::json j = {
-      {"name", config_.name},
-      {"type", config_.processor.type},
-      {"workers", config_.workers},
-      {"buffer", config_.buffer},
-      {"queue_depth", queue_depth()},
-      {"busy",
-       std::max<std::int64_t>(busy_.load(std::memory_order_relaxed), 0)},
-      {"items",
-       {{"in", load(in_)},
-        {"out", load(out_)},
-        {"filtered", load(filtered_)},
-        {"errors", load(errors_)},
-        {"cancelled", load(cancelled_)}}}};
+  nlohmann::json j = {{"name", config_.name},
+                      {"type", config_.processor.type},
+                      {"workers", config_.workers},
+                      {"buffer", config_.buffer},
+                      {"queue_depth", queue_depth()},
+                      {"busy", std::max<std::int64_t>(
+                                   busy_.load(std::memory_order_relaxed), 0)},
+                      {"items",
+                       {{"in", load(in_)},
+                        {"out", load(out_)},
+                        {"filtered", load(filtered_)},
+                        {"errors", load(errors_)},
+                        {"cancelled", load(cancelled_)}}}};
   if (config_.keyed) j["key"] = config_.key;
   return j;
 }
@@ -275,8 +274,7 @@ PipelineRuntime::PipelineRuntime(const config::PipelineConfig& config,
 
 PipelineRuntime::~PipelineRuntime() { Stop(); }
 
-std::unique_ptr<processors::Aggregator> PipelineRuntime::NewAggregator()
-    const {
+std::unique_ptr<processors::Aggregator> PipelineRuntime::NewAggregator() const {
   return options_.make_aggregator
              ? options_.make_aggregator(config_.aggregate)
              : processors::MakeAggregator(config_.aggregate);
@@ -436,8 +434,9 @@ PipelineRuntime::TickWindows(
     if (now >= end) {
       // Windows are numbered by time since the first: a quiet spell skips
       // numbers rather than emitting empty windows.
-      const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
-          now - *a.window_start);
+      const auto elapsed =
+          std::chrono::duration_cast<std::chrono::milliseconds>(
+              now - *a.window_start);
       const auto number = static_cast<std::uint64_t>(elapsed / every);
       CloseWindow(a, number);
       if (!a.touched) {
@@ -527,8 +526,12 @@ void PipelineRuntime::Emit(JobContext& c, Envelope& e) {
       return;
     case Kind::kError:
       a.records.push_back(jobs::ResultRecord{
-          e.seq, true, nullptr, std::move(e.error),
-          e.stage < stage_names_.size() ? stage_names_[e.stage] : "", {}});
+          e.seq,
+          true,
+          nullptr,
+          std::move(e.error),
+          e.stage < stage_names_.size() ? stage_names_[e.stage] : "",
+          {}});
       return;
     case Kind::kFiltered:
       ++a.filtered;

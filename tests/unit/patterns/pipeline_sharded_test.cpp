@@ -166,17 +166,16 @@ INSTANTIATE_TEST_SUITE_P(Workers, ShardedStageTest,
 
 TEST(ShardedStageTest, StringKeysAndChainedStages) {
   Channel<std::pair<std::string, int>> src(16);
-  auto p = Pipeline<std::pair<std::string, int>>::from(src)
-               .map([](std::pair<std::string, int> x) { return x; },
-                    {.workers = 3},
-                    shard_by([](const std::pair<std::string, int>& x) {
-                      return x.first;
-                    }))
-               .map([](std::pair<std::string, int> x) { return x; },
-                    {.workers = 3},
-                    shard_by([](const std::pair<std::string, int>& x) {
-                      return x.first;
-                    }));
+  auto p =
+      Pipeline<std::pair<std::string, int>>::from(src)
+          .map([](std::pair<std::string, int> x) { return x; }, {.workers = 3},
+               shard_by([](const std::pair<std::string, int>& x) {
+                 return x.first;
+               }))
+          .map([](std::pair<std::string, int> x) { return x; }, {.workers = 3},
+               shard_by([](const std::pair<std::string, int>& x) {
+                 return x.first;
+               }));
   std::jthread feeder([&src] {
     for (int i = 0; i < 300; ++i) {
       ASSERT_TRUE(src.send({"user-" + std::to_string(i % 11), i}));
@@ -198,12 +197,12 @@ TEST(ShardedStageTest, StringKeysAndChainedStages) {
 
 TEST(ShardedStageTest, ThrowingKeyStillProcessesTheItemAndCountsIt) {
   Channel<int> src(16);
-  auto p = Pipeline<int>::from(src).map(
-      [](int x) { return x; }, {.workers = 2},
-      shard_by([](const int& x) {
-        if (x == 7) throw std::runtime_error("no key");
-        return x;
-      }));
+  auto p = Pipeline<int>::from(src).map([](int x) { return x; }, {.workers = 2},
+                                        shard_by([](const int& x) {
+                                          if (x == 7)
+                                            throw std::runtime_error("no key");
+                                          return x;
+                                        }));
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(src.send(i));
   src.close();
   EXPECT_EQ(drain(p.output()).size(), 10U);
@@ -255,11 +254,9 @@ TEST(ShardedStageTest, StopWhileIdleReturns) {
   const int before = sluice::test::baseline_thread_count();
   Channel<int> src(4);
   {
-    auto p = Pipeline<int>::from(src).map([](int x) { return x; },
-                                          {.workers = 2},
-                                          shard_by([](const int& x) {
-                                            return x;
-                                          }));
+    auto p =
+        Pipeline<int>::from(src).map([](int x) { return x; }, {.workers = 2},
+                                     shard_by([](const int& x) { return x; }));
     p.stop();
   }
   EXPECT_TRUE(thread_count_drops_to(before));

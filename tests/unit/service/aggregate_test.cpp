@@ -12,7 +12,8 @@ using nlohmann::json;
 
 config::AggregateSpec Spec(std::string type, std::string field = "",
                            std::string op = "", std::string value = "") {
-  return {std::move(type), std::move(field), std::move(op), std::move(value)};
+  return {
+      std::move(type), std::move(field), std::move(op), std::move(value), {}};
 }
 
 // Folds the JSON array `values` through a fresh aggregator.

@@ -614,7 +614,7 @@ pipelines:
 TEST(StageErrors, UnknownKey) {
   ExpectOneError(WithStage("{ processor: passthrough, worker: 2 }"),
                  "pipelines[0].stages[0].worker: unknown key (expected one "
-                 "of: name, processor, workers, buffer)");
+                 "of: name, processor, workers, buffer, key)");
 }
 
 // --- aggregate
@@ -640,7 +640,7 @@ TEST(AggregateErrors, EachRule) {
                  "integer");
   ExpectOneError(WithAggregate("{ type: count, by: x }"),
                  "pipelines[0].aggregate.by: unknown key (expected one of: "
-                 "type, field, op, value)");
+                 "type, field, op, value, window)");
   ExpectOneError(WithAggregate("[count]"),
                  "pipelines[0].aggregate: must be a map, not a list");
   ExpectOneError(WithAggregate("median"),

@@ -53,7 +53,7 @@ bool WaitFinished(const std::shared_ptr<jobs::Job>& job,
 
 std::shared_ptr<jobs::Job> RunJob(Engine& engine, const std::string& pipeline,
                                   std::vector<json> items,
-                               std::optional<bool> ordered = std::nullopt) {
+                                  std::optional<bool> ordered = std::nullopt) {
   auto r = engine.Submit({pipeline, std::move(items), ordered});
   EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
   if (!r.ok()) return nullptr;
@@ -121,7 +121,8 @@ TEST(EngineWindowTest, ItemWindowsCloseEveryNValuesAndTheLastWithTheJob) {
     EXPECT_EQ(*log.windows[k].window, k);
     EXPECT_EQ(log.windows[k].value, k < 9 ? 10 : 5) << "window " << k;
     // Each window record follows exactly its values.
-    EXPECT_EQ(log.values_before_window[k], std::min<std::size_t>(95, 10 * (k + 1)));
+    EXPECT_EQ(log.values_before_window[k],
+              std::min<std::size_t>(95, 10 * (k + 1)));
   }
   // Windows are neither results nor errors; the whole-job aggregate stays.
   EXPECT_EQ(job->counts().out, 95U);
@@ -227,7 +228,8 @@ pipelines:
 TEST(EngineWindowTest, BadWindowsNameTheirKeys) {
   const std::map<std::string, std::string> cases = {
       {"{ items: 0 }", "pipelines[0].aggregate.window.items: must be >= 1"},
-      {"{ every: 1ms }", "pipelines[0].aggregate.window.every: must be >= 10ms"},
+      {"{ every: 1ms }",
+       "pipelines[0].aggregate.window.every: must be >= 10ms"},
       {"{ items: 5, every: 1s }",
        "pipelines[0].aggregate.window: takes items or every, not both"},
       {"{}",
@@ -286,8 +288,8 @@ class RecordingProcessor final : public processors::Processor {
   explicit RecordingProcessor(Recorder* recorder) : recorder_(recorder) {}
   processors::Outcome Process(json item) override {
     // A little jitter, so an unsharded stage would reorder.
-    std::this_thread::sleep_for(std::chrono::microseconds(
-        (item["i"].get<int>() * 7919) % 200));
+    std::this_thread::sleep_for(
+        std::chrono::microseconds((item["i"].get<int>() * 7919) % 200));
     recorder_->Record(item);
     return processors::Outcome::Value(std::move(item));
   }

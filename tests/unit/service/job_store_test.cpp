@@ -29,6 +29,7 @@ void FinishWith(Job& job, int records, std::size_t bytes_each,
                               false,
                               std::string(bytes_each, 'x'),
                               {},
+                              {},
                               {}});
   }
   job.Append(std::move(rs), 0, 0);
@@ -96,7 +97,7 @@ TEST(JobStoreTest, EvictsOldestFinishedBeyondTheByteLimit) {
   store.Add(big_running);
   std::vector<ResultRecord> rs;
   for (int i = 0; i < 100; ++i) {
-    rs.push_back(ResultRecord{0, false, std::string(1000, 'y'), {}, {}});
+    rs.push_back(ResultRecord{0, false, std::string(1000, 'y'), {}, {}, {}});
   }
   big_running->Append(std::move(rs), 0, 0);  // over the limit, but running
 

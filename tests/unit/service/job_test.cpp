@@ -19,10 +19,10 @@ namespace {
 using nlohmann::json;
 
 ResultRecord Value(std::uint64_t seq, json v) {
-  return ResultRecord{seq, false, std::move(v), {}, {}};
+  return ResultRecord{seq, false, std::move(v), {}, {}, {}};
 }
 ResultRecord Failure(std::uint64_t seq, std::string msg, std::string stage) {
-  return ResultRecord{seq, true, nullptr, std::move(msg), std::move(stage)};
+  return ResultRecord{seq, true, nullptr, std::move(msg), std::move(stage), {}};
 }
 
 TEST(JobTest, StateNames) {
