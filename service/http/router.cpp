@@ -14,6 +14,7 @@
 #include "service/engine/engine.hpp"
 #include "service/jobs/job.hpp"
 #include "service/metrics/metrics.hpp"
+#include "service/util/json_parse.hpp"
 
 namespace sluice::http {
 namespace {
@@ -152,27 +153,13 @@ bool AcceptsNdjson(std::string_view accept) {
   return false;
 }
 
-// A malformed-JSON failure: where (0-based byte offset) and why.
-struct JsonSyntaxError {
-  std::size_t offset;
-  std::string reason;
-};
+using JsonSyntaxError = JsonParseError;
 
-// Parses `text`; on a syntax error reports the 0-based byte offset of the
-// offending character (nlohmann's parse_error::byte is 1-based: it counts
-// the characters read, including the bad one).
+// The body parser: nlohmann behind kMaxJsonDepth (util/json_parse.hpp).
 std::variant<nlohmann::json, JsonSyntaxError> ParseJson(std::string_view text) {
-  try {
-    return nlohmann::json::parse(text.begin(), text.end());
-  } catch (const nlohmann::json::parse_error& e) {
-    std::string reason = e.what();
-    // Drop the "[json.exception.parse_error.101] parse error at line 1,
-    // column 5: " prefix: our message carries the byte offset instead.
-    if (auto pos = reason.find(": "); pos != std::string::npos) {
-      reason.erase(0, pos + 2);
-    }
-    return JsonSyntaxError{e.byte == 0 ? 0 : e.byte - 1, std::move(reason)};
-  }
+  auto parsed = ParseJsonText(text);
+  if (!parsed.ok()) return std::move(parsed).error();
+  return std::move(parsed).value();
 }
 
 Response JsonSyntaxResponse(const JsonSyntaxError& e, const Request& req) {

@@ -18,6 +18,7 @@
 #include "service/http/fail.hpp"
 #include "service/jobs/job.hpp"
 #include "service/metrics/metrics.hpp"
+#include "service/ws/ingest_frame.hpp"
 
 namespace sluice::ws {
 namespace {
@@ -367,38 +368,10 @@ class IngestSession final : public WsSession {
                       "binary frames are not supported; send JSON text frames");
       return;
     }
-    nlohmann::json frame;
-    try {
-      frame = nlohmann::json::parse(data.begin(), data.end());
-    } catch (const nlohmann::json::parse_error& e) {
-      std::size_t offset = e.byte == 0 ? 0 : e.byte - 1;
-      return Reject("invalid_json",
-                    "malformed JSON at byte offset " + std::to_string(offset));
-    }
-    if (!frame.is_object()) return Reject("invalid_frame", kShape);
-    bool end = false;
-    std::vector<nlohmann::json> items;
-    for (auto& [key, value] : frame.items()) {
-      if (key == "item") {
-        items.push_back(std::move(value));
-      } else if (key == "items") {
-        if (!value.is_array())
-          return Reject("invalid_frame", "items must be an array");
-        for (auto& v : value) items.push_back(std::move(v));
-      } else if (key == "end") {
-        if (value != true) return Reject("invalid_frame", "end must be true");
-        end = true;
-      } else {
-        return Reject("invalid_frame",
-                      "unknown key \"" + key + "\"; " + kShape);
-      }
-    }
-    if (frame.contains("item") && frame.contains("items")) {
-      return Reject("invalid_frame", "send either item or items, not both");
-    }
-    if (items.empty() && !end && !frame.contains("items")) {
-      return Reject("invalid_frame", kShape);
-    }
+    auto frame = ParseIngestFrame(data);
+    if (!frame.ok()) return Reject(frame.error().code, frame.error().message);
+    std::vector<nlohmann::json>& items = frame.value().items;
+    const bool end = frame.value().end;
     if (ended_) return Reject("stream_ended", "the stream has already ended");
     if (feed_->closed()) {
       return Reject("stream_closed",
@@ -473,9 +446,6 @@ class IngestSession final : public WsSession {
     // accepted (its results stay available over HTTP).
     feed_->End();
   }
-
-  static constexpr const char* kShape =
-      R"(expected {"item": v}, {"items": [...]} or {"end": true})";
 
   std::shared_ptr<engine::StreamFeed> feed_;
   std::vector<nlohmann::json> pending_;  // the frame's items not yet accepted

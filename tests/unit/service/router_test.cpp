@@ -225,6 +225,24 @@ TEST_F(RouterTest, MalformedJsonIs400WithZeroBasedOffset) {
   EXPECT_EQ(JobCount(), before);
 }
 
+TEST_F(RouterTest, DeepNestingIs400AtTheBracketThatGoesTooDeep) {
+  const std::size_t before = JobCount();
+  const std::string deep =
+      "[" + std::string(200, '[') + std::string(200, ']') + "]";
+  Reply r = Do(bhttp::verb::post, "/v1/jobs?pipeline=echo", deep);
+  ExpectError(r, bhttp::status::bad_request, "invalid_json");
+  EXPECT_EQ(Body(r.response)["error"]["offset"], 128);
+  EXPECT_NE(Body(r.response)["error"]["message"].get<std::string>().find(
+                "nesting deeper than 128 levels"),
+            std::string::npos);
+  // The same in one NDJSON line.
+  r = Do(bhttp::verb::post, "/v1/jobs?pipeline=echo", "1\n" + deep + "\n",
+         {{bhttp::field::content_type, "application/x-ndjson"}});
+  ExpectError(r, bhttp::status::bad_request, "invalid_json");
+  EXPECT_EQ(Body(r.response)["error"]["offset"], 130);
+  EXPECT_EQ(JobCount(), before);
+}
+
 TEST_F(RouterTest, BadSubmissionsAre4xxAndCreateNothing) {
   const std::size_t before = JobCount();
   ExpectError(Do(bhttp::verb::post, "/v1/jobs?pipeline=nope", "[1]"),

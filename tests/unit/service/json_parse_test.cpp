@@ -1,0 +1,67 @@
+// Unit tests of sluice::ParseJsonText (service/util/json_parse.hpp): values,
+// syntax errors with their byte offsets, invalid UTF-8, and the depth bound.
+#include "service/util/json_parse.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace sluice {
+namespace {
+
+std::string Nested(std::size_t depth, char open = '[', char close = ']') {
+  return std::string(depth, open) + std::string(depth, close);
+}
+
+TEST(JsonParseTest, ParsesEveryKindOfValue) {
+  auto r = ParseJsonText(R"( {"a": [1, -2.5, "x", true, null, {}]} )");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.value()["a"][1], -2.5);
+  EXPECT_EQ(ParseJsonText("18446744073709551615").value(),
+            nlohmann::json(18446744073709551615ULL));
+}
+
+TEST(JsonParseTest, SyntaxErrorCarriesTheZeroBasedOffset) {
+  auto r = ParseJsonText(R"([1, 2,, 3])");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().offset, 6U);
+  EXPECT_NE(r.error().reason.find("syntax error"), std::string::npos)
+      << r.error().reason;
+  EXPECT_FALSE(ParseJsonText("").ok());
+  EXPECT_FALSE(ParseJsonText("[1] [2]").ok());
+}
+
+TEST(JsonParseTest, InvalidUtf8IsRefused) {
+  auto r = ParseJsonText("[\"ab\xff\"]");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().offset, 4U);
+}
+
+TEST(JsonParseTest, DepthUpToTheBoundIsAccepted) {
+  EXPECT_TRUE(ParseJsonText(Nested(kMaxJsonDepth)).ok());
+  std::string objects;
+  for (std::size_t i = 0; i < kMaxJsonDepth - 1; ++i) objects += "{\"a\":";
+  objects += "[]" + std::string(kMaxJsonDepth - 1, '}');
+  EXPECT_TRUE(ParseJsonText(objects).ok());
+}
+
+TEST(JsonParseTest, DeeperNestingIsRefusedAtTheBracketThatGoesTooDeep) {
+  auto r = ParseJsonText(" " + Nested(kMaxJsonDepth + 1));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().offset, kMaxJsonDepth + 1);  // 1 space + 128 brackets
+  EXPECT_EQ(r.error().reason, "nesting deeper than 128 levels");
+  // A million brackets: refused at once, without recursion.
+  EXPECT_FALSE(ParseJsonText(std::string(1000000, '[')).ok());
+  EXPECT_FALSE(ParseJsonText(Nested(3, '[', ']'), 2).ok());
+}
+
+TEST(JsonParseTest, BracketsInStringsDoNotCount) {
+  const std::string text =
+      "[\"" + std::string(500, '[') + "\\\"" + std::string(500, '{') + "\"]";
+  auto r = ParseJsonText(text);
+  ASSERT_TRUE(r.ok()) << r.error().reason;
+  EXPECT_EQ(r.value()[0].get<std::string>().size(), 1001U);
+}
+
+}  // namespace
+}  // namespace sluice
