@@ -85,8 +85,8 @@ std::vector<config::ConfigError> ValidateProcessorSpec(
 // spec that ValidateProcessorSpec accepts; returns nullptr for one it does
 // not (or when building fails, e.g. a Lua state cannot be created). Never
 // throws.
-std::unique_ptr<Processor> MakeProcessor(
-    const config::ProcessorSpec& spec, const ProcessorContext& context = {});
+std::unique_ptr<Processor> MakeProcessor(const config::ProcessorSpec& spec,
+                                         const ProcessorContext& context = {});
 
 // The processor types ValidateProcessorSpec accepts, in documentation order.
 const std::vector<std::string>& AvailableProcessorTypes();

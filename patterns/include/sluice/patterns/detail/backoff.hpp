@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <thread>
 
-
 namespace sluice::detail {
 
 // Tells the CPU this is a spin-wait loop (saves power, frees the sibling
