@@ -301,9 +301,14 @@ std::string_view Router::RouteOf(std::string_view target) {
 
 bool Router::Authorized(const RequestHeader& header) const {
   if (options_.tokens.empty()) return true;
+  // Fail closed: only the probes and /metrics, spelled exactly, are public.
+  // Deciding by a "/v1/" prefix let equivalent spellings that routing
+  // decodes (/%761/jobs, /./v1/jobs) through without a token.
   std::string_view target = header.target();
   std::string_view path = target.substr(0, target.find('?'));
-  if (path != "/v1" && path.substr(0, 4) != "/v1/") return true;
+  if (path == kRouteHealthz || path == kRouteReadyz || path == kRouteMetrics) {
+    return true;
+  }
   auto it = header.find(bhttp::field::authorization);
   if (it == header.end()) return false;
   std::string_view value = it->value();

@@ -510,6 +510,16 @@ TEST_F(RouterTest, AuthGuardsV1ButNotProbesOrMetrics) {
   // Unknown /v1 routes are not revealed without a token either.
   ExpectError(Do(bhttp::verb::get, "/v1/secret-route"),
               bhttp::status::unauthorized, "unauthorized");
+  // Spellings that routing decodes to a /v1 route need the token too.
+  for (const char* sneaky :
+       {"/%761/jobs", "/v%31/pipelines", "/./v1/jobs", "//v1/jobs",
+        "/v1/../v1/jobs", "/%2e/v1/jobs", "/nope"}) {
+    ExpectError(Do(bhttp::verb::get, sneaky), bhttp::status::unauthorized,
+                "unauthorized");
+  }
+  // Only the exact probe and metrics paths are public.
+  ExpectError(Do(bhttp::verb::get, "/%6detrics"), bhttp::status::unauthorized,
+              "unauthorized");
   EXPECT_EQ(Do(bhttp::verb::get, "/v1/jobs", "",
                {{bhttp::field::authorization, "Bearer s3cret"}})
                 .response.result(),
