@@ -340,6 +340,18 @@ std::optional<Reply> Router::CheckHeader(const RequestHeader& header) const {
 }
 
 Reply Router::Handle(const Request& req) {
+  Reply reply = Dispatch(req);
+  if (req.method() == bhttp::verb::head) {
+    // HEAD, whatever the answer (errors too): the GET's headers with
+    // Content-Length, and no body, so a keep-alive peer stays in step.
+    auto length = reply.response.body().size();
+    reply.response.body().clear();
+    reply.response.content_length(length);
+  }
+  return reply;
+}
+
+Reply Router::Dispatch(const Request& req) {
   Reply reply;
   try {
     if (auto denied = CheckHeader(req.base())) return std::move(*denied);
@@ -372,7 +384,6 @@ Reply Router::Handle(const Request& req) {
     }
     const unsigned version = req.version();
     const bool keep_alive = req.keep_alive();
-    const bool head = req.method() == bhttp::verb::head;
 
     if (route == kRouteHealthz) {
       reply.response =
@@ -497,12 +508,6 @@ Reply Router::Handle(const Request& req) {
                                     version, keep_alive);
         }
       }
-    }
-    if (head) {
-      // HEAD: the GET's headers (Content-Length included), no body.
-      auto length = reply.response.body().size();
-      reply.response.body().clear();
-      reply.response.content_length(length);
     }
     return reply;
   } catch (const std::exception& e) {

@@ -124,6 +124,8 @@ class Router {
   static std::string_view RouteOf(std::string_view target);
 
  private:
+  // Handle() before the HEAD rule (which strips every body).
+  Reply Dispatch(const Request& request);
   Reply HandleJobsPost(
       const Request& request,
       const std::vector<std::pair<std::string, std::string>>& query);

@@ -492,6 +492,19 @@ TEST_F(RouterTest, HeadIsGetWithoutBody) {
             std::to_string(get.response.body().size()));
 }
 
+TEST_F(RouterTest, HeadErrorsCarryNoBody) {
+  for (const char* target : {"/nope", "/v1/jobs/unknown-id"}) {
+    Reply r = Do(bhttp::verb::head, target);
+    EXPECT_EQ(r.response.result(), bhttp::status::not_found) << target;
+    EXPECT_TRUE(r.response.body().empty()) << target;
+    EXPECT_NE(r.response[bhttp::field::content_length], "0") << target;
+  }
+  Make({"s3cret"});
+  Reply denied = Do(bhttp::verb::head, "/v1/jobs");
+  EXPECT_EQ(denied.response.result(), bhttp::status::unauthorized);
+  EXPECT_TRUE(denied.response.body().empty());
+}
+
 TEST_F(RouterTest, AuthGuardsV1ButNotProbesOrMetrics) {
   Make({"s3cret", "other-token"});
   Reply r = Do(bhttp::verb::get, "/v1/jobs");
