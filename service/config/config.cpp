@@ -1,5 +1,6 @@
 #include "service/config/config.hpp"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <charconv>
@@ -28,12 +29,29 @@ bool IsIdentChar(char c) {
          (c >= '0' && c <= '9') || c == '_';
 }
 
+// Compact JSON text of a value taken from the config. YAML text may hold
+// bytes that are not UTF-8 (yaml-cpp passes them through), on which a
+// strict dump() throws: they print as U+FFFD instead.
+std::string JsonText(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+// Processor params fit to print: header values (an http stage's
+// Authorization, API keys) are secrets, so only their names are shown.
+json MaskedParams(const json& params) {
+  auto headers = params.find("headers");
+  if (headers == params.end() || !headers->is_object()) return params;
+  json masked = params;
+  for (auto& [name, value] : masked["headers"].items()) value = "***";
+  return masked;
+}
+
 // A map key as a path segment: identifiers as-is, anything else quoted in
 // brackets so the path stays unambiguous (fields["/a/b"]).
 std::string KeySegment(std::string_view key) {
   bool plain = !key.empty();
   for (char c : key) plain = plain && IsIdentChar(c);
-  return plain ? std::string(key) : "[" + json(key).dump() + "]";
+  return plain ? std::string(key) : "[" + JsonText(key) + "]";
 }
 
 // Joins a path and a relative path ("a" + "b" → "a.b", "a" + "[0]" → "a[0]").
@@ -669,6 +687,48 @@ class Loader {
   }
 };
 
+// Records where each document of a YAML stream starts; builds nothing.
+class DocumentStarts final : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> marks;
+
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    marks.push_back(mark);
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// The number of documents in `text`; throws the YAML::Exception of the
+// first one that does not parse. Not YAML::LoadAll: yaml-cpp 0.7's loops
+// forever, adding a null document per turn until memory runs out, on a
+// stray ',' where a document begins (its document parser returns without
+// consuming the token, so every further "document" starts at the same
+// place; found by tests/fuzz/config_fuzz). Such a repeat is reported here
+// as the syntax error it is.
+std::size_t CountDocuments(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentStarts starts;
+  while (parser.HandleNextDocument(starts)) {
+    const std::vector<YAML::Mark>& m = starts.marks;
+    if (m.size() >= 2 && m[m.size() - 1].pos == m[m.size() - 2].pos) {
+      throw YAML::ParserException(
+          m.back(), "unexpected character (e.g. a ',' outside [...] or {...})");
+    }
+  }
+  return starts.marks.size();
+}
+
 std::string Position(const YAML::Mark& mark) {
   return "line " + std::to_string(mark.line + 1) + ", column " +
          std::to_string(mark.column + 1);
@@ -691,19 +751,21 @@ std::variant<Config, std::vector<ConfigError>> LoadConfigText(
       if (colon == std::string::npos) return Errors{{"", m}};
       return Errors{{m.substr(0, colon), m.substr(colon + 2)}};
     }
-    std::vector<YAML::Node> docs;
+    std::size_t documents = 0;
+    YAML::Node root;  // null when there is no document
     try {
-      docs = YAML::LoadAll(substituted.value());
+      documents = CountDocuments(substituted.value());
+      if (documents == 1) root = YAML::Load(substituted.value());
     } catch (const YAML::Exception& e) {
       return Errors{{Position(e.mark), e.msg}};
     }
-    if (docs.size() > 1) {
+    if (documents > 1) {
       return Errors{{"", "the config must be a single YAML document (found " +
-                             std::to_string(docs.size()) + ")"}};
+                             std::to_string(documents) + ")"}};
     }
     Loader loader;
     Config config;
-    loader.ReadRoot(docs.empty() ? YAML::Node() : docs.front(), &config);
+    loader.ReadRoot(root, &config);
     if (!loader.errors.empty()) return std::move(loader.errors);
     return config;
   } catch (const YAML::Exception& e) {
@@ -750,10 +812,10 @@ std::string Summary(const Config& config) {
     out << "  " << p.name << " (" << (p.ordered ? "ordered" : "unordered")
         << ", aggregate " << a.type;
     if (a.type != "collect" && a.type != "count") {
-      out << " field " << json(a.field).dump();
+      out << " field " << JsonText(a.field);
     }
     if (!a.op.empty()) out << " op " << a.op;
-    if (!a.value.empty()) out << " value " << json(a.value).dump();
+    if (!a.value.empty()) out << " value " << JsonText(a.value);
     if (a.window.items != 0)
       out << ", window every " << a.window.items << " items";
     if (a.window.every.count() != 0) {
@@ -764,10 +826,10 @@ std::string Summary(const Config& config) {
       const StageConfig& st = p.stages[i];
       out << "    " << i << ". " << st.name << ": " << st.processor.type;
       if (!st.processor.params.empty()) {
-        out << " " << st.processor.params.dump();
+        out << " " << JsonText(MaskedParams(st.processor.params));
       }
       out << " (workers " << st.workers << ", buffer " << st.buffer;
-      if (st.keyed) out << ", key " << json(st.key).dump();
+      if (st.keyed) out << ", key " << JsonText(st.key);
       out << ")\n";
     }
   }

@@ -138,7 +138,8 @@ std::variant<Config, std::vector<ConfigError>> LoadConfigFile(
 
 // A human-readable multi-line description of a loaded config (listen
 // address, each pipeline's stages, workers, buffers and aggregate): what
-// `sluice check` prints on success. Ends with a newline.
+// `sluice check` prints on success. Ends with a newline. Bytes of the
+// config that are not UTF-8 print as U+FFFD. Throws only std::bad_alloc.
 std::string Summary(const Config& config);
 
 // The text of config/default.yaml as it was when sluice was built (embedded

@@ -27,6 +27,15 @@ const prometheus::Histogram::BucketBoundaries& StageBuckets() {
   return kBuckets;
 }
 
+// One outbound call of the http processor: a local service answers in a
+// millisecond, a struggling one may take the whole timeout.
+const prometheus::Histogram::BucketBoundaries& HttpClientBuckets() {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+      0.5,   1,      2.5,   5,    10,    30,   60};
+  return kBuckets;
+}
+
 constexpr std::array<std::string_view, 3> kFinalStates = {"done", "failed",
                                                           "cancelled"};
 constexpr std::array<std::string_view, 5> kOutcomes = {"in", "out", "filtered",
@@ -92,6 +101,18 @@ Metrics::Metrics(std::string version)
                      .Name("sluice_build_info")
                      .Help("Build information; the value is always 1")
                      .Register(*registry_);
+  http_client_requests_ =
+      &BuildCounter()
+           .Name("sluice_http_client_requests_total")
+           .Help(
+               "Requests (attempts) made by http processors, by pipeline, "
+               "stage and code (HTTP status, or timeout|error)")
+           .Register(*registry_);
+  http_client_duration_ =
+      &BuildHistogram()
+           .Name("sluice_http_client_duration_seconds")
+           .Help("Time of one http processor attempt")
+           .Register(*registry_);
 
   build_info_->Add({{"version", std::move(version)}}).Set(1);
   WebSocketConnections("job_stream");
@@ -167,6 +188,19 @@ prometheus::Gauge& Metrics::WebSocketConnections(std::string_view kind) {
 
 prometheus::Counter& Metrics::AdmissionRejections(std::string_view pipeline) {
   return admission_rejections_->Add({{"pipeline", S(pipeline)}});
+}
+
+prometheus::Counter& Metrics::HttpClientRequests(std::string_view pipeline,
+                                                 std::string_view stage,
+                                                 std::string_view code) {
+  return http_client_requests_->Add(
+      {{"pipeline", S(pipeline)}, {"stage", S(stage)}, {"code", S(code)}});
+}
+
+prometheus::Histogram& Metrics::HttpClientDuration(std::string_view pipeline,
+                                                   std::string_view stage) {
+  return http_client_duration_->Add(
+      {{"pipeline", S(pipeline)}, {"stage", S(stage)}}, HttpClientBuckets());
 }
 
 void Metrics::SetScrapeHook(std::function<void()> hook) {

@@ -34,6 +34,9 @@ namespace sluice::metrics {
 //   sluice_websocket_connections{kind}                 gauge
 //   sluice_admission_rejections_total{pipeline}        counter
 //   sluice_build_info{version}                         gauge, always 1
+//   sluice_http_client_requests_total{pipeline,stage,code}  counter (http
+//                                                      processor attempts)
+//   sluice_http_client_duration_seconds{pipeline,stage}     histogram
 //
 // Thread-safety: every member function is safe to call from any thread
 // (prometheus-cpp families lock on Add; counters/gauges/histograms are
@@ -86,6 +89,18 @@ class Metrics {
   prometheus::Gauge& WebSocketConnections(std::string_view kind);
   // sluice_admission_rejections_total: submissions refused with 429.
   prometheus::Counter& AdmissionRejections(std::string_view pipeline);
+  // sluice_http_client_requests_total: every attempt of an http processor
+  // stage, by outcome `code`: the response status as text ("200", "503"),
+  // or "timeout" / "error" when no response came (so cardinality stays
+  // bounded by the status codes servers use).
+  prometheus::Counter& HttpClientRequests(std::string_view pipeline,
+                                          std::string_view stage,
+                                          std::string_view code);
+  // sluice_http_client_duration_seconds: one attempt, from connecting (when
+  // needed) to the response's last byte or the failure (buckets 1 ms ..
+  // 60 s).
+  prometheus::Histogram& HttpClientDuration(std::string_view pipeline,
+                                            std::string_view stage);
 
   // Registers a function called at the start of every Serialize() (e.g. to
   // sample queue depths just before a scrape). Replaces any previous hook;
@@ -113,6 +128,8 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* ws_connections_;
   prometheus::Family<prometheus::Counter>* admission_rejections_;
   prometheus::Family<prometheus::Gauge>* build_info_;
+  prometheus::Family<prometheus::Counter>* http_client_requests_;
+  prometheus::Family<prometheus::Histogram>* http_client_duration_;
 
   mutable std::mutex hook_mu_;  // guards scrape_hook_
   std::function<void()> scrape_hook_;

@@ -57,6 +57,8 @@ Errors ValidateFilter(const nlohmann::json& params);
 Errors ValidateSplit(const nlohmann::json& params);
 Errors ValidateSha256(const nlohmann::json& params);
 Errors ValidateDelay(const nlohmann::json& params);
+Errors ValidateLua(const nlohmann::json& params);
+Errors ValidateHttp(const nlohmann::json& params);
 
 // Each requires params its validator accepted.
 std::unique_ptr<Processor> MakePassthrough(const nlohmann::json& params);
@@ -66,6 +68,13 @@ std::unique_ptr<Processor> MakeFilter(const nlohmann::json& params);
 std::unique_ptr<Processor> MakeSplit(const nlohmann::json& params);
 std::unique_ptr<Processor> MakeSha256(const nlohmann::json& params);
 std::unique_ptr<Processor> MakeDelay(const nlohmann::json& params);
+// Creates the worker's own sandboxed Lua state and loads the script into
+// it; nullptr when that fails (e.g. the file went away after validation).
+std::unique_ptr<Processor> MakeLua(const nlohmann::json& params);
+// `context` names the stage for the http client metrics (none when its
+// metrics is null).
+std::unique_ptr<Processor> MakeHttp(const nlohmann::json& params,
+                                    const ProcessorContext& context);
 
 }  // namespace sluice::processors::internal
 

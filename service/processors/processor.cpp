@@ -1,5 +1,6 @@
 #include "service/processors/processor.hpp"
 
+#include <array>
 #include <exception>
 #include <functional>
 
@@ -144,10 +145,12 @@ constexpr TypeEntry kTypes[] = {
     {"split", internal::ValidateSplit, internal::MakeSplit},
     {"sha256", internal::ValidateSha256, internal::MakeSha256},
     {"delay", internal::ValidateDelay, internal::MakeDelay},
+    {"lua", internal::ValidateLua, internal::MakeLua},
+    {"http", internal::ValidateHttp, nullptr, internal::MakeHttp},
 };
 
 // Types DESIGN.md names whose processors come with a later issue.
-constexpr std::string_view kNotYet[] = {"lua", "http"};
+constexpr std::array<std::string_view, 0> kNotYet{};
 
 const TypeEntry* FindType(std::string_view type) {
   for (const TypeEntry& t : kTypes) {

@@ -302,6 +302,17 @@ TEST(ConfigErrors, MultipleDocuments) {
                  "the config must be a single YAML document (found 2)");
 }
 
+// Found by tests/fuzz/config_fuzz: yaml-cpp's LoadAll never returned on
+// these (a stray ',' where a document starts), allocating without bound.
+TEST(ConfigErrors, StrayCommaIsASyntaxErrorNotAHang) {
+  ExpectOneError(",", "line 1, column 1: unexpected character");
+  ExpectOneError(std::string(kPipelines) + "...\n,\n",
+                 "line 7, column 1: unexpected character");
+  // A comma inside a flow collection or a scalar is still fine.
+  ExpectOneError("server: { listen: \"a,b\" }\n" + std::string(kPipelines),
+                 "server.listen: ");
+}
+
 TEST(ConfigErrors, UnknownTopLevelKey) {
   ExpectOneError(std::string(kPipelines) + "sever: {}\n",
                  "sever: unknown key (expected one of: server, jobs, "
@@ -541,11 +552,10 @@ TEST(StageErrors, ProcessorErrorsAreFullyQualified) {
                  "pipelines[0].stages[0].processor.type: unknown processor "
                  "type 'nope'");
   ExpectOneError(WithStage("{ processor: { type: lua, script: x } }"),
-                 "pipelines[0].stages[0].processor.type: processor type 'lua' "
-                 "is not available yet");
+                 "pipelines[0].stages[0].processor.script: line 1: ");
   ExpectOneError(WithStage("{ processor: { type: http, url: x } }"),
-                 "pipelines[0].stages[0].processor.type: processor type "
-                 "'http' is not available yet");
+                 "pipelines[0].stages[0].processor.url: not a valid absolute "
+                 "URL");
   ExpectOneError(WithStage("{ processor: { type: filter, field: age, op: "
                            "exists } }"),
                  "pipelines[0].stages[0].processor.field: a JSON pointer must "
@@ -679,8 +689,7 @@ pipelines:
       "jobs.retention: invalid duration",
       "pipelines[0].stages[0].processor.op: unknown op '~'",
       "pipelines[0].stages[0].workers: must be >= 1",
-      "pipelines[0].stages[1].processor.type: processor type 'lua' is not "
-      "available yet",
+      "pipelines[0].stages[1].processor.script: is required",
       "pipelines[0].aggregate.type: unknown aggregate type 'nope'",
       "pipelines[1].stages: must be a non-empty list",
       "pipelines[1].name: duplicate pipeline name \"ok\"",
@@ -758,6 +767,49 @@ pipelines:
             std::string::npos)
       << s;
   EXPECT_EQ(s.back(), '\n');
+}
+
+// Found by tests/fuzz/config_fuzz: YAML passes bytes that are not UTF-8
+// through, and a strict dump() of them threw out of Summary() (so `sluice
+// check` died on an uncaught exception) and turned a key's error into
+// "cannot load the config: [json.exception.type_error.316] ...".
+TEST(Summary, NeverThrowsOnTextThatIsNotUtf8) {
+  const std::string bad = std::string("x\xAA") + "y";
+  const Config c = Load(
+      "pipelines:\n  - name: p\n    stages:\n"
+      "      - processor: { type: set, fields: { /a: " +
+      bad + " } }\n        key: /" + bad + "\n");
+  ASSERT_EQ(c.pipelines.size(), 1u);
+  std::string s;
+  ASSERT_NO_THROW(s = Summary(c));
+  // Each invalid byte prints as U+FFFD.
+  EXPECT_NE(s.find("{\"fields\":{\"/a\":\"x\xEF\xBF\xBDy\"}}"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.find("key \"/x\xEF\xBF\xBDy\""), std::string::npos) << s;
+}
+
+// `sluice check` output lands in CI logs: header values are secrets.
+TEST(Summary, MasksHttpHeaderValues) {
+  const std::string s = Summary(Load(R"(
+pipelines:
+  - name: p
+    stages:
+      - processor:
+          type: http
+          url: http://127.0.0.1:9/x
+          headers: { Authorization: "Bearer s3cret", X-Api-Key: k3y }
+)"));
+  EXPECT_EQ(s.find("s3cret"), std::string::npos) << s;
+  EXPECT_EQ(s.find("k3y"), std::string::npos) << s;
+  EXPECT_NE(s.find(R"("Authorization":"***")"), std::string::npos) << s;
+  EXPECT_NE(s.find(R"("X-Api-Key":"***")"), std::string::npos) << s;
+  EXPECT_NE(s.find("http://127.0.0.1:9/x"), std::string::npos) << s;
+}
+
+TEST(LoadConfig, KeysThatAreNotUtf8GetTheirOwnError) {
+  ExpectOneError("server:\n  \"k\xAA\": 1\n" + std::string(kPipelines),
+                 "server[\"k\xEF\xBF\xBD\"]: unknown key");
 }
 
 // --- shipped configs

@@ -74,18 +74,23 @@ TEST(ValidateProcessorSpec, RequiresAKnownType) {
                        "sha256, delay"));
 }
 
-TEST(ValidateProcessorSpec, LuaAndHttpAreNotAvailableYet) {
-  EXPECT_EQ(OneError("lua", R"({"script":"function process(x) end"})"),
-            "type: processor type 'lua' is not available yet");
-  EXPECT_EQ(OneError("http", R"({"url":"http://x"})"),
-            "type: processor type 'http' is not available yet");
-  EXPECT_EQ(MakeProcessor(Spec("lua")), nullptr);
+TEST(ValidateProcessorSpec, LuaAndHttpValidateTheirParams) {
+  EXPECT_TRUE(
+      Validate("lua", R"({"script":"function process(x) return x end"})")
+          .empty());
+  EXPECT_TRUE(Contains(OneError("lua", R"({"script":"function process(x"})"),
+                       "script: line 1: "));
+  EXPECT_NE(Make("lua", R"({"script":"function process(x) return x end"})"),
+            nullptr);
+  EXPECT_TRUE(Validate("http", R"({"url":"http://x/{/id}"})").empty());
+  EXPECT_TRUE(Contains(OneError("http", R"({"url":"not a url"})"), "url: "));
 }
 
 TEST(ValidateProcessorSpec, ListsAvailableTypes) {
   EXPECT_EQ(AvailableProcessorTypes(),
             (std::vector<std::string>{"passthrough", "set", "remove", "filter",
-                                      "split", "sha256", "delay"}));
+                                      "split", "sha256", "delay", "lua",
+                                      "http"}));
 }
 
 TEST(MakeProcessor, ReturnsNullForAnInvalidSpec) {
