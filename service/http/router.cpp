@@ -336,18 +336,23 @@ std::optional<Reply> Router::CheckHeader(const RequestHeader& header) const {
       "missing or invalid bearer token (Authorization: Bearer <token>)",
       header.version(), KeepAlive(header));
   reply.response.set(bhttp::field::www_authenticate, "Bearer realm=\"sluice\"");
+  StripBodyForHead(header.method(), &reply);
   return reply;
+}
+
+void Router::StripBodyForHead(bhttp::verb method, Reply* reply) {
+  // Empty already (or stripped by CheckHeader): Content-Length stands.
+  if (method != bhttp::verb::head || reply->response.body().empty()) return;
+  // HEAD, whatever the answer (errors too): the GET's headers with
+  // Content-Length, and no body, so a keep-alive peer stays in step.
+  auto length = reply->response.body().size();
+  reply->response.body().clear();
+  reply->response.content_length(length);
 }
 
 Reply Router::Handle(const Request& req) {
   Reply reply = Dispatch(req);
-  if (req.method() == bhttp::verb::head) {
-    // HEAD, whatever the answer (errors too): the GET's headers with
-    // Content-Length, and no body, so a keep-alive peer stays in step.
-    auto length = reply.response.body().size();
-    reply.response.body().clear();
-    reply.response.content_length(length);
-  }
+  StripBodyForHead(req.method(), &reply);
   return reply;
 }
 

@@ -98,7 +98,7 @@ class Router {
 
   // Checks a request from its header alone, before its body is read:
   // returns the 401 to send when auth is on and a /v1/ request lacks a valid
-  // bearer token; nullopt when the request may proceed.
+  // bearer token (bodiless for HEAD); nullopt when the request may proceed.
   std::optional<Reply> CheckHeader(const RequestHeader& header) const;
 
   // Handles a complete, non-upgrade request (it also checks auth). Never
@@ -126,6 +126,8 @@ class Router {
  private:
   // Handle() before the HEAD rule (which strips every body).
   Reply Dispatch(const Request& request);
+  // The HEAD rule: a reply to HEAD keeps its Content-Length, loses its body.
+  static void StripBodyForHead(boost::beast::http::verb method, Reply* reply);
   Reply HandleJobsPost(
       const Request& request,
       const std::vector<std::pair<std::string, std::string>>& query);
