@@ -2,6 +2,7 @@
 #include "service/http/fail.hpp"
 
 #include <boost/asio/error.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/websocket/error.hpp>
@@ -25,7 +26,11 @@ void fail(boost::system::error_code ec, std::string_view what) {
       ec == net::error::connection_reset || ec == net::error::broken_pipe ||
       ec == net::error::not_connected || ec == net::error::bad_descriptor ||
       ec == beast::error::timeout || ec == beast::http::error::end_of_stream ||
-      ec == beast::websocket::error::closed) {
+      ec == beast::websocket::error::closed ||
+      // A TLS peer that closed the TCP connection without a close_notify:
+      // harmless, since HTTP and WebSocket messages delimit themselves (a
+      // message cut short is still reported, as a parse error).
+      ec == net::ssl::error::stream_truncated) {
     return;
   }
   std::string message(what);

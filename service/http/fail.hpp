@@ -10,7 +10,9 @@ namespace sluice::http {
 // Reports a failed network operation `what` ("read", "accept", ...) on
 // stderr, unless the error is part of a normal end of a connection
 // (operation_aborted after a close, end of stream, a peer reset, a timeout,
-// a WebSocket close), which would only be noise. Thread-safe (one write per
+// a WebSocket close, a TLS peer closing without close_notify), which would
+// only be noise. The line holds `what` and the error's text only: never
+// request data. Thread-safe (one write per
 // line). Never throws.
 void fail(boost::system::error_code ec, std::string_view what);
 

@@ -10,16 +10,27 @@
 
 #include "service/http/server.hpp"
 
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -62,6 +73,132 @@ Result<tcp::endpoint> ResolveListen(net::io_context& ioc,
                                "\": " + (ec ? ec.message() : "no address")};
   }
   return results.begin()->endpoint();
+}
+
+// TLS 1.2 cipher suites: forward-secret AEAD only (Mozilla's "intermediate"
+// list without DHE, for which we load no parameters). TLS 1.3 keeps
+// OpenSSL's default suites, which are all of that kind.
+constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+// The whole of a (small) PEM file, or why it cannot be read.
+Result<std::string> ReadPemFile(const std::string& path,
+                                std::string_view key_path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return Error{"tls", std::string(key_path) + ": cannot read \"" + path +
+                            "\": " + std::generic_category().message(errno)};
+  }
+  std::string text;
+  char chunk[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(chunk, 1, sizeof chunk, f)) > 0) {
+    text.append(chunk, n);
+    // A certificate chain or key is a few KiB; refuse to slurp, say, a
+    // device file named by mistake.
+    if (text.size() > (std::size_t{1} << 20)) break;
+  }
+  // errno as fread left it: a directory, say, opens but reads EISDIR.
+  const int read_errno = std::ferror(f) != 0 ? errno : 0;
+  std::fclose(f);
+  if (read_errno != 0 || text.size() > (std::size_t{1} << 20)) {
+    OPENSSL_cleanse(text.data(), text.size());
+    return Error{
+        "tls",
+        std::string(key_path) + ": cannot read \"" + path + "\": " +
+            (read_errno != 0 ? std::generic_category().message(read_errno)
+                             : "larger than 1 MiB")};
+  }
+  return text;
+}
+
+// Whether `pem` holds a private key OpenSSL can parse without a passphrase
+// (to tell "not a key" from "a key of another certificate").
+bool ParsesAsPrivateKey(const std::string& pem) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  if (bio == nullptr) return false;
+  // No passphrase prompt: an encrypted key simply does not parse.
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(
+      bio, nullptr, [](char*, int, int, void*) { return 0; }, nullptr);
+  BIO_free(bio);
+  ERR_clear_error();
+  if (key == nullptr) return false;
+  EVP_PKEY_free(key);
+  return true;
+}
+
+// The TLS context of server.tls: TLS 1.2 or newer, no compression, no
+// renegotiation, the server's cipher preference, the certificate chain and
+// its private key. Fails with an Error{"tls", ...} whose message starts with
+// the config key at fault (server.tls.cert or server.tls.key) and names the
+// file.
+Result<std::unique_ptr<net::ssl::context>> MakeTlsContext(
+    const config::TlsConfig& tls) {
+  namespace ssl = net::ssl;
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
+  boost::system::error_code ec;
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                       ssl::context::no_tlsv1_1 | ssl::context::no_compression |
+                       ssl::context::single_dh_use,
+                   ec);
+  SSL_CTX* native = ctx->native_handle();
+  if (ec || SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION) != 1 ||
+      SSL_CTX_set_cipher_list(native, kTls12Ciphers) != 1) {
+    ERR_clear_error();
+    return Error{"tls", "server.tls: cannot set up TLS (OpenSSL)"};
+  }
+  SSL_CTX_set_options(
+      native, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  // OpenSSL's default for an encrypted key is to prompt on the terminal;
+  // a server must fail instead.
+  ctx->set_password_callback(
+      [](std::size_t, ssl::context::password_purpose) { return std::string(); },
+      ec);
+
+  auto cert = ReadPemFile(tls.cert, "server.tls.cert");
+  if (!cert.ok()) return cert.error();
+  ctx->use_certificate_chain(net::buffer(*cert), ec);
+  if (ec) {
+    return Error{"tls",
+                 "server.tls.cert: \"" + tls.cert +
+                     "\" holds no valid PEM certificate: " + ec.message()};
+  }
+
+  auto key = ReadPemFile(tls.key, "server.tls.key");
+  if (!key.ok()) return key.error();
+  ctx->use_private_key(net::buffer(*key), ssl::context::pem, ec);
+  const std::string mismatch =
+      "server.tls.key: the private key in \"" + tls.key +
+      "\" does not match the certificate in server.tls.cert (\"" + tls.cert +
+      "\")";
+  std::string error;
+  if (ec) {
+    // PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") or traditional
+    // ("Proc-Type: 4,ENCRYPTED") encryption.
+    if (key->find("ENCRYPTED PRIVATE KEY-----") != std::string::npos ||
+        key->find("Proc-Type: 4,ENCRYPTED") != std::string::npos) {
+      error = "server.tls.key: \"" + tls.key +
+              "\" is encrypted; sluice needs an unencrypted key (protect it "
+              "with file permissions)";
+    } else if (ParsesAsPrivateKey(*key)) {
+      error = mismatch;
+    } else {
+      error = "server.tls.key: \"" + tls.key +
+              "\" holds no valid PEM private key: " + ec.message();
+    }
+  } else if (SSL_CTX_check_private_key(native) != 1) {
+    // A key of another type than the certificate's is accepted above and
+    // only found out here.
+    error = mismatch;
+  }
+  // Wipe our copy of the key's text (OpenSSL keeps the parsed key).
+  OPENSSL_cleanse(key->data(), key->size());
+  ERR_clear_error();
+  if (!error.empty()) return Error{"tls", error};
+  return ctx;
 }
 
 std::vector<std::string> TokensFromEnv(const config::AuthConfig& auth) {
@@ -184,6 +321,8 @@ struct Server::Impl {
   std::unique_ptr<engine::Engine> engine;
   std::unique_ptr<Router> router;
   ConnectionRegistry connections;
+  // server.tls's certificate and settings; null when the port is plain.
+  std::unique_ptr<net::ssl::context> tls;
   std::unique_ptr<SessionContext> ctx;
   tcp::endpoint endpoint;
 
@@ -211,6 +350,13 @@ Result<std::unique_ptr<Server>> Server::Create(config::Config config,
   auto impl = std::make_unique<Impl>(std::move(config), std::move(options));
   Impl& s = *impl;
 
+  // Before binding anything: a bad certificate is a config error.
+  if (!s.config.server.tls.cert.empty() || !s.config.server.tls.key.empty()) {
+    auto tls = MakeTlsContext(s.config.server.tls);
+    if (!tls.ok()) return tls.error();
+    s.tls = std::move(tls.value());
+  }
+
   auto endpoint = ResolveListen(s.ioc, listen);
   if (!endpoint.ok()) return endpoint.error();
   boost::system::error_code ec;
@@ -231,11 +377,18 @@ Result<std::unique_ptr<Server>> Server::Create(config::Config config,
   }
   engine::Engine* engine_ptr = s.engine.get();
   s.metrics->SetScrapeHook([engine_ptr] { engine_ptr->SampleGauges(); });
-  s.router = std::make_unique<Router>(
-      *s.engine, *s.metrics,
-      RouterOptions{TokensFromEnv(s.config.server.auth)});
-  s.ctx = std::make_unique<SessionContext>(
-      SessionContext{*s.router, *s.metrics, s.connections, s.config.server});
+  std::vector<std::string> tokens = TokensFromEnv(s.config.server.auth);
+  if (!s.config.server.auth.tokens_env.empty() && tokens.empty()) {
+    // Auth asked for but given nothing: documented as "off" (an empty
+    // variable is how compose leaves it off), which an operator must not
+    // miss. Names the variable, never a value.
+    Log("server.auth.tokens_env names " + s.config.server.auth.tokens_env +
+        ", which is unset or holds no token: auth is OFF");
+  }
+  s.router = std::make_unique<Router>(*s.engine, *s.metrics,
+                                      RouterOptions{std::move(tokens)});
+  s.ctx = std::make_unique<SessionContext>(SessionContext{
+      *s.router, *s.metrics, s.connections, s.config.server, s.tls.get()});
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 

@@ -1,7 +1,8 @@
 // sluice::http::Server: the whole service behind one listening socket —
 // metrics, engine, router, the Boost.Asio io_context and its threads, the
-// listener (HTTP and WebSocket on one port, DESIGN §3.2-§3.3) and the
-// lifecycle of DESIGN §3.6 (drain on SIGTERM/SIGINT or Shutdown()).
+// listener (HTTP and WebSocket on one port, DESIGN §3.2-§3.3; HTTPS and WSS
+// instead when server.tls is set) and the lifecycle of DESIGN §3.6 (drain on
+// SIGTERM/SIGINT or Shutdown()).
 #ifndef SLUICE_SERVICE_HTTP_SERVER_HPP_
 #define SLUICE_SERVICE_HTTP_SERVER_HPP_
 
@@ -36,11 +37,15 @@ struct ServerOptions {
 // port(), address(), engine() and metrics() may be called from any thread.
 class Server {
  public:
-  // Builds metrics, engine (starting every pipeline's threads) and router,
-  // and binds and listens on the address (so port() is known before
-  // Start()). Requires a validated config (config::LoadConfig*).
-  // Failure: Error{"listen", ...} when the address is invalid or cannot be
-  // bound, Error{"engine", ...} when the engine cannot be built.
+  // Loads server.tls's certificate and key when set (the port then serves
+  // HTTPS and WSS only), builds metrics, engine (starting every pipeline's
+  // threads) and router, and binds and listens on the address (so port() is
+  // known before Start()). Requires a validated config (config::LoadConfig*).
+  // Failure: Error{"tls", ...} when the certificate or key cannot be read or
+  // parsed, or the key does not match the certificate (the message starts
+  // with "server.tls.cert: " or "server.tls.key: " and names the file);
+  // Error{"listen", ...} when the address is invalid or cannot be bound;
+  // Error{"engine", ...} when the engine cannot be built.
   static Result<std::unique_ptr<Server>> Create(config::Config config,
                                                 ServerOptions options = {});
 

@@ -1,20 +1,25 @@
 // Implementation of the HTTP session (see session.hpp), in the style of the
-// Beast advanced server example: one strand per connection, one read or
-// write in flight, a timeout on every read and write.
+// Beast advanced server examples (the "flex" one for TLS): one strand per
+// connection, one read or write in flight, a timeout on every read, write
+// and handshake. The session is a template over its stream (PlainStream or
+// TlsStream); the few steps that differ are `if constexpr (kTls)`.
 #include "service/http/session.hpp"
 
 #include <array>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 #include <chrono>
 #include <limits>
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 #include "service/http/fail.hpp"
 #include "service/jobs/job.hpp"
@@ -32,7 +37,9 @@ using Clock = std::chrono::steady_clock;
 // After the last response of a connection we stop sending and read (and
 // drop) what the peer still sends for a moment before closing, so a client
 // whose body we refused to read gets our response instead of a reset
-// (closing a socket with unread data makes the kernel send RST).
+// (closing a socket with unread data makes the kernel send RST). Over TLS
+// the same time bounds the close_notify exchange, which reads (and drops)
+// the peer's data the same way.
 constexpr auto kLingerTime = std::chrono::seconds(1);
 constexpr std::size_t kLingerBytes = 1 << 20;
 
@@ -41,36 +48,83 @@ bool IsHttpParseError(beast::error_code ec) {
          beast::http::make_error_code(bhttp::error::bad_target).category();
 }
 
-// One HTTP connection. Thread-safety: all members run on the socket's
-// strand (handlers are bound to stream_'s executor), except Stop(), which
-// only posts onto it.
+// One HTTP connection over `Stream` (PlainStream or TlsStream).
+// Thread-safety: all members run on the socket's strand (executor_, which
+// every handler is bound to through the stream), except Stop(), which only
+// posts onto it.
+template <class Stream>
 class HttpSession : public Connection,
-                    public std::enable_shared_from_this<HttpSession> {
+                    public std::enable_shared_from_this<HttpSession<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+  static_assert(kTls || std::is_same_v<Stream, PlainStream>);
+
  public:
+  // Requires ctx.tls when Stream is TlsStream.
   HttpSession(tcp::socket&& socket, SessionContext& ctx, ConnectionSlot slot)
-      : stream_(std::move(socket)),
+      : executor_(socket.get_executor()),
+        stream_(MakeStream(std::move(socket), ctx)),
         ctx_(ctx),
         slot_(std::move(slot)),
-        wait_timer_(stream_.get_executor()) {}
+        wait_timer_(executor_) {}
 
   void Run() {
-    slot_.Bind(weak_from_this());
-    net::dispatch(
-        stream_.get_executor(),
-        beast::bind_front_handler(&HttpSession::DoRead, shared_from_this()));
+    slot_.Bind(this->weak_from_this());
+    net::dispatch(executor_,
+                  beast::bind_front_handler(&HttpSession::Begin, self()));
   }
 
+  // Posts onto executor_, never touching stream_ here: the stream may be
+  // being moved into a WebSocket session on the strand at this moment.
   void Stop() override {
-    net::post(stream_.get_executor(),
-              [self = shared_from_this()] { self->OnStop(); });
+    net::post(executor_, [self = self()] { self->OnStop(); });
   }
 
  private:
+  static Stream MakeStream(tcp::socket&& socket, SessionContext& ctx) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), *ctx.tls);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+
+  std::shared_ptr<HttpSession> self() { return this->shared_from_this(); }
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  // Over TLS, the server handshake comes first, bounded by the read
+  // timeout: a peer speaking something else (plain HTTP, say) fails it with
+  // its first bytes, a silent one when the timer fires.
+  void Begin() {
+    if constexpr (kTls) {
+      idle_ = true;  // nothing asked yet: Stop() may cut it short
+      lowest().expires_after(ctx_.server.idle_timeout);
+      stream_.async_handshake(
+          net::ssl::stream_base::server,
+          beast::bind_front_handler(&HttpSession::OnHandshake, self()));
+    } else {
+      DoRead();
+    }
+  }
+
+  void OnHandshake(beast::error_code ec) {
+    idle_ = false;
+    // The session ends here; the socket closes with it.
+    if (ec) return fail(ec, "tls handshake");
+    DoRead();
+  }
+
   void OnStop() {
     stopping_ = true;
     // Waiting for a next request that may never come: close now. Otherwise
     // the request in progress is answered with "Connection: close".
-    if (idle_) stream_.close();
+    if (!idle_) return;
+    if constexpr (kTls) {
+      // Cancel the read (or the handshake) instead of closing, so that
+      // OnHeader can still say goodbye with a close_notify.
+      lowest().cancel();
+    } else {
+      stream_.close();
+    }
   }
 
   void DoRead() {
@@ -81,16 +135,22 @@ class HttpSession : public Connection,
                               std::numeric_limits<std::uint32_t>::max())));
     parser_->body_limit(ctx_.server.max_body_bytes);
     idle_ = true;
-    stream_.expires_after(ctx_.server.idle_timeout);
+    lowest().expires_after(ctx_.server.idle_timeout);
     bhttp::async_read_header(
         stream_, buffer_, *parser_,
-        beast::bind_front_handler(&HttpSession::OnHeader, shared_from_this()));
+        beast::bind_front_handler(&HttpSession::OnHeader, self()));
   }
 
   void OnHeader(beast::error_code ec, std::size_t /*bytes*/) {
     idle_ = false;
     received_ = Clock::now();
     if (ec == bhttp::error::end_of_stream) return DoShutdown();
+    if constexpr (kTls) {
+      // OnStop cancelled the wait for a next request.
+      if (ec == net::error::operation_aborted && stopping_) {
+        return DoShutdown();
+      }
+    }
     if (ec) return OnReadError(ec);
     const RequestHeader& header = parser_->get();
     method_ = std::string(header.method_string());
@@ -102,10 +162,10 @@ class HttpSession : public Connection,
     if (!parser_->is_done() &&
         beast::iequals(header[bhttp::field::expect], "100-continue")) {
       continue_ = {bhttp::status::continue_, header.version()};
-      stream_.expires_after(ctx_.server.idle_timeout);
+      lowest().expires_after(ctx_.server.idle_timeout);
       return bhttp::async_write(
           stream_, continue_,
-          [self = shared_from_this()](beast::error_code write_ec, std::size_t) {
+          [self = self()](beast::error_code write_ec, std::size_t) {
             if (write_ec) return fail(write_ec, "write");
             self->ReadBody();
           });
@@ -114,10 +174,9 @@ class HttpSession : public Connection,
   }
 
   void ReadBody() {
-    stream_.expires_after(ctx_.server.idle_timeout);
-    bhttp::async_read(
-        stream_, buffer_, *parser_,
-        beast::bind_front_handler(&HttpSession::OnRead, shared_from_this()));
+    lowest().expires_after(ctx_.server.idle_timeout);
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      beast::bind_front_handler(&HttpSession::OnRead, self()));
   }
 
   // A request that could not be read: answer what can be answered, then
@@ -166,10 +225,11 @@ class HttpSession : public Connection,
         route_ = reply->route;
         return Send(std::move(reply->response), true);
       }
-      // Hand the socket (and our connection slot) to a WebSocket session;
-      // this session ends when its last handler returns.
-      stream_.expires_never();
-      ws::StartWebSocketSession(stream_.release_socket(), std::move(req),
+      // Hand the stream (with its TLS state, if any) and our connection slot
+      // to a WebSocket session, which has timeouts of its own; this session
+      // ends when its last handler returns and must not touch stream_ again.
+      lowest().expires_never();
+      ws::StartWebSocketSession(std::move(stream_), std::move(req),
                                 std::move(std::get<Upgrade>(decision)), ctx_,
                                 std::move(slot_), received_);
       return;
@@ -190,10 +250,10 @@ class HttpSession : public Connection,
     const std::uint64_t wait = ++wait_number_;
     waiting_ = true;
     wait_timer_.expires_after(pending_->wait_for);
-    wait_timer_.async_wait([self = shared_from_this(), wait](
-                               beast::error_code) { self->FinishWait(wait); });
+    wait_timer_.async_wait(
+        [self = self(), wait](beast::error_code) { self->FinishWait(wait); });
     bool registered = pending_->wait_job->NotifyWhenFinished(
-        [weak = weak_from_this(), executor = stream_.get_executor(), wait] {
+        [weak = this->weak_from_this(), executor = executor_, wait] {
           net::post(executor, [weak, wait] {
             if (auto self = weak.lock()) self->FinishWait(wait);
           });
@@ -216,11 +276,10 @@ class HttpSession : public Connection,
                    Clock::now() - received_);
     response_ = std::move(res);
     const bool keep_alive = response_->keep_alive();
-    stream_.expires_after(ctx_.server.idle_timeout);
+    lowest().expires_after(ctx_.server.idle_timeout);
     bhttp::async_write(
         stream_, *response_,
-        beast::bind_front_handler(&HttpSession::OnWrite, shared_from_this(),
-                                  keep_alive));
+        beast::bind_front_handler(&HttpSession::OnWrite, self(), keep_alive));
   }
 
   void OnWrite(bool keep_alive, beast::error_code ec, std::size_t /*bytes*/) {
@@ -233,26 +292,50 @@ class HttpSession : public Connection,
     DoRead();
   }
 
-  // Graceful close: FIN first, then drain briefly (see kLingerTime).
+  // Graceful close. Plain: FIN first, then drain briefly (see kLingerTime).
+  // TLS: close_notify first, then the same at the TCP level, all within
+  // kLingerTime.
   void DoShutdown() {
+    if constexpr (kTls) {
+      lowest().expires_after(kLingerTime);
+      stream_.async_shutdown([self = self()](beast::error_code ec) {
+        // Not reported: a peer that closes without a close_notify of its
+        // own (stream_truncated, eof) is the common case, and one still
+        // sending a body we refused fails the exchange with "application
+        // data after close notify"; neither tells an operator anything.
+        if (ec == beast::error::timeout) return;  // the socket is closed
+        // Our close_notify is out: whatever the peer still sends is no
+        // longer ours to read. Drop it at the TCP level, as over plain TCP.
+        self->LingerTcp();
+      });
+    } else {
+      lowest().expires_after(kLingerTime);
+      LingerTcp();
+    }
+  }
+
+  // FIN, then read (and drop) until the peer closes, kLingerBytes, or the
+  // deadline DoShutdown set.
+  void LingerTcp() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
     if (ec) return;
-    stream_.expires_after(kLingerTime);
     DoLinger();
   }
 
   void DoLinger() {
-    stream_.async_read_some(
+    lowest().async_read_some(
         net::buffer(discard_),
-        [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+        [self = self()](beast::error_code ec, std::size_t n) {
           self->lingered_ += n;
           if (!ec && self->lingered_ < kLingerBytes) self->DoLinger();
           // Else: the session ends and the socket closes.
         });
   }
 
-  beast::tcp_stream stream_;
+  // The connection's strand; a copy, so Stop() never reads stream_.
+  tcp::socket::executor_type executor_;
+  Stream stream_;
   SessionContext& ctx_;
   ConnectionSlot slot_;
   beast::flat_buffer buffer_;
@@ -276,7 +359,15 @@ class HttpSession : public Connection,
 
 void StartHttpSession(tcp::socket socket, SessionContext& ctx,
                       ConnectionSlot slot) {
-  std::make_shared<HttpSession>(std::move(socket), ctx, std::move(slot))->Run();
+  if (ctx.tls != nullptr) {
+    std::make_shared<HttpSession<TlsStream>>(std::move(socket), ctx,
+                                             std::move(slot))
+        ->Run();
+  } else {
+    std::make_shared<HttpSession<PlainStream>>(std::move(socket), ctx,
+                                               std::move(slot))
+        ->Run();
+  }
 }
 
 }  // namespace sluice::http

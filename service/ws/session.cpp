@@ -1,11 +1,13 @@
 // Implementation of the WebSocket sessions (see session.hpp): a common base
 // with the handshake, the read loop and the bounded one-write-in-flight
-// outbound queue, and the two endpoints built on it.
+// outbound queue, and the two endpoints built on it, all templates over the
+// stream (plain TCP or TLS) as in Beast's advanced_server_flex example.
 #include "service/ws/session.hpp"
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>  // websocket teardown (close_notify) for TLS
 #include <boost/beast/websocket.hpp>
 #include <deque>
 #include <memory>
@@ -26,7 +28,6 @@ namespace {
 namespace beast = boost::beast;
 namespace net = boost::asio;
 namespace websocket = beast::websocket;
-using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
 // Frames a session holds for writing at most (result frames; the cursor
@@ -59,16 +60,18 @@ std::string ProtocolErrorFrame(std::string_view code,
   return Dump({{"type", "error"}, {"code", code}, {"message", message}});
 }
 
-// The common part of both endpoints. Thread-safety: everything runs on the
-// socket's strand (the stream's executor); Stop() and the engine's wake
-// callbacks only post onto it.
+// The common part of both endpoints over `Stream` (http::PlainStream or
+// http::TlsStream). Thread-safety: everything runs on the connection's
+// strand (the stream's executor); Stop() and the engine's wake callbacks only
+// post onto it.
+template <class Stream>
 class WsSession : public http::Connection,
-                  public std::enable_shared_from_this<WsSession> {
+                  public std::enable_shared_from_this<WsSession<Stream>> {
  public:
-  WsSession(tcp::socket&& socket, http::Request request, http::Upgrade upgrade,
+  WsSession(Stream&& stream, http::Request request, http::Upgrade upgrade,
             http::SessionContext& ctx, http::ConnectionSlot slot,
             Clock::time_point received, std::string_view kind)
-      : ws_(std::move(socket)),
+      : ws_(std::move(stream)),
         ctx_(ctx),
         slot_(std::move(slot)),
         request_(std::move(request)),
@@ -81,13 +84,12 @@ class WsSession : public http::Connection,
   }
 
   void Run() {
-    slot_.Bind(weak_from_this());
-    net::dispatch(ws_.get_executor(),
-                  [self = shared_from_this()] { self->DoAccept(); });
+    slot_.Bind(this->weak_from_this());
+    net::dispatch(ws_.get_executor(), [self = self()] { self->DoAccept(); });
   }
 
   void Stop() override {
-    net::post(ws_.get_executor(), [self = shared_from_this()] {
+    net::post(ws_.get_executor(), [self = self()] {
       self->stopping_ = true;
       // Before the handshake completes OnAccept sees stopping_ instead.
       if (self->open_ && !self->gone_) self->OnStop();
@@ -105,6 +107,7 @@ class WsSession : public http::Connection,
                                              : kMaxQueuedFrames - queue_.size();
   }
   auto executor() { return ws_.get_executor(); }
+  std::shared_ptr<WsSession> self() { return this->shared_from_this(); }
 
   // Called on the strand once the handshake succeeded.
   virtual void OnOpen() = 0;
@@ -131,8 +134,8 @@ class WsSession : public http::Connection,
   void DoRead() {
     if (reading_ || gone_) return;
     reading_ = true;
-    ws_.async_read(read_buffer_, beast::bind_front_handler(&WsSession::OnRead,
-                                                           shared_from_this()));
+    ws_.async_read(read_buffer_,
+                   beast::bind_front_handler(&WsSession::OnRead, self()));
   }
 
   void Enqueue(std::string frame) {
@@ -195,7 +198,7 @@ class WsSession : public http::Connection,
   // if the session still exists.
   template <class Derived, class Fn>
   std::function<void()> Waker(Fn fn) {
-    return [weak = std::weak_ptr<WsSession>(shared_from_this()),
+    return [weak = std::weak_ptr<WsSession>(self()),
             executor = ws_.get_executor(), fn] {
       net::post(executor, [weak, fn] {
         if (auto self = weak.lock()) fn(static_cast<Derived&>(*self));
@@ -222,8 +225,8 @@ class WsSession : public http::Connection,
           if (!job_id.empty()) res.set("X-Sluice-Job", job_id);
         }));
     ws_.text(true);
-    ws_.async_accept(request_, beast::bind_front_handler(&WsSession::OnAccept,
-                                                         shared_from_this()));
+    ws_.async_accept(request_,
+                     beast::bind_front_handler(&WsSession::OnAccept, self()));
   }
 
   void OnAccept(beast::error_code ec) {
@@ -256,14 +259,16 @@ class WsSession : public http::Connection,
     if (writing_ || gone_) return;
     if (!queue_.empty()) {
       writing_ = true;
-      ws_.async_write(
-          net::buffer(queue_.front()),
-          beast::bind_front_handler(&WsSession::OnWrite, shared_from_this()));
+      ws_.async_write(net::buffer(queue_.front()),
+                      beast::bind_front_handler(&WsSession::OnWrite, self()));
     } else if (close_ && !close_sent_) {
       writing_ = true;
       close_sent_ = true;
-      ws_.async_close(*close_, beast::bind_front_handler(&WsSession::OnClose,
-                                                         shared_from_this()));
+      // Over TLS the close handshake ends with close_notify (Beast's
+      // teardown for ssl_stream); Beast bounds all of it by the handshake
+      // timeout set in DoAccept.
+      ws_.async_close(*close_,
+                      beast::bind_front_handler(&WsSession::OnClose, self()));
     }
   }
 
@@ -292,7 +297,7 @@ class WsSession : public http::Connection,
     OnGone();
   }
 
-  websocket::stream<beast::tcp_stream> ws_;
+  websocket::stream<Stream> ws_;
   http::SessionContext& ctx_;
   http::ConnectionSlot slot_;
   http::Request request_;  // the upgrade request, until accepted
@@ -315,35 +320,39 @@ class WsSession : public http::Connection,
 
 // GET /v1/jobs/{id}/stream: replays the job's results, then live ones, then
 // "done". Thread-safety: as WsSession.
-class JobStreamSession final : public WsSession {
+template <class Stream>
+class JobStreamSession final : public WsSession<Stream> {
  public:
-  using WsSession::WsSession;
+  using WsSession<Stream>::WsSession;
 
  private:
   std::size_t read_message_max() const override { return kJobStreamReadMax; }
 
   void OnOpen() override {
-    DoRead();
-    Pump();
+    this->DoRead();
+    this->Pump();
   }
 
   // Client data is not part of the protocol; it is read and dropped so that
   // control frames keep being processed.
   void OnMessage(bool /*text*/, std::string_view /*data*/) override {
-    DoRead();
+    this->DoRead();
   }
 };
 
 // GET /v1/stream?pipeline=NAME: reads input frames into the stream's feed
 // (the next frame only once the feed accepted the previous one) and streams
 // the job's results back like JobStreamSession. Thread-safety: as WsSession.
-class IngestSession final : public WsSession {
+template <class Stream>
+class IngestSession final : public WsSession<Stream> {
+  using Base = WsSession<Stream>;
+
  public:
-  IngestSession(tcp::socket&& socket, http::Request request,
-                http::Upgrade upgrade, http::SessionContext& ctx,
-                http::ConnectionSlot slot, Clock::time_point received)
-      : WsSession(std::move(socket), std::move(request), upgrade, ctx,
-                  std::move(slot), received, "ingest"),
+  IngestSession(Stream&& stream, http::Request request, http::Upgrade upgrade,
+                http::SessionContext& ctx, http::ConnectionSlot slot,
+                Clock::time_point received)
+      : Base(std::move(stream), std::move(request), upgrade, ctx,
+             std::move(slot), received, "ingest"),
         feed_(std::move(upgrade.feed)) {}
 
   ~IngestSession() override {
@@ -354,18 +363,19 @@ class IngestSession final : public WsSession {
 
  private:
   std::size_t read_message_max() const override {
-    return static_cast<std::size_t>(ctx().server.max_body_bytes);
+    return static_cast<std::size_t>(this->ctx().server.max_body_bytes);
   }
 
   void OnOpen() override {
-    DoRead();
-    Pump();
+    this->DoRead();
+    this->Pump();
   }
 
   void OnMessage(bool text, std::string_view data) override {
     if (!text) {
-      CloseAfterQueue(websocket::close_code::unknown_data,
-                      "binary frames are not supported; send JSON text frames");
+      this->CloseAfterQueue(
+          websocket::close_code::unknown_data,
+          "binary frames are not supported; send JSON text frames");
       return;
     }
     auto frame = ParseIngestFrame(data);
@@ -388,10 +398,20 @@ class IngestSession final : public WsSession {
     if (!pushing_) {
       pushing_ = true;
     }
-    bool accepted =
-        feed_->TryPush(pending_, Waker<IngestSession>([](IngestSession& self) {
-                         if (self.pushing_) self.TryPushPending();
-                       }));
+    // The wake holds the session: while it waits for room no read is
+    // outstanding and maybe no write, so nothing else keeps it alive, and a
+    // session gone before its pending frame is taken would lose the frame
+    // (found by tests/load: FastIngestionProducerIsSlowedNotDropped). The
+    // engine calls or drops every kept on_room (room, End, cancel, shutdown
+    // all wake it), so this is no cycle.
+    bool accepted = feed_->TryPush(
+        pending_, [self = std::static_pointer_cast<IngestSession>(
+                       this->shared_from_this()),
+                   executor = this->executor()] {
+          net::post(executor, [self] {
+            if (self->pushing_) self->TryPushPending();
+          });
+        });
     if (!accepted) {
       if (!feed_->closed()) return;  // on_room will call us again
       pushing_ = false;
@@ -410,14 +430,14 @@ class IngestSession final : public WsSession {
       end_pending_ = false;
       ended_ = true;
       feed_->End();
-      Pump();
+      this->Pump();
     }
     ReadNext();
   }
 
   // An input frame that changes nothing: tell the client, read on.
   void Reject(std::string_view code, const std::string& message) {
-    Enqueue(ProtocolErrorFrame(code, message));
+    this->Enqueue(ProtocolErrorFrame(code, message));
     ReadNext();
   }
 
@@ -425,20 +445,20 @@ class IngestSession final : public WsSession {
   // (then OnWritten resumes): a client that never reads cannot make us
   // buffer without bound.
   void ReadNext() {
-    if (closing()) return;
-    if (queued() >= 2 * kMaxQueuedFrames) {
+    if (this->closing()) return;
+    if (this->queued() >= 2 * kMaxQueuedFrames) {
       read_paused_ = true;
       return;
     }
-    DoRead();
+    this->DoRead();
   }
 
   void OnWritten() override {
-    if (read_paused_ && queued() < 2 * kMaxQueuedFrames) {
+    if (read_paused_ && this->queued() < 2 * kMaxQueuedFrames) {
       read_paused_ = false;
-      DoRead();
+      this->DoRead();
     }
-    Pump();
+    this->Pump();
   }
 
   void OnGone() override {
@@ -455,23 +475,40 @@ class IngestSession final : public WsSession {
   bool read_paused_ = false;
 };
 
+// Both endpoints over one kind of stream.
+template <class Stream>
+void Start(Stream stream, http::Request request, http::Upgrade upgrade,
+           http::SessionContext& ctx, http::ConnectionSlot slot,
+           Clock::time_point received) {
+  if (upgrade.kind == http::Upgrade::Kind::kIngest) {
+    std::make_shared<IngestSession<Stream>>(
+        std::move(stream), std::move(request), std::move(upgrade), ctx,
+        std::move(slot), received)
+        ->Run();
+  } else {
+    std::make_shared<JobStreamSession<Stream>>(
+        std::move(stream), std::move(request), std::move(upgrade), ctx,
+        std::move(slot), received, "job_stream")
+        ->Run();
+  }
+}
+
 }  // namespace
 
-void StartWebSocketSession(tcp::socket socket, http::Request request,
+void StartWebSocketSession(http::PlainStream stream, http::Request request,
                            http::Upgrade upgrade, http::SessionContext& ctx,
                            http::ConnectionSlot slot,
                            std::chrono::steady_clock::time_point received) {
-  if (upgrade.kind == http::Upgrade::Kind::kIngest) {
-    std::make_shared<IngestSession>(std::move(socket), std::move(request),
-                                    std::move(upgrade), ctx, std::move(slot),
-                                    received)
-        ->Run();
-  } else {
-    std::make_shared<JobStreamSession>(std::move(socket), std::move(request),
-                                       std::move(upgrade), ctx, std::move(slot),
-                                       received, "job_stream")
-        ->Run();
-  }
+  Start(std::move(stream), std::move(request), std::move(upgrade), ctx,
+        std::move(slot), received);
+}
+
+void StartWebSocketSession(http::TlsStream stream, http::Request request,
+                           http::Upgrade upgrade, http::SessionContext& ctx,
+                           http::ConnectionSlot slot,
+                           std::chrono::steady_clock::time_point received) {
+  Start(std::move(stream), std::move(request), std::move(upgrade), ctx,
+        std::move(slot), received);
 }
 
 }  // namespace sluice::ws

@@ -16,10 +16,14 @@
 // that ran out of grace, or the server stops; 1003 for a binary frame on the
 // ingestion stream; 1007 (by Beast) for invalid UTF-8; 1009 (by Beast) for a
 // frame over the size limit.
+//
+// The sessions are templates over the connection's stream, so the same code
+// serves WS (http::PlainStream) and WSS (http::TlsStream, whose TLS
+// handshake the HTTP session already did); closing over TLS also exchanges
+// close_notify, bounded by the WebSocket close timeout.
 #ifndef SLUICE_SERVICE_WS_SESSION_HPP_
 #define SLUICE_SERVICE_WS_SESSION_HPP_
 
-#include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 
 #include "service/http/connections.hpp"
@@ -29,14 +33,21 @@
 namespace sluice::ws {
 
 // Performs the WebSocket handshake for `request` (an upgrade the router
-// accepted as `upgrade`) on `socket` (executor: a strand of the server's
-// io_context) and runs the session until it closes. `slot` keeps the
-// connection's place in ctx.connections. `received` is when the upgrade
-// request was read (for the request-duration metric, recorded with code 101
-// once the handshake succeeds). Returns at once.
-void StartWebSocketSession(boost::asio::ip::tcp::socket socket,
-                           http::Request request, http::Upgrade upgrade,
-                           http::SessionContext& ctx, http::ConnectionSlot slot,
+// accepted as `upgrade`) on `stream` (an open connection, with no timer
+// running, whose executor is a strand of the server's io_context) and runs
+// the session until it closes. `slot` keeps the connection's place in
+// ctx.connections. `received` is when the upgrade request was read (for the
+// request-duration metric, recorded with code 101 once the handshake
+// succeeds). Returns at once; failures end the session (logged by
+// http::fail), never the caller.
+void StartWebSocketSession(http::PlainStream stream, http::Request request,
+                           http::Upgrade upgrade, http::SessionContext& ctx,
+                           http::ConnectionSlot slot,
+                           std::chrono::steady_clock::time_point received);
+// The same over TLS (WSS): `stream` has completed its TLS handshake.
+void StartWebSocketSession(http::TlsStream stream, http::Request request,
+                           http::Upgrade upgrade, http::SessionContext& ctx,
+                           http::ConnectionSlot slot,
                            std::chrono::steady_clock::time_point received);
 
 }  // namespace sluice::ws

@@ -220,6 +220,7 @@ struct WsClient::Impl {
   std::string close_reason;
   bool timed_out = false;
   bool open = false;
+  std::string read_error;
 };
 
 WsClient::WsClient(std::uint16_t port, const std::string& target,
@@ -279,6 +280,7 @@ std::optional<std::string> WsClient::Read(std::chrono::milliseconds timeout) {
   }
   if (read_ec) {
     s.open = false;
+    if (read_ec != websocket::error::closed) s.read_error = read_ec.message();
     if (read_ec == websocket::error::closed) {
       s.close_code = s.ws.reason().code;
       s.close_reason = std::string(s.ws.reason().reason.c_str());
@@ -324,6 +326,12 @@ const std::string& WsClient::close_reason() const {
   return impl_->close_reason;
 }
 bool WsClient::timed_out() const { return impl_->timed_out; }
+const std::string& WsClient::read_error() const { return impl_->read_error; }
+int WsClient::received_close_code() const {
+  const auto code = impl_->ws.reason().code;
+  return code == websocket::close_code::none ? impl_->close_code
+                                             : static_cast<int>(code);
+}
 
 // ---- server and helpers ----------------------------------------------------
 

@@ -97,6 +97,14 @@ class WsClient {
   int close_code() const;  // -1 until the server closed
   const std::string& close_reason() const;
   bool timed_out() const;
+  // Why the last Read() returned nullopt ("" after a close frame or a
+  // timeout), e.g. "Connection reset by peer".
+  const std::string& read_error() const;
+  // The code of a close frame the server sent, even when the connection
+  // then failed before our reply could go out (a server failing the
+  // connection — 1007, 1009 — may close TCP right after its close frame,
+  // which close_code() reports as -1); -1 if none arrived.
+  int received_close_code() const;
 
  private:
   struct Impl;
