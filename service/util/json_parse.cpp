@@ -1,7 +1,10 @@
 #include "service/util/json_parse.hpp"
 
+#include <cmath>
+#include <cstdlib>
 #include <exception>
 #include <optional>
+#include <string>
 
 namespace sluice {
 namespace {
@@ -46,6 +49,42 @@ std::optional<std::size_t> TooDeepAt(std::string_view text,
   return std::nullopt;
 }
 
+// The offset of the first number (outside strings) too large for a double,
+// or 0. nlohmann reports such a number (out_of_range.406) without its
+// position, and the API promises the offset of the failure.
+std::size_t OverflowAt(std::string_view text) {
+  bool in_string = false;
+  bool escaped = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      continue;
+    }
+    if (c != '-' && (c < '0' || c > '9')) continue;
+    std::size_t end = i;
+    while (end < text.size() &&
+           std::string_view("0123456789+-.eE").find(text[end]) !=
+               std::string_view::npos) {
+      ++end;
+    }
+    const std::string number(text.substr(i, end - i));
+    if (std::isinf(std::strtod(number.c_str(), nullptr))) return i;
+    i = end - 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 Result<nlohmann::json, JsonParseError> ParseJsonText(std::string_view text,
@@ -54,17 +93,39 @@ Result<nlohmann::json, JsonParseError> ParseJsonText(std::string_view text,
     return JsonParseError{
         *at, "nesting deeper than " + std::to_string(max_depth) + " levels"};
   }
+  // nlohmann's lexer takes a NUL byte for the end of the input (as for a C
+  // string), so "[1]\0anything" would parse as [1] with the rest ignored
+  // (found by tests/fuzz/ws_frame_fuzz). A raw NUL is never valid JSON, not
+  // even inside a string: the text is parsed up to the first one, which is
+  // the error unless the parser finds an earlier one.
+  const std::size_t nul = text.find('\0');
+  const std::string_view head = text.substr(0, nul);
+  const JsonParseError nul_error{
+      nul, "syntax error - a NUL byte (U+0000), which JSON does not allow"};
   try {
-    return nlohmann::json::parse(text.begin(), text.end());
+    nlohmann::json value = nlohmann::json::parse(head.begin(), head.end());
+    if (nul != std::string_view::npos) return nul_error;
+    return value;
   } catch (const nlohmann::json::parse_error& e) {
+    // nlohmann's byte is 1-based (it counts the bad character too).
+    const std::size_t offset = e.byte == 0 ? 0 : e.byte - 1;
+    // Reaching the end of `head` means reaching the NUL.
+    if (nul != std::string_view::npos && offset >= nul) return nul_error;
     std::string reason = e.what();
     // Drop the "[json.exception.parse_error.101] parse error at line 1,
     // column 5: " prefix: the offset says where.
     if (auto pos = reason.find(": "); pos != std::string::npos) {
       reason.erase(0, pos + 2);
     }
-    // nlohmann's byte is 1-based (it counts the bad character too).
-    return JsonParseError{e.byte == 0 ? 0 : e.byte - 1, std::move(reason)};
+    return JsonParseError{offset, std::move(reason)};
+  } catch (const nlohmann::json::out_of_range& e) {
+    // The one out_of_range parse() throws: a number beyond a double (406).
+    std::string reason = e.what();
+    if (auto pos = reason.find("] "); pos != std::string::npos) {
+      reason.erase(0, pos + 2);
+    }
+    return JsonParseError{OverflowAt(head),
+                          std::move(reason) + " (beyond the range of a double)"};
   } catch (const std::exception& e) {
     return JsonParseError{0, e.what()};
   }

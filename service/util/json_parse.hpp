@@ -26,9 +26,9 @@ struct JsonParseError {
 };
 
 // Parses `text` as exactly one JSON value (surrounding whitespace allowed).
-// Fails, without throwing, on a syntax error, invalid UTF-8 in a string, or
-// nesting deeper than `max_depth` ("nesting deeper than 128 levels", at
-// the bracket that goes too deep).
+// Fails, without throwing, on a syntax error (a NUL byte anywhere is one),
+// invalid UTF-8 in a string, or nesting deeper than `max_depth` ("nesting
+// deeper than 128 levels", at the bracket that goes too deep).
 Result<nlohmann::json, JsonParseError> ParseJsonText(
     std::string_view text, std::size_t max_depth = kMaxJsonDepth);
 

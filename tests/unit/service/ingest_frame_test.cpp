@@ -35,6 +35,17 @@ TEST(IngestFrameTest, AcceptsItemItemsAndEnd) {
   EXPECT_EQ(ParseIngestFrame(R"({"item": null})").value().items.size(), 1U);
 }
 
+// Found by tests/fuzz/ws_frame_fuzz: text after a NUL byte was ignored, so
+// this frame was accepted as {"item": 1}.
+TEST(IngestFrameTest, RefusesANulByteAfterTheFrame) {
+  const std::string text("{\"item\": 1}\0{\"junk\"", 19);
+  auto r = ParseIngestFrame(text);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "invalid_json");
+  EXPECT_NE(r.error().message.find("byte offset 11"), std::string::npos)
+      << r.error().message;
+}
+
 TEST(IngestFrameTest, RefusesMalformedJsonWithTheOffset) {
   auto r = ParseIngestFrame(R"({"item": )");
   ASSERT_FALSE(r.ok());

@@ -31,6 +31,27 @@ TEST(JsonParseTest, SyntaxErrorCarriesTheZeroBasedOffset) {
   EXPECT_FALSE(ParseJsonText("[1] [2]").ok());
 }
 
+// Found by tests/fuzz/ws_frame_fuzz: nlohmann stops at a NUL byte as if
+// the input ended there, so "[1]\0junk" parsed as [1].
+TEST(JsonParseTest, NulBytesAreRefusedWhereTheyAre) {
+  using namespace std::string_literals;
+  for (const std::string& text :
+       {"[1]\0junk"s, "[1]\0"s, "\0"s, "[1,\0 2]"s, "\"a\0b\""s, " 7 \0"s}) {
+    auto r = ParseJsonText(text);
+    ASSERT_FALSE(r.ok()) << "accepted " << text.size() << " bytes";
+    EXPECT_EQ(r.error().offset, text.find('\0'));
+    EXPECT_NE(r.error().reason.find("NUL"), std::string::npos)
+        << r.error().reason;
+  }
+  // An earlier error is reported first.
+  auto r = ParseJsonText("[1,,\0]"s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().offset, 3U);
+  // Escaped, U+0000 is fine.
+  EXPECT_EQ(ParseJsonText(R"(["a\u0000b"])").value()[0].get<std::string>(),
+            "a\0b"s);
+}
+
 TEST(JsonParseTest, InvalidUtf8IsRefused) {
   auto r = ParseJsonText("[\"ab\xff\"]");
   ASSERT_FALSE(r.ok());
@@ -61,6 +82,18 @@ TEST(JsonParseTest, BracketsInStringsDoNotCount) {
   auto r = ParseJsonText(text);
   ASSERT_TRUE(r.ok()) << r.error().reason;
   EXPECT_EQ(r.value()[0].get<std::string>().size(), 1001U);
+}
+
+TEST(JsonParseTest, NumberOverflowPointsAtTheNumber) {
+  // The same text inside a string first must not be taken for it.
+  auto r = ParseJsonText(R"({"s":"1e400","n":[1, -2e999]})");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().offset, 21U);
+  EXPECT_NE(r.error().reason.find("number overflow"), std::string::npos)
+      << r.error().reason;
+  EXPECT_EQ(r.error().reason.find("json.exception"), std::string::npos)
+      << r.error().reason;
+  EXPECT_TRUE(ParseJsonText("[1e300, -1e-400]").ok());
 }
 
 }  // namespace
