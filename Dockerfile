@@ -25,6 +25,7 @@ RUN apt-get update \
       nlohmann-json3-dev prometheus-cpp-dev libyaml-cpp-dev libluajit-5.1-dev libssl-dev \
       libgtest-dev libgmock-dev libbenchmark-dev libtbb-dev golang-go \
       clang-format clang-tidy \
+      clang-14 libclang-rt-14-dev llvm-14 \
       prometheus \
       curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
