@@ -1,6 +1,8 @@
 #include "service/engine/engine.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdint>
 #include <cmath>
 #include <utility>
 
@@ -19,6 +21,13 @@ Error DrainingError() {
 Error UnknownPipelineError(std::string_view name) {
   return Error{std::string(kUnknownPipeline),
                "unknown pipeline \"" + std::string(name) + "\""};
+}
+
+// Nanoseconds on the steady clock; never 0 in practice (0 means "never").
+std::int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 }  // namespace
@@ -105,6 +114,10 @@ Result<std::shared_ptr<jobs::Job>> Engine::Submit(SubmitRequest request) {
   const std::uint64_t n = request.items.size();
   if (!admission_->TryAcquire(n)) {
     runtime->admission_rejections().Increment();
+    // A job larger than the whole limit says nothing about load.
+    if (n <= admission_->max_pending()) {
+      last_refusal_ns_.store(SteadyNowNs(), std::memory_order_relaxed);
+    }
     return Error{std::string(kOverCapacity),
                  "over capacity: " + std::to_string(admission_->pending()) +
                      " items pending, " + std::to_string(n) +
@@ -190,7 +203,15 @@ bool Engine::draining() const {
 }
 
 bool Engine::overloaded() const {
-  return admission_->pending() >= admission_->max_pending();
+  const std::uint64_t pending = admission_->pending();
+  if (pending >= admission_->max_pending()) return true;
+  // Jobs rarely fill the limit exactly: with 50-item jobs pending stays just
+  // under it while every new job is refused. So a refusal in the last second
+  // counts too, while anything is still pending (with nothing pending the
+  // next job that fits is admitted).
+  const std::int64_t refused = last_refusal_ns_.load(std::memory_order_relaxed);
+  return pending > 0 && refused != 0 &&
+         SteadyNowNs() - refused < std::int64_t{1'000'000'000};
 }
 
 std::uint64_t Engine::pending_items() const { return admission_->pending(); }

@@ -174,7 +174,8 @@ class Engine {
   bool HasPipeline(std::string_view name) const;
 
   // For /readyz: draining() once Shutdown began; overloaded() while the
-  // pending items are at jobs.max_pending_items.
+  // pending items are at jobs.max_pending_items, or while items are pending
+  // and a job that fits the limit was refused (429) in the last second.
   bool draining() const;
   bool overloaded() const;
 
@@ -229,6 +230,9 @@ class Engine {
   bool shut_down_ SLUICE_GUARDED_BY(shutdown_mu_) = false;
 
   // retry_after_seconds(): the completion rate between two samples.
+  // Steady-clock ns of the last 429 (0: none yet); only a hint for /readyz.
+  std::atomic<std::int64_t> last_refusal_ns_{0};
+
   mutable std::mutex rate_mu_;
   mutable std::chrono::steady_clock::time_point rate_at_
       SLUICE_GUARDED_BY(rate_mu_);

@@ -27,6 +27,9 @@ void fail(boost::system::error_code ec, std::string_view what) {
       ec == net::error::not_connected || ec == net::error::bad_descriptor ||
       ec == beast::error::timeout || ec == beast::http::error::end_of_stream ||
       ec == beast::websocket::error::closed ||
+      // A client's frame over the size limit: the client is told (close
+      // 1009); a line per hostile client would flood the log.
+      ec == beast::websocket::error::message_too_big ||
       // A TLS peer that closed the TCP connection without a close_notify:
       // harmless, since HTTP and WebSocket messages delimit themselves (a
       // message cut short is still reported, as a parse error).

@@ -240,6 +240,10 @@ TEST_F(HostileInputTest, OversizedWebSocketFramesClose1009) {
   const int code = ingest.received_close_code();
   EXPECT_TRUE(code == 1009 || (code == -1 && !ingest.read_error().empty()))
       << code << " " << ingest.read_error();
+  // The client was told; the server's log is for the unexpected, so three
+  // hostile frames leave no line there.
+  EXPECT_EQ(child_->log().find("exceeded"), std::string::npos)
+      << child_->log();
 }
 
 // ---- JSON ------------------------------------------------------------------

@@ -568,6 +568,8 @@ TEST(EngineTest, AdmissionLimitRejectsWithOverCapacity) {
   EXPECT_GE(retry, 1);
   EXPECT_LE(retry, 60);
   EXPECT_EQ(engine.List(10).size(), 1u) << "a rejected submit changes nothing";
+  // 8 of 10 pending, but the next job was refused: not ready for more.
+  EXPECT_TRUE(engine.overloaded());
 
   auto b = MustSubmit(engine, {"p", Ints(2), std::nullopt});  // exactly 10
   EXPECT_TRUE(engine.overloaded());
@@ -583,6 +585,21 @@ TEST(EngineTest, AdmissionLimitRejectsWithOverCapacity) {
   EXPECT_FALSE(engine.overloaded());
   auto c = MustSubmit(engine, {"p", Ints(10), std::nullopt});
   ASSERT_TRUE(WaitFinished(c));
+}
+
+TEST(EngineTest, AJobLargerThanTheLimitDoesNotMakeItOverloaded) {
+  metrics::Metrics metrics("test");
+  Gate gate;
+  Engine engine(Config({Pipe("p", {Stage("gate", "gate", 1, 4)})},
+                       /*max_pending=*/10),
+                metrics, Options(&gate));
+  auto a = MustSubmit(engine, {"p", Ints(1), std::nullopt});
+  auto huge = engine.Submit({"p", Ints(11), std::nullopt});
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.error().code, kOverCapacity);
+  EXPECT_FALSE(engine.overloaded()) << "11 items never fit; others still do";
+  gate.Open();
+  ASSERT_TRUE(WaitFinished(a));
 }
 
 TEST(EngineTest, UnknownPipeline) {
