@@ -108,11 +108,10 @@ Metrics::Metrics(std::string version)
                "Requests (attempts) made by http processors, by pipeline, "
                "stage and code (HTTP status, or timeout|error)")
            .Register(*registry_);
-  http_client_duration_ =
-      &BuildHistogram()
-           .Name("sluice_http_client_duration_seconds")
-           .Help("Time of one http processor attempt")
-           .Register(*registry_);
+  http_client_duration_ = &BuildHistogram()
+                               .Name("sluice_http_client_duration_seconds")
+                               .Help("Time of one http processor attempt")
+                               .Register(*registry_);
 
   build_info_->Add({{"version", std::move(version)}}).Set(1);
   WebSocketConnections("job_stream");

@@ -124,8 +124,9 @@ Result<nlohmann::json, JsonParseError> ParseJsonText(std::string_view text,
     if (auto pos = reason.find("] "); pos != std::string::npos) {
       reason.erase(0, pos + 2);
     }
-    return JsonParseError{OverflowAt(head),
-                          std::move(reason) + " (beyond the range of a double)"};
+    return JsonParseError{
+        OverflowAt(head),
+        std::move(reason) + " (beyond the range of a double)"};
   } catch (const std::exception& e) {
     return JsonParseError{0, e.what()};
   }

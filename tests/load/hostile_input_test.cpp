@@ -242,8 +242,7 @@ TEST_F(HostileInputTest, OversizedWebSocketFramesClose1009) {
       << code << " " << ingest.read_error();
   // The client was told; the server's log is for the unexpected, so three
   // hostile frames leave no line there.
-  EXPECT_EQ(child_->log().find("exceeded"), std::string::npos)
-      << child_->log();
+  EXPECT_EQ(child_->log().find("exceeded"), std::string::npos) << child_->log();
 }
 
 // ---- JSON ------------------------------------------------------------------

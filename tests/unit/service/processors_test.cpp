@@ -87,10 +87,10 @@ TEST(ValidateProcessorSpec, LuaAndHttpValidateTheirParams) {
 }
 
 TEST(ValidateProcessorSpec, ListsAvailableTypes) {
-  EXPECT_EQ(AvailableProcessorTypes(),
-            (std::vector<std::string>{"passthrough", "set", "remove", "filter",
-                                      "split", "sha256", "delay", "lua",
-                                      "http"}));
+  EXPECT_EQ(
+      AvailableProcessorTypes(),
+      (std::vector<std::string>{"passthrough", "set", "remove", "filter",
+                                "split", "sha256", "delay", "lua", "http"}));
 }
 
 TEST(MakeProcessor, ReturnsNullForAnInvalidSpec) {
