@@ -635,6 +635,42 @@ TEST_F(HostileInputTest, EveryV1RouteNeedsAValidToken) {
   }
 }
 
+// Default-level logs never hold a token (configured or presented), nor
+// item content, whatever the client sends: good items, broken JSON, bad
+// frames, oversized frames and wrong tokens, over HTTP and WebSocket.
+TEST_F(HostileInputTest, LogsHoldNoTokenAndNoItemContent) {
+  const std::string marker = "item-secret-7f3a";
+  const std::string wrong = "wrong-secret-91c2";
+  EXPECT_EQ(Post(R"([{"m":")" + marker + R"("}])").status, 200);
+  EXPECT_EQ(Post(R"([{"m":")" + marker + R"("})").status, 400);
+  EXPECT_EQ(Post(R"({"m":")" + marker + R"(\xZZ"})").status, 400);
+  EXPECT_EQ(itest::Http(port_, "POST", "/v1/jobs?pipeline=echo", "[1]",
+                        {{"Authorization", "Bearer " + wrong}})
+                .status,
+            401);
+  {
+    WsClient ws(port_, "/v1/stream?pipeline=echo", Auth());
+    ASSERT_EQ(ws.handshake_status(), 101);
+    ws.Send(R"({"items":[")" + marker + R"("]})");
+    ws.Send(R"({"items":[")" + marker + R"("])");
+    ws.Send(R"({"item":")" + marker + std::string(kMaxBody, 'x') + R"("})");
+    while (ws.Read(5s)) {
+    }
+  }
+  WsClient bad(port_, "/v1/stream?pipeline=echo",
+               {{"Authorization", "Bearer " + wrong}});
+  EXPECT_EQ(bad.handshake_status(), 401);
+  // The server has had time to log whatever it would.
+  EXPECT_EQ(itest::Http(port_, "GET", "/healthz").status, 200);
+  const std::string log = child_->log();
+  for (const std::string& secret :
+       {std::string("tok-a"), std::string("tok-b"), wrong, marker}) {
+    EXPECT_EQ(log.find(secret), std::string::npos)
+        << "the log holds " << secret << ":\n"
+        << log;
+  }
+}
+
 // Spellings of a /v1 path that the router treats as that path — a
 // percent-encoded "v1" (it decodes segments) or a leading "/./" (Boost.URL
 // drops it) — must need the token too.
