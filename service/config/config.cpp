@@ -29,6 +29,10 @@ bool IsIdentChar(char c) {
          (c >= '0' && c <= '9') || c == '_';
 }
 
+// Bounds of a config's values as JSON (Loader::ToJson).
+constexpr std::size_t kMaxConfigDepth = 64;
+constexpr std::size_t kMaxConfigValues = 100000;
+
 // Compact JSON text of a value taken from the config. YAML text may hold
 // bytes that are not UTF-8 (yaml-cpp passes them through), on which a
 // strict dump() throws: they print as U+FFFD instead.
@@ -177,6 +181,10 @@ class Loader {
  public:
   Errors errors;
 
+  // What ToJson has built, and whether it hit a bound (see there).
+  std::size_t values = 0;
+  bool out_of_bounds = false;
+
   void Report(std::string path, std::string message) {
     errors.push_back({std::move(path), std::move(message)});
   }
@@ -184,7 +192,28 @@ class Loader {
   // Any YAML node as JSON (maps → objects, lists → arrays, scalars by the
   // core schema; quoted scalars are always strings). Duplicate or non-scalar
   // keys are reported.
-  json ToJson(const YAML::Node& n, const std::string& path) {
+  //
+  // Bounded, because aliases make a YAML document a graph: `&a [*a]` is a
+  // list holding itself (found by tests/fuzz/config_fuzz: the walk
+  // overflowed the stack), and aliases of aliases expand exponentially
+  // ("billion laughs"). Deeper than kMaxConfigDepth levels, or past
+  // kMaxConfigValues values over the whole load, is an error at the path.
+  json ToJson(const YAML::Node& n, const std::string& path,
+              std::size_t depth = 0) {
+    if (out_of_bounds) return nullptr;  // reported once, where it happened
+    if (depth > kMaxConfigDepth) {
+      out_of_bounds = true;
+      Report(path, "nested deeper than " + std::to_string(kMaxConfigDepth) +
+                       " levels (a recursive alias?)");
+      return nullptr;
+    }
+    if (++values > kMaxConfigValues) {
+      out_of_bounds = true;
+      Report(path, "the config expands to more than " +
+                       std::to_string(kMaxConfigValues) +
+                       " values (aliases of aliases?)");
+      return nullptr;
+    }
     switch (n.Type()) {
       case YAML::NodeType::Null:
       case YAML::NodeType::Undefined:
@@ -199,7 +228,7 @@ class Loader {
         json out = json::array();
         std::size_t i = 0;
         for (const YAML::Node& child : n) {
-          out.push_back(ToJson(child, Index(path, i++)));
+          out.push_back(ToJson(child, Index(path, i++), depth + 1));
         }
         return out;
       }
@@ -216,7 +245,7 @@ class Loader {
             Report(child, "duplicate key");
             continue;
           }
-          out[key] = ToJson(it->second, child);
+          out[key] = ToJson(it->second, child, depth + 1);
         }
         return out;
       }

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "service/processors/aggregate.hpp"
 #include "service/processors/processor.hpp"
@@ -311,6 +312,47 @@ TEST(ConfigErrors, StrayCommaIsASyntaxErrorNotAHang) {
   // A comma inside a flow collection or a scalar is still fine.
   ExpectOneError("server: { listen: \"a,b\" }\n" + std::string(kPipelines),
                  "server.listen: ");
+}
+
+// Found by tests/fuzz/config_fuzz: an alias inside its own anchor made
+// the YAML → JSON walk recurse until the stack overflowed.
+TEST(ConfigErrors, RecursiveAliasIsAnErrorNotAStackOverflow) {
+  const auto errors = Errors(
+      "pipelines:\n  - name: p\n    stages:\n"
+      "      - processor: { type: set, fields: &a [*a] }\n");
+  ASSERT_FALSE(errors.empty());
+  EXPECT_TRUE(
+      errors[0].starts_with("pipelines[0].stages[0].processor.fields[0][0][0]"))
+      << Joined(errors);
+  EXPECT_NE(errors[0].find("nested deeper than 64 levels"), std::string::npos)
+      << Joined(errors);
+}
+
+// Aliases of aliases expand exponentially: 10^9 values here.
+TEST(ConfigErrors, AliasExpansionIsBounded) {
+  std::string yaml = "x0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n";
+  for (int i = 1; i <= 8; ++i) {
+    yaml += "x" + std::to_string(i) + ": &a" + std::to_string(i) + " [";
+    for (int j = 0; j < 10; ++j) {
+      yaml += (j == 0 ? "*a" : ", *a") + std::to_string(i - 1);
+    }
+    yaml += "]\n";
+  }
+  std::string config =
+      "pipelines:\n  - name: p\n    stages:\n      - processor:\n"
+      "          type: lua\n          script: \"function process(x) return "
+      "x end\"\n          bomb:\n";
+  std::istringstream lines(yaml);
+  for (std::string line; std::getline(lines, line);) {
+    config += "            " + line + "\n";
+  }
+  const auto errors = Errors(config);
+  bool bounded = false;
+  for (const auto& e : errors) {
+    bounded = bounded ||
+              e.find("expands to more than 100000 values") != std::string::npos;
+  }
+  EXPECT_TRUE(bounded) << Joined(errors);
 }
 
 TEST(ConfigErrors, UnknownTopLevelKey) {
