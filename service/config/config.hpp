@@ -25,7 +25,8 @@ struct AuthConfig {
   std::string tokens_env;
 };
 
-// server.tls (a later issue serves TLS; parsed and kept now). Both set or
+// server.tls: PEM certificate chain and unencrypted key files; when both are
+// set the one port serves HTTPS and WSS only (docs/security.md). Both set or
 // both empty. Thread-compatible (plain value).
 struct TlsConfig {
   std::string cert, key;
