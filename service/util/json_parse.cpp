@@ -9,13 +9,13 @@
 namespace sluice {
 namespace {
 
-// The offset of the first '[' or '{' (outside strings) that opens a level
-// deeper than `max_depth`, or nullopt. Syntax is the parser's business: this
-// only counts brackets, so malformed text passes through to get its own
-// error.
-std::optional<std::size_t> TooDeepAt(std::string_view text,
-                                     std::size_t max_depth) {
-  std::size_t depth = 0;
+// Calls visit(i) for each byte text[i] outside JSON strings (quotes are
+// skipped with the strings they delimit) and returns the first i for which
+// it returns true, or nullopt. `visit` may advance i past a token it read.
+// Syntax is the parser's business: malformed text just gets scanned.
+template <class Visit>
+std::optional<std::size_t> FindOutsideStrings(std::string_view text,
+                                              Visit&& visit) {
   bool in_string = false;
   bool escaped = false;
   for (std::size_t i = 0; i < text.size(); ++i) {
@@ -28,61 +28,57 @@ std::optional<std::size_t> TooDeepAt(std::string_view text,
       } else if (c == '"') {
         in_string = false;
       }
-      continue;
-    }
-    switch (c) {
-      case '"':
-        in_string = true;
-        break;
-      case '[':
-      case '{':
-        if (++depth > max_depth) return i;
-        break;
-      case ']':
-      case '}':
-        if (depth > 0) --depth;
-        break;
-      default:
-        break;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (visit(i)) {
+      return i;
     }
   }
   return std::nullopt;
 }
 
-// The offset of the first number (outside strings) too large for a double,
-// or 0. nlohmann reports such a number (out_of_range.406) without its
-// position, and the API promises the offset of the failure.
+// The offset of the first '[' or '{' that opens a level deeper than
+// `max_depth`, or nullopt.
+std::optional<std::size_t> TooDeepAt(std::string_view text,
+                                     std::size_t max_depth) {
+  std::size_t depth = 0;
+  return FindOutsideStrings(text, [&](std::size_t& i) {
+    switch (text[i]) {
+      case '[':
+      case '{':
+        return ++depth > max_depth;
+      case ']':
+      case '}':
+        if (depth > 0) --depth;
+        return false;
+      default:
+        return false;
+    }
+  });
+}
+
+// The offset of the first number too large for a double, or 0. nlohmann
+// reports such a number (out_of_range.406) without its position, and the
+// API promises the offset of the failure.
 std::size_t OverflowAt(std::string_view text) {
-  bool in_string = false;
-  bool escaped = false;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-      continue;
-    }
-    if (c != '-' && (c < '0' || c > '9')) continue;
-    std::size_t end = i;
-    while (end < text.size() &&
-           std::string_view("0123456789+-.eE").find(text[end]) !=
-               std::string_view::npos) {
-      ++end;
-    }
-    const std::string number(text.substr(i, end - i));
-    if (std::isinf(std::strtod(number.c_str(), nullptr))) return i;
-    i = end - 1;
-  }
-  return 0;
+  return FindOutsideStrings(
+             text,
+             [&](std::size_t& i) {
+               const char c = text[i];
+               if (c != '-' && (c < '0' || c > '9')) return false;
+               std::size_t end = i;
+               while (end < text.size() &&
+                      std::string_view("0123456789+-.eE").find(text[end]) !=
+                          std::string_view::npos) {
+                 ++end;
+               }
+               const std::string number(text.substr(i, end - i));
+               if (std::isinf(std::strtod(number.c_str(), nullptr)))
+                 return true;
+               i = end - 1;
+               return false;
+             })
+      .value_or(0);
 }
 
 }  // namespace
