@@ -24,6 +24,7 @@
 #include "service/engine/engine.hpp"
 #include "service/metrics/metrics.hpp"
 #include "service/processors/processor.hpp"
+#include "tests/support/wait_finished.hpp"
 
 namespace {
 
@@ -82,25 +83,6 @@ BENCHMARK(BM_LuaStage_Process_Transform);
 // ---- through the engine
 // ------------------------------------------------------
 
-bool WaitFinished(const std::shared_ptr<sluice::jobs::Job>& job) {
-  struct Flag {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool set = false;
-  };
-  auto flag = std::make_shared<Flag>();
-  if (!job->NotifyWhenFinished([flag] {
-        std::lock_guard<std::mutex> lock(flag->mu);
-        flag->set = true;
-        flag->cv.notify_all();
-      })) {
-    return true;
-  }
-  std::unique_lock<std::mutex> lock(flag->mu);
-  return flag->cv.wait_for(lock, std::chrono::minutes(5),
-                           [&] { return flag->set; });
-}
-
 void RunEngine(benchmark::State& state, const ProcessorSpec& spec) {
   sluice::config::StageConfig stage;
   stage.name = "stage";
@@ -125,7 +107,8 @@ void RunEngine(benchmark::State& state, const ProcessorSpec& spec) {
     std::vector<json> batch = items;
     state.ResumeTiming();
     auto job = engine.Submit({"bench", std::move(batch), std::nullopt});
-    if (!job.ok() || !WaitFinished(job.value())) {
+    if (!job.ok() || !sluice::test_support::WaitFinished(
+                         job.value(), std::chrono::minutes(5))) {
       state.SkipWithError("job did not finish");
       break;
     }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "service/metrics/metrics.hpp"
+#include "tests/support/wait_finished.hpp"
 
 namespace sluice::engine {
 namespace {
@@ -230,25 +231,7 @@ std::vector<json> Ints(int n, int from = 0) {
   return items;
 }
 
-// Waits for `job` to finish (through NotifyWhenFinished).
-bool WaitFinished(const std::shared_ptr<jobs::Job>& job,
-                  std::chrono::milliseconds timeout = 60s) {
-  struct Flag {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool set = false;
-  };
-  auto flag = std::make_shared<Flag>();
-  if (!job->NotifyWhenFinished([flag] {
-        std::lock_guard<std::mutex> lock(flag->mu);
-        flag->set = true;
-        flag->cv.notify_all();
-      })) {
-    return true;
-  }
-  std::unique_lock<std::mutex> lock(flag->mu);
-  return flag->cv.wait_for(lock, timeout, [&] { return flag->set; });
-}
+using test_support::WaitFinished;
 
 std::shared_ptr<jobs::Job> MustSubmit(Engine& engine, SubmitRequest request) {
   auto r = engine.Submit(std::move(request));

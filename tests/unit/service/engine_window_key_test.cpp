@@ -19,6 +19,7 @@
 #include "service/config/config.hpp"
 #include "service/engine/engine.hpp"
 #include "service/metrics/metrics.hpp"
+#include "tests/support/wait_finished.hpp"
 
 namespace sluice::engine {
 namespace {
@@ -35,21 +36,7 @@ config::Config Load(const std::string& yaml) {
   return std::get<config::Config>(std::move(loaded));
 }
 
-bool WaitFinished(const std::shared_ptr<jobs::Job>& job,
-                  std::chrono::milliseconds timeout = 60s) {
-  auto mu = std::make_shared<std::mutex>();
-  auto cv = std::make_shared<std::condition_variable>();
-  auto done = std::make_shared<bool>(false);
-  if (!job->NotifyWhenFinished([mu, cv, done] {
-        std::lock_guard<std::mutex> lock(*mu);
-        *done = true;
-        cv->notify_all();
-      })) {
-    return true;
-  }
-  std::unique_lock<std::mutex> lock(*mu);
-  return cv->wait_for(lock, timeout, [&] { return *done; });
-}
+using test_support::WaitFinished;
 
 std::shared_ptr<jobs::Job> RunJob(Engine& engine, const std::string& pipeline,
                                   std::vector<json> items,

@@ -22,6 +22,7 @@
 #include "service/metrics/metrics.hpp"
 #include "service/processors/aggregate.hpp"
 #include "service/processors/processor.hpp"
+#include "tests/support/wait_finished.hpp"
 
 namespace sluice::processors {
 namespace {
@@ -618,24 +619,7 @@ TEST(LuaProcessorTest, ExampleConfigDoesWhatItsCommentsSay) {
 // ---- through the engine
 // ----------------------------------------------------------
 
-bool WaitFinished(const std::shared_ptr<jobs::Job>& job) {
-  struct Flag {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool set = false;
-  };
-  auto flag = std::make_shared<Flag>();
-  if (!job->NotifyWhenFinished([flag] {
-        std::lock_guard<std::mutex> lock(flag->mu);
-        flag->set = true;
-        flag->cv.notify_all();
-      })) {
-    return true;
-  }
-  std::unique_lock<std::mutex> lock(flag->mu);
-  return flag->cv.wait_for(lock, std::chrono::seconds(60),
-                           [&] { return flag->set; });
-}
+using test_support::WaitFinished;
 
 TEST(LuaProcessorTest, FilterSplitAndReplaceThroughTheEngine) {
   auto loaded = config::LoadConfigText(R"(
