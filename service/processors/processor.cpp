@@ -1,6 +1,5 @@
 #include "service/processors/processor.hpp"
 
-#include <array>
 #include <exception>
 #include <functional>
 
@@ -149,10 +148,6 @@ constexpr TypeEntry kTypes[] = {
     {"http", internal::ValidateHttp, nullptr, internal::MakeHttp},
 };
 
-// Types DESIGN.md names that this build does not provide (none now: kept so
-// a type can be listed before its processor exists, with a clear error).
-constexpr std::array<std::string_view, 0> kNotYet{};
-
 const TypeEntry* FindType(std::string_view type) {
   for (const TypeEntry& t : kTypes) {
     if (t.type == type) return &t;
@@ -177,12 +172,6 @@ std::vector<config::ConfigError> ValidateProcessorSpec(
     if (spec.type.empty()) return {{"type", "is required"}};
     if (const TypeEntry* t = FindType(spec.type)) {
       return t->validate(spec.params);
-    }
-    for (std::string_view later : kNotYet) {
-      if (spec.type == later) {
-        return {{"type",
-                 "processor type '" + spec.type + "' is not available yet"}};
-      }
     }
     std::string known;
     for (const TypeEntry& t : kTypes) {
