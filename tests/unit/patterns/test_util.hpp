@@ -73,6 +73,15 @@ inline bool thread_count_drops_to(
   return eventually([n] { return process_thread_count() <= n; }, timeout);
 }
 
+// Names the cases of a suite parameterised over runtime thread counts
+// ("T1", "T2", "T4").
+struct ThreadCountName {
+  std::string operator()(
+      const ::testing::TestParamInfo<std::size_t>& param) const {
+    return "T" + std::to_string(param.param);
+  }
+};
+
 // Sleeps a random number of microseconds in [0, max_us] (per-thread RNG).
 inline void random_sleep_us(int max_us) {
   thread_local std::mt19937 rng(static_cast<std::uint32_t>(

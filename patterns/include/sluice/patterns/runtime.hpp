@@ -1,0 +1,540 @@
+// Runtime, Task<T>, yield() and sleep_for(): the goroutine half of sluice.
+//
+// A Runtime runs C++20 coroutine tasks on a fixed set of threads (M:N, as
+// Go's scheduler runs goroutines on GOMAXPROCS threads). `spawn` is Go's
+// `go f(args...)`; a task that waits on a channel, a timer or a select
+// suspends and its thread runs other tasks.
+//
+//   sluice::Runtime rt(2);
+//   sluice::Channel<int> ch(0);
+//   rt.spawn([&]() -> sluice::Task<> { co_await ch.async_send(42); });
+//   rt.spawn([&]() -> sluice::Task<> { auto v = co_await ch.async_recv(); });
+//   rt.wait();
+//
+// Scheduling (after Go's runtime/proc.go): each thread has a local run queue
+// and a one-task "next" slot; a task woken by a task on the same runtime
+// goes into the waker's next slot, so a hand-off between two tasks runs on
+// one thread with no cross-core trip. Work from outside the runtime (a
+// thread's send, spawn from main) goes to a global queue. An idle thread
+// steals half of another's local queue, then parks on a condition variable:
+// an idle runtime uses no CPU. Timers live in one ordered map per runtime,
+// serviced by its threads (no thread per sleeper).
+//
+// Thread-safety: spawn() and wait() may be called from any thread (wait()
+// not from the runtime's own threads); the destructor from one thread, with
+// no concurrent spawn().
+#ifndef SLUICE_PATTERNS_RUNTIME_HPP_
+#define SLUICE_PATTERNS_RUNTIME_HPP_
+
+#include <atomic>
+#include <cassert>
+#include <chrono>
+#include <condition_variable>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "sluice/patterns/detail/parker.hpp"
+#include "sluice/patterns/task.hpp"
+
+namespace sluice {
+
+class Runtime;
+
+namespace detail {
+
+using Clock = std::chrono::steady_clock;
+
+// A pending timer: fires by claiming `parker` for case `index`.
+struct TimerNode {
+  Clock::time_point deadline;
+  Parker* parker = nullptr;
+  std::uint32_t index = 0;
+  std::multimap<Clock::time_point, TimerNode*>::iterator pos;
+  bool armed = false;  // in the timer map; guarded by Scheduler::timer_mu_
+};
+
+// Scheduler: the threads and run queues of one Runtime. Thread-safe.
+class Scheduler {
+ public:
+  explicit Scheduler(std::size_t threads) : workers_(threads) {
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      workers_[i].thread = std::thread([this, i] { run(i); });
+    }
+  }
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+  ~Scheduler() {
+    {
+      std::lock_guard<std::mutex> lock(idle_mu_);
+      stopping_ = true;
+    }
+    idle_cv_.notify_all();
+    for (Worker& w : workers_) w.thread.join();
+  }
+
+  // Makes `h` runnable. From one of our threads it runs next on that thread
+  // (Go's runnext); from anywhere else it joins the global queue.
+  void schedule(std::coroutine_handle<> h) {
+    Worker* w = current_worker();
+    if (w == nullptr) {
+      push_global(h);
+      return;
+    }
+    if (w->next)
+      push_local(*w, std::exchange(w->next, h));
+    else
+      w->next = h;
+  }
+
+  // Makes `h` runnable after every task already queued (yield()).
+  void schedule_last(std::coroutine_handle<> h) {
+    Worker* w = current_worker();
+    if (w == nullptr) {
+      push_global(h);
+    } else {
+      push_local(*w, h);
+    }
+  }
+
+  void add_timer(TimerNode* t) {
+    bool earliest = false;
+    {
+      std::lock_guard<std::mutex> lock(timer_mu_);
+      t->pos = timers_.emplace(t->deadline, t);
+      t->armed = true;
+      earliest = t->pos == timers_.begin();
+      if (earliest) publish_next_deadline();
+    }
+    // A parked thread may be sleeping until a later deadline.
+    if (earliest) wake_idle();
+  }
+
+  // Removes `t` if it has not fired. Call only after claiming its parker.
+  void cancel_timer(TimerNode* t) {
+    std::lock_guard<std::mutex> lock(timer_mu_);
+    if (!t->armed) return;
+    timers_.erase(t->pos);
+    t->armed = false;
+    publish_next_deadline();
+  }
+
+  // The scheduler whose thread is running the caller, or nullptr.
+  static Scheduler* current() {
+    Worker* w = current_worker();
+    return w != nullptr ? w->owner : nullptr;
+  }
+
+ private:
+  struct Worker {
+    Scheduler* owner = nullptr;
+    std::thread thread;
+    std::coroutine_handle<> next;  // only its own thread touches it
+    std::uint32_t next_streak = 0;
+    std::uint32_t tick = 0;
+    std::mutex mu;
+    std::deque<std::coroutine_handle<>> queue;  // guarded by mu
+  };
+
+  static Worker*& current_worker() {
+    thread_local Worker* w = nullptr;
+    return w;
+  }
+
+  void push_global(std::coroutine_handle<> h) {
+    {
+      std::lock_guard<std::mutex> lock(global_mu_);
+      global_.push_back(h);
+    }
+    wake_idle();
+  }
+
+  void push_local(Worker& w, std::coroutine_handle<> h) {
+    {
+      std::lock_guard<std::mutex> lock(w.mu);
+      w.queue.push_back(h);
+    }
+    wake_idle();  // another thread may steal it
+  }
+
+  // Dekker pairing with park(): a parking thread counts itself idle before
+  // it looks at the queues one last time; a pusher publishes first, then
+  // reads the count, so one of the two sees the other.
+  void wake_idle() {
+    if (idle_.load(std::memory_order_seq_cst) == 0) return;
+    std::lock_guard<std::mutex> lock(idle_mu_);
+    idle_cv_.notify_one();
+  }
+
+  void publish_next_deadline() {  // requires timer_mu_
+    next_deadline_.store(
+        timers_.empty() ? INT64_MAX
+                        : timers_.begin()->first.time_since_epoch().count(),
+        std::memory_order_seq_cst);
+  }
+
+  // Fires every timer that is due: claims its parker under timer_mu_ (so a
+  // stop callback that claims instead finds the timer still armed and
+  // removes it), then wakes the winners outside the lock.
+  void fire_timers() {
+    const std::int64_t next = next_deadline_.load(std::memory_order_relaxed);
+    if (next == INT64_MAX || next > Clock::now().time_since_epoch().count()) {
+      return;
+    }
+    std::vector<Parker*> due;
+    {
+      std::lock_guard<std::mutex> lock(timer_mu_);
+      const auto now = Clock::now();
+      while (!timers_.empty() && timers_.begin()->first <= now) {
+        TimerNode* t = timers_.begin()->second;
+        timers_.erase(timers_.begin());
+        t->armed = false;
+        if (t->parker->claim(t->index + 1)) due.push_back(t->parker);
+      }
+      publish_next_deadline();
+    }
+    for (Parker* p : due) p->wake();
+  }
+
+  std::coroutine_handle<> pop_global() {
+    std::lock_guard<std::mutex> lock(global_mu_);
+    if (global_.empty()) return {};
+    std::coroutine_handle<> h = global_.front();
+    global_.pop_front();
+    return h;
+  }
+
+  static std::coroutine_handle<> pop_local(Worker& w) {
+    std::lock_guard<std::mutex> lock(w.mu);
+    if (w.queue.empty()) return {};
+    std::coroutine_handle<> h = w.queue.front();
+    w.queue.pop_front();
+    return h;
+  }
+
+  // Takes half of another thread's queue (its oldest tasks): runs one,
+  // keeps the rest.
+  std::coroutine_handle<> steal(Worker& self) {
+    for (Worker& victim : workers_) {
+      if (&victim == &self) continue;
+      std::vector<std::coroutine_handle<>> taken;
+      {
+        std::lock_guard<std::mutex> lock(victim.mu);
+        const std::size_t n = (victim.queue.size() + 1) / 2;
+        for (std::size_t i = 0; i < n; ++i) {
+          taken.push_back(victim.queue.front());
+          victim.queue.pop_front();
+        }
+      }
+      if (taken.empty()) continue;
+      if (taken.size() > 1) {
+        std::lock_guard<std::mutex> lock(self.mu);
+        self.queue.insert(self.queue.end(), taken.begin() + 1, taken.end());
+      }
+      return taken.front();
+    }
+    return {};
+  }
+
+  std::coroutine_handle<> find_work(Worker& w) {
+    fire_timers();
+    // A chain of hand-offs through `next` must not starve the queue (Go
+    // lets runnext inherit the time slice for the same reason).
+    if (w.next && w.next_streak < 64) {
+      ++w.next_streak;
+      return std::exchange(w.next, {});
+    }
+    w.next_streak = 0;
+    if (w.next) push_local(w, std::exchange(w.next, {}));
+    // Every 61st look goes to the global queue first, so that work from
+    // outside is not starved by busy local queues (as Go does).
+    if (++w.tick % 61 == 0) {
+      if (auto h = pop_global()) return h;
+    }
+    if (auto h = pop_local(w)) return h;
+    if (auto h = pop_global()) return h;
+    return steal(w);
+  }
+
+  bool has_work(Worker& self) {
+    {
+      std::lock_guard<std::mutex> lock(global_mu_);
+      if (!global_.empty()) return true;
+    }
+    for (Worker& w : workers_) {
+      std::lock_guard<std::mutex> lock(w.mu);
+      if (!w.queue.empty()) return true;
+    }
+    (void)self;
+    return next_deadline_.load(std::memory_order_seq_cst) <=
+           Clock::now().time_since_epoch().count();
+  }
+
+  // Sleeps until work may be there. False once the scheduler stops.
+  bool park(Worker& w) {
+    std::unique_lock<std::mutex> lock(idle_mu_);
+    if (stopping_) return false;
+    idle_.fetch_add(1, std::memory_order_seq_cst);
+    if (!has_work(w)) {
+      const std::int64_t next = next_deadline_.load(std::memory_order_seq_cst);
+      if (next == INT64_MAX) {
+        idle_cv_.wait(lock);
+      } else {
+        idle_cv_.wait_until(lock, Clock::time_point(Clock::duration(next)));
+      }
+    }
+    idle_.fetch_sub(1, std::memory_order_seq_cst);
+    return !stopping_;
+  }
+
+  void run(std::size_t i) {
+    Worker& w = workers_[i];
+    w.owner = this;
+    current_worker() = &w;
+    for (;;) {
+      std::coroutine_handle<> h = find_work(w);
+      // Before parking, look again for a few microseconds: in a stream of
+      // hand-offs the next task is usually made runnable that soon.
+      for (int spin = 0; !h && spin < 8; ++spin) {
+        for (int k = 0; k < 64; ++k) cpu_relax();
+        h = find_work(w);
+      }
+      if (h) {
+        h.resume();
+        continue;
+      }
+      if (!park(w)) break;
+    }
+    current_worker() = nullptr;
+  }
+
+  std::vector<Worker> workers_;
+  std::mutex global_mu_;
+  std::deque<std::coroutine_handle<>> global_;  // guarded by global_mu_
+
+  std::mutex idle_mu_;
+  std::condition_variable idle_cv_;
+  std::atomic<std::uint32_t> idle_{0};
+  bool stopping_ = false;  // guarded by idle_mu_
+
+  std::mutex timer_mu_;
+  std::multimap<Clock::time_point, TimerNode*> timers_;  // guarded by timer_mu_
+  std::atomic<std::int64_t> next_deadline_{INT64_MAX};
+};
+
+inline void schedule_on(Scheduler* s, std::coroutine_handle<> h) {
+  s->schedule(h);
+}
+
+inline Scheduler& current_scheduler() {
+  Scheduler* s = Scheduler::current();
+  assert(s != nullptr && "sluice: a task operation used outside a task");
+  return *s;
+}
+
+// Cancels a suspended wait when its stop token fires: claims the parker,
+// undoes the registration (`undo`), then wakes the owner.
+template <class Undo>
+struct StopWake {
+  Parker* parker;
+  Undo undo;
+  void operator()() {
+    if (!parker->claim(Parker::kCancelled)) return;
+    undo();
+    parker->wake();
+  }
+};
+
+// The top-level coroutine of a spawned task: owns f and its arguments (in
+// its frame) for as long as the task runs, and tells the runtime when done.
+struct RootTask {
+  struct promise_type {
+    Runtime* rt = nullptr;
+    static void* operator new(std::size_t n) { return FrameCache::allocate(n); }
+    static void operator delete(void* p, std::size_t n) noexcept {
+      FrameCache::deallocate(p, n);
+    }
+    RootTask get_return_object() noexcept {
+      return RootTask{std::coroutine_handle<promise_type>::from_promise(*this)};
+    }
+    std::suspend_always initial_suspend() noexcept { return {}; }
+    struct Final {
+      bool await_ready() noexcept { return false; }
+      void await_suspend(std::coroutine_handle<promise_type> h) noexcept;
+      void await_resume() noexcept {}
+    };
+    Final final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+  std::coroutine_handle<promise_type> h;
+};
+
+// A panic in a goroutine ends the program: so does an exception escaping a
+// spawned task, after printing its message.
+[[noreturn]] inline void die_of(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "sluice: exception escaped a spawned task: %s\n",
+                 ex.what());
+  } catch (...) {
+    std::fprintf(stderr, "sluice: exception escaped a spawned task\n");
+  }
+  std::fflush(stderr);
+  std::terminate();
+}
+
+template <class F, class... Args>
+RootTask run_spawned(F f, Args... args) {
+  std::exception_ptr error;
+  try {
+    co_await std::invoke(f, args...);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (error) die_of(error);
+}
+
+}  // namespace detail
+
+class Runtime {
+ public:
+  // Starts `threads` threads (0 = std::thread::hardware_concurrency()).
+  explicit Runtime(std::size_t threads = 0)
+      : sched_(threads != 0 ? threads : default_threads()) {}
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Waits for every spawned task (so a task blocked forever on a channel
+  // nobody closes blocks the destructor: close the channel, or give the
+  // task a stop token and request stop), then joins the threads.
+  ~Runtime() { wait(); }
+
+  // Go's `go f(args...)`: runs the Task<void> that f(args...) returns as a
+  // new task. f and args are decay-copied into the task's frame and live
+  // until the task ends. Allowed at any time, also after wait().
+  template <class F, class... Args>
+  void spawn(F&& f, Args&&... args) {
+    static_assert(
+        std::is_same_v<
+            std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>,
+            Task<void>>,
+        "spawn(f, args...): f(args...) must return sluice::Task<void>");
+    detail::RootTask root =
+        detail::run_spawned<std::decay_t<F>, std::decay_t<Args>...>(
+            std::forward<F>(f), std::forward<Args>(args)...);
+    root.h.promise().rt = this;
+    live_.fetch_add(1, std::memory_order_relaxed);
+    sched_.schedule_last(root.h);
+  }
+
+  // Blocks until every spawned task has ended. Requires: not called from
+  // one of this runtime's threads (it would wait for itself).
+  void wait() {
+    assert(detail::Scheduler::current() != &sched_);
+    std::unique_lock<std::mutex> lock(wait_mu_);
+    wait_cv_.wait(lock,
+                  [&] { return live_.load(std::memory_order_acquire) == 0; });
+  }
+
+ private:
+  friend struct detail::RootTask::promise_type::Final;
+
+  static std::size_t default_threads() {
+    const unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 1 : n;
+  }
+
+  void task_ended() {
+    if (live_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    std::lock_guard<std::mutex> lock(wait_mu_);
+    wait_cv_.notify_all();
+  }
+
+  std::atomic<std::size_t> live_{0};
+  std::mutex wait_mu_;
+  std::condition_variable wait_cv_;
+  detail::Scheduler sched_;  // last: its threads stop before the rest dies
+};
+
+inline void detail::RootTask::promise_type::Final::await_suspend(
+    std::coroutine_handle<promise_type> h) noexcept {
+  Runtime* rt = h.promise().rt;
+  h.destroy();  // f and its arguments die before wait() returns
+  rt->task_ended();
+}
+
+// co_await sluice::yield(): lets every other ready task run first (also on
+// Runtime(1)), then continues. Only inside a task.
+inline auto yield() {
+  struct Awaiter {
+    bool await_ready() noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+      detail::current_scheduler().schedule_last(h);
+    }
+    void await_resume() noexcept {}
+  };
+  return Awaiter{};
+}
+
+// co_await sluice::sleep_for(d, st): suspends the task for `d` without
+// holding a thread. Returns true after the full duration, false if `st` was
+// stopped first (at once if already stopped). Only inside a task.
+template <class Rep, class Period>
+auto sleep_for(std::chrono::duration<Rep, Period> d, std::stop_token st = {}) {
+  struct Awaiter {
+    detail::Clock::duration d;
+    std::stop_token st;
+    detail::Parker parker;
+    detail::TimerNode timer;
+    detail::Scheduler* sched = nullptr;
+    struct Undo {
+      Awaiter* self;
+      void operator()() const { self->sched->cancel_timer(&self->timer); }
+    };
+    std::optional<std::stop_callback<detail::StopWake<Undo>>> on_stop;
+
+    bool await_ready() const noexcept {
+      return d <= detail::Clock::duration::zero() || st.stop_requested();
+    }
+    bool await_suspend(std::coroutine_handle<> h) {
+      sched = &detail::current_scheduler();
+      parker.set_task(sched, h);
+      timer.deadline = detail::Clock::now() + d;
+      timer.parker = &parker;
+      sched->add_timer(&timer);
+      if (st.stop_possible()) {
+        on_stop.emplace(st, detail::StopWake<Undo>{&parker, Undo{this}});
+      }
+      return parker.arm();
+    }
+    bool await_resume() const noexcept {
+      if (d <= detail::Clock::duration::zero()) return !st.stop_requested();
+      return parker.claimed_by() == 1;
+    }
+  };
+  return Awaiter{std::chrono::ceil<detail::Clock::duration>(d),
+                 std::move(st),
+                 {},
+                 {},
+                 nullptr,
+                 std::nullopt};
+}
+
+}  // namespace sluice
+
+#endif  // SLUICE_PATTERNS_RUNTIME_HPP_

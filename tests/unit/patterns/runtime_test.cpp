@@ -1,0 +1,280 @@
+// Tests for sluice::Runtime, Task<T>, yield() and sleep_for(), each run on
+// runtimes of 1, 2 and 4 threads.
+#include "sluice/patterns/runtime.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <ctime>
+#include <memory>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace sluice {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Clock;
+
+class RuntimeTest : public ::testing::TestWithParam<std::size_t> {
+ protected:
+  std::size_t threads() const { return GetParam(); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Threads, RuntimeTest,
+                         ::testing::Values(std::size_t{1}, std::size_t{2},
+                                           std::size_t{4}),
+                         test::ThreadCountName());
+
+TEST_P(RuntimeTest, SpawnRunsEveryTaskAndWaitWaitsForThem) {
+  std::atomic<int> ran{0};
+  Runtime rt(threads());
+  for (int i = 0; i < 1000; ++i) {
+    rt.spawn([&]() -> Task<> {
+      ran.fetch_add(1);
+      co_return;
+    });
+  }
+  rt.wait();
+  EXPECT_EQ(ran.load(), 1000);
+}
+
+Task<int> add(int a, int b) { co_return a + b; }
+
+Task<int> fails() {
+  throw std::runtime_error("boom");
+  co_return 0;
+}
+
+TEST_P(RuntimeTest, AwaitingATaskReturnsItsValueOrRethrows) {
+  int sum = 0;
+  std::string error;
+  Runtime rt(threads());
+  rt.spawn([&]() -> Task<> {
+    sum = co_await add(2, 3);
+    try {
+      co_await fails();
+    } catch (const std::runtime_error& e) {
+      error = e.what();
+    }
+  });
+  rt.wait();
+  EXPECT_EQ(sum, 5);
+  EXPECT_EQ(error, "boom");
+}
+
+TEST_P(RuntimeTest, LongChainsOfAwaitsDoNotGrowTheStack) {
+  // A million synchronously finishing awaits would overflow the stack
+  // without symmetric transfer.
+  long total = 0;
+  Runtime rt(threads());
+  rt.spawn([&]() -> Task<> {
+    for (int i = 0; i < 1'000'000; ++i) total += co_await add(i, 1);
+  });
+  rt.wait();
+  EXPECT_EQ(total, 1'000'000L * 999'999 / 2 + 1'000'000);
+}
+
+TEST_P(RuntimeTest, SpawnKeepsTheCallableAndItsArgumentsAlive) {
+  std::atomic<int> seen{0};
+  Runtime rt(threads());
+  {
+    auto owned = std::make_shared<int>(7);
+    std::string text = "seven";
+    rt.spawn(
+        [owned](std::string s, std::atomic<int>* out) -> Task<> {
+          co_await sleep_for(5ms);
+          if (*owned == 7 && s == "seven") out->fetch_add(1);
+        },
+        text, &seen);
+  }  // the caller's copies are gone while the task sleeps
+  rt.wait();
+  EXPECT_EQ(seen.load(), 1);
+}
+
+TEST_P(RuntimeTest, YieldLetsOtherReadyTasksRun) {
+  std::atomic<bool> flag{false};
+  std::atomic<int> yields{0};
+  Runtime rt(threads());
+  rt.spawn([&]() -> Task<> {
+    // On Runtime(1) this only ends if yield() runs the other task.
+    while (!flag.load()) {
+      yields.fetch_add(1);
+      co_await yield();
+    }
+  });
+  rt.spawn([&]() -> Task<> {
+    flag.store(true);
+    co_return;
+  });
+  rt.wait();
+  EXPECT_TRUE(flag.load());
+}
+
+TEST_P(RuntimeTest, SleepForSleepsAtLeastTheDuration) {
+  Clock::duration slept{};
+  bool full = false;
+  Runtime rt(threads());
+  rt.spawn([&]() -> Task<> {
+    const auto start = Clock::now();
+    full = co_await sleep_for(30ms);
+    slept = Clock::now() - start;
+  });
+  rt.wait();
+  EXPECT_TRUE(full);
+  EXPECT_GE(slept, 30ms);
+  EXPECT_LT(slept, test::kDeadline);  // loose: a loaded CI machine is slow
+}
+
+TEST_P(RuntimeTest, ManySleepersShareTheRuntimeThreads) {
+  const int before = test::baseline_thread_count();
+  std::atomic<int> woke{0};
+  std::atomic<int> max_threads{0};
+  {
+    Runtime rt(threads());
+    for (int i = 0; i < 2000; ++i) {
+      rt.spawn([&, i]() -> Task<> {
+        co_await sleep_for(std::chrono::milliseconds(10 + i % 20));
+        woke.fetch_add(1);
+      });
+    }
+    max_threads = test::process_thread_count();
+    rt.wait();
+  }
+  EXPECT_EQ(woke.load(), 2000);
+  EXPECT_LE(max_threads.load(), before + static_cast<int>(threads()));
+}
+
+TEST_P(RuntimeTest, SleepForEndsEarlyWhenStopped) {
+  std::stop_source source;
+  bool full = true;
+  Runtime rt(threads());
+  rt.spawn(
+      [&]() -> Task<> { full = co_await sleep_for(1h, source.get_token()); });
+  std::this_thread::sleep_for(test::kSettle);
+  source.request_stop();
+  rt.wait();
+  EXPECT_FALSE(full);
+}
+
+TEST_P(RuntimeTest, SleepForWithAStoppedTokenReturnsAtOnce) {
+  std::stop_source source;
+  source.request_stop();
+  bool full = true;
+  Runtime rt(threads());
+  rt.spawn(
+      [&]() -> Task<> { full = co_await sleep_for(1h, source.get_token()); });
+  rt.wait();
+  EXPECT_FALSE(full);
+}
+
+TEST_P(RuntimeTest, StopRacingTheTimerWakesTheSleeperExactlyOnce) {
+  std::atomic<int> woke{0};
+  Runtime rt(threads());
+  std::vector<std::stop_source> sources(500);
+  for (auto& s : sources) {
+    rt.spawn(
+        [&woke](std::stop_token st) -> Task<> {
+          co_await sleep_for(1ms, st);
+          woke.fetch_add(1);
+        },
+        s.get_token());
+  }
+  for (auto& s : sources) s.request_stop();
+  rt.wait();
+  EXPECT_EQ(woke.load(), 500);
+}
+
+TEST_P(RuntimeTest, SpawnAfterWaitRuns) {
+  std::atomic<int> ran{0};
+  Runtime rt(threads());
+  rt.spawn([&]() -> Task<> {
+    ran.fetch_add(1);
+    co_return;
+  });
+  rt.wait();
+  rt.spawn([&]() -> Task<> {
+    ran.fetch_add(1);
+    co_return;
+  });
+  rt.wait();
+  EXPECT_EQ(ran.load(), 2);
+}
+
+TEST_P(RuntimeTest, WaitWorksFromAnyNonRuntimeThread) {
+  std::atomic<bool> done{false};
+  Runtime rt(threads());
+  rt.spawn([&]() -> Task<> {
+    co_await sleep_for(20ms);
+    done.store(true);
+  });
+  std::thread waiter([&] { rt.wait(); });
+  waiter.join();
+  EXPECT_TRUE(done.load());
+  rt.wait();  // and again from this thread, with nothing left to run
+}
+
+TEST_P(RuntimeTest, TasksSpawnTasks) {
+  std::atomic<int> ran{0};
+  Runtime rt(threads());
+  rt.spawn([&]() -> Task<> {
+    for (int i = 0; i < 100; ++i) {
+      rt.spawn([&]() -> Task<> {
+        co_await yield();
+        ran.fetch_add(1);
+      });
+    }
+    co_return;
+  });
+  rt.wait();
+  EXPECT_EQ(ran.load(), 100);
+}
+
+TEST_P(RuntimeTest, DestructorJoinsItsThreads) {
+  const int before = test::baseline_thread_count();
+  {
+    Runtime rt(threads());
+    rt.spawn([]() -> Task<> { co_await sleep_for(1ms); });
+  }
+  EXPECT_TRUE(test::thread_count_drops_to(before));
+}
+
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+TEST_P(RuntimeTest, AnIdleRuntimeParksItsThreads) {
+  Runtime rt(threads());
+  rt.spawn([]() -> Task<> { co_await sleep_for(1ms); });
+  rt.wait();
+  const double before = process_cpu_seconds();
+  std::this_thread::sleep_for(300ms);
+  // Spinning threads would burn ~0.3 s each; parked ones burn nothing. The
+  // bound is loose so that sanitizers and a loaded machine cannot trip it.
+  EXPECT_LT(process_cpu_seconds() - before, 0.1);
+}
+
+TEST(RuntimeDeathTest, AnExceptionEscapingASpawnedTaskEndsTheProgram) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        Runtime rt(1);
+        rt.spawn([]() -> Task<> {
+          throw std::runtime_error("panic in a task");
+          co_return;
+        });
+        rt.wait();
+      },
+      "panic in a task");
+}
+
+}  // namespace
+}  // namespace sluice
