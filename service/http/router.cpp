@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "service/engine/engine.hpp"
+#include "service/http/framing.hpp"
 #include "service/jobs/job.hpp"
 #include "service/metrics/metrics.hpp"
 #include "service/util/json_parse.hpp"
@@ -46,14 +47,34 @@ Target ParseTarget(std::string_view target) {
   return t;
 }
 
-// The last value of query parameter `key`, if present.
+// The value of query parameter `key`, if present. Requires that no key is
+// repeated (RepeatedParam).
 std::optional<std::string> QueryParam(const Query& query,
                                       std::string_view key) {
-  std::optional<std::string> value;
   for (const auto& [k, v] : query) {
-    if (k == key) value = v;
+    if (k == key) return v;
   }
-  return value;
+  return std::nullopt;
+}
+
+// A key given more than once (?pipeline=a&pipeline=b), which no route
+// accepts: silently taking one of the values would run what the client did
+// not mean.
+std::optional<std::string> RepeatedParam(const Query& query) {
+  for (std::size_t i = 0; i < query.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      if (query[i].first == query[j].first) return query[i].first;
+    }
+  }
+  return std::nullopt;
+}
+
+Response RepeatedParamResponse(std::string_view key, const RequestHeader& req,
+                               bool keep_alive) {
+  std::string quoted(key.substr(0, 64));
+  return MakeError(bhttp::status::bad_request, "invalid_request",
+                   "query parameter \"" + quoted + "\" given more than once",
+                   req.version(), keep_alive);
 }
 
 // Which route a target names. `id` receives the job id for job routes.
@@ -365,6 +386,10 @@ Reply Router::Dispatch(const Request& req) {
       reply.response = MakeError(bhttp::status::bad_request, "invalid_request",
                                  "malformed request target", req.version(),
                                  req.keep_alive());
+      return reply;
+    }
+    if (auto key = RepeatedParam(target.query)) {
+      reply.response = RepeatedParamResponse(*key, req, req.keep_alive());
       return reply;
     }
     std::string id;
@@ -689,6 +714,12 @@ std::variant<Reply, Upgrade> Router::HandleUpgrade(const Request& req) {
     reply.response.set(bhttp::field::allow, "GET");
     return reply;
   }
+  // Before the job is found or the stream opened: a handshake that would
+  // fail must leave nothing behind.
+  if (auto refused = CheckWebSocketHandshake(req.base())) {
+    reply.response = std::move(*refused);
+    return reply;
+  }
   Upgrade upgrade;
   upgrade.route = route;
   if (route == kRouteJobStream) {
@@ -702,6 +733,10 @@ std::variant<Reply, Upgrade> Router::HandleUpgrade(const Request& req) {
     return upgrade;
   }
   upgrade.kind = Upgrade::Kind::kIngest;
+  if (auto key = RepeatedParam(target.query)) {
+    reply.response = RepeatedParamResponse(*key, req, false);
+    return reply;
+  }
   std::optional<std::string> pipeline = QueryParam(target.query, "pipeline");
   if (!pipeline || pipeline->empty()) {
     reply.response = MakeError(bhttp::status::bad_request, "invalid_request",

@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "service/http/fail.hpp"
+#include "service/http/framing.hpp"
 #include "service/jobs/job.hpp"
 #include "service/ws/session.hpp"
 
@@ -155,6 +156,11 @@ class HttpSession : public Connection,
     const RequestHeader& header = parser_->get();
     method_ = std::string(header.method_string());
     route_ = Router::RouteOf(header.target());
+    // First: a request whose framing is in doubt ends the connection before
+    // anything acts on it (see framing.hpp).
+    if (auto refused = CheckFraming(header)) {
+      return Send(std::move(*refused), true);
+    }
     if (auto denied = ctx_.router.CheckHeader(header)) {
       // Refused before reading the body: nothing of it is used.
       return Send(std::move(denied->response), !parser_->is_done());

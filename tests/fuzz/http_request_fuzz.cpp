@@ -2,9 +2,9 @@
 // Raw bytes go through Beast's request_parser<string_body> with the limits
 // the server sets (service/http/session.cpp), fed through a flat_buffer the
 // way http::async_read_header / async_read do, and each complete request
-// goes where HttpSession sends it: Router::CheckHeader once the header is
-// in, then Router::HandleUpgrade (websocket::is_upgrade) or Router::Handle.
-// Several requests in one input are pipelined on one keep-alive
+// goes where HttpSession sends it: CheckFraming, then Router::CheckHeader
+// once the header is in, then Router::HandleUpgrade (websocket::is_upgrade) or
+// Router::Handle. Several requests in one input are pipelined on one keep-alive
 // "connection" until a response closes it, an upgrade takes it over, or
 // the input ends.
 //
@@ -41,6 +41,7 @@
 
 #include "fuzz_support.hpp"
 #include "service/engine/engine.hpp"
+#include "service/http/framing.hpp"
 #include "service/jobs/job.hpp"
 
 namespace {
@@ -239,6 +240,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
     const sluice::http::RequestHeader& header = parser.get();
     const std::string method(header.method_string());
     std::string_view route = sluice::http::Router::RouteOf(header.target());
+    if (auto refused = sluice::http::CheckFraming(header)) {
+      // A framing refusal is 400 or 501 and ends the connection.
+      FUZZ_CHECK(refused->result() == bhttp::status::bad_request ||
+                     refused->result() == bhttp::status::not_implemented,
+                 Describe(*refused));
+      FUZZ_CHECK(!refused->keep_alive(), Describe(*refused));
+      sluice::fuzz::CheckResponse(*refused,
+                                  header.method() == bhttp::verb::head);
+      Observe(service, method, route, *refused);
+      return 0;
+    }
+    // What passes is framed by one "chunked" or one Content-Length, never
+    // both (RFC 9112 §6.1).
+    FUZZ_CHECK(header.count(bhttp::field::transfer_encoding) == 0 ||
+                   (parser.chunked() &&
+                    header.count(bhttp::field::content_length) == 0),
+               std::string(header[bhttp::field::transfer_encoding]));
     if (auto denied = router.CheckHeader(header)) {
       FUZZ_CHECK(auth, Describe(denied->response));
       FUZZ_CHECK(denied->response.result() == bhttp::status::unauthorized,

@@ -14,6 +14,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <cctype>
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -169,8 +170,10 @@ HttpResponse Http(std::uint16_t port, const std::string& method,
   return client.Request(method, target, body, headers);
 }
 
-std::string RawExchange(std::uint16_t port, const std::string& bytes,
-                        std::chrono::milliseconds timeout) {
+namespace {
+
+std::string Exchange(std::uint16_t port, const std::string& bytes,
+                     std::chrono::milliseconds timeout, bool end_after) {
   net::io_context ioc;
   beast::tcp_stream stream(ioc);
   beast::error_code ec;
@@ -180,6 +183,7 @@ std::string RawExchange(std::uint16_t port, const std::string& bytes,
   net::async_write(stream, net::buffer(bytes),
                    [&](beast::error_code, std::size_t) { done = true; });
   if (!RunFor(ioc, stream, done, timeout)) return {};
+  if (end_after) stream.socket().shutdown(tcp::socket::shutdown_send, ec);
   std::string received;
   std::array<char, 4096> chunk{};
   auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -200,6 +204,40 @@ std::string RawExchange(std::uint16_t port, const std::string& bytes,
     if (read_ec) break;
   }
   return received;
+}
+
+}  // namespace
+
+std::string RawExchange(std::uint16_t port, const std::string& bytes,
+                        std::chrono::milliseconds timeout) {
+  return Exchange(port, bytes, timeout, false);
+}
+
+std::string RawExchangeToEnd(std::uint16_t port, const std::string& bytes,
+                             std::chrono::milliseconds timeout) {
+  return Exchange(port, bytes, timeout, true);
+}
+
+std::vector<int> RawStatuses(const std::string& raw) {
+  std::vector<int> statuses;
+  beast::flat_buffer buffer;
+  auto space = buffer.prepare(raw.size());
+  std::memcpy(space.data(), raw.data(), raw.size());
+  buffer.commit(raw.size());
+  while (buffer.size() > 0) {
+    bhttp::response_parser<bhttp::string_body> parser;
+    parser.body_limit(raw.size());
+    beast::error_code ec;
+    while (!parser.is_done()) {
+      const std::size_t used = parser.put(buffer.data(), ec);
+      buffer.consume(used);
+      // Everything is in the buffer already: needing more means the end.
+      if (ec == bhttp::error::need_more) parser.put_eof(ec);
+      if (ec) return statuses;  // a trailing fragment: not a response
+    }
+    statuses.push_back(parser.get().result_int());
+  }
+  return statuses;
 }
 
 int RawStatus(const std::string& raw) {

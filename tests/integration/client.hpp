@@ -66,6 +66,15 @@ HttpResponse Http(std::uint16_t port, const std::string& method,
 std::string RawExchange(std::uint16_t port, const std::string& bytes,
                         std::chrono::milliseconds timeout = 5s);
 
+// As RawExchange, but ends the sending side after the bytes (so the server
+// sees the end of the stream) and reads until the server closes.
+std::string RawExchangeToEnd(std::uint16_t port, const std::string& bytes,
+                             std::chrono::milliseconds timeout = 5s);
+
+// The status of each complete HTTP response in `raw`, in order (a response
+// cut short at the end is not counted).
+std::vector<int> RawStatuses(const std::string& raw);
+
 // The status code of a raw HTTP response ("HTTP/1.1 413 ..." -> 413), or 0.
 int RawStatus(const std::string& raw);
 

@@ -59,6 +59,16 @@ Request MakeRequest(
   return req;
 }
 
+// A WebSocket upgrade request for `target` with a valid handshake.
+Request UpgradeRequest(const std::string& target) {
+  return MakeRequest(
+      bhttp::verb::get, target, "",
+      {{bhttp::field::upgrade, "websocket"},
+       {bhttp::field::connection, "Upgrade"},
+       {bhttp::field::sec_websocket_key, "dGhlIHNhbXBsZSBub25jZQ=="},
+       {bhttp::field::sec_websocket_version, "13"}});
+}
+
 json Body(const Response& res) { return json::parse(res.body()); }
 
 class RouterTest : public ::testing::Test {
@@ -340,8 +350,8 @@ TEST_F(RouterTest, UnknownJobIs404OnEveryJobRoute) {
               bhttp::status::not_found, "unknown_job");
   ExpectError(Do(bhttp::verb::delete_, "/v1/jobs/doesnotexist"),
               bhttp::status::not_found, "unknown_job");
-  auto upgrade = router_->HandleUpgrade(
-      MakeRequest(bhttp::verb::get, "/v1/jobs/doesnotexist/stream"));
+  auto upgrade =
+      router_->HandleUpgrade(UpgradeRequest("/v1/jobs/doesnotexist/stream"));
   ASSERT_TRUE(std::holds_alternative<Reply>(upgrade));
   ExpectError(std::get<Reply>(upgrade), bhttp::status::not_found,
               "unknown_job");
@@ -441,8 +451,8 @@ TEST_F(RouterTest, DrainingRefusesNewJobsAndStreams) {
   const std::size_t before = JobCount();
   ExpectError(Do(bhttp::verb::post, "/v1/jobs?pipeline=echo", "[1]"),
               bhttp::status::service_unavailable, "draining");
-  auto upgrade = router_->HandleUpgrade(
-      MakeRequest(bhttp::verb::get, "/v1/stream?pipeline=echo"));
+  auto upgrade =
+      router_->HandleUpgrade(UpgradeRequest("/v1/stream?pipeline=echo"));
   ASSERT_TRUE(std::holds_alternative<Reply>(upgrade));
   ExpectError(std::get<Reply>(upgrade), bhttp::status::service_unavailable,
               "draining");
@@ -452,30 +462,28 @@ TEST_F(RouterTest, DrainingRefusesNewJobsAndStreams) {
 TEST_F(RouterTest, UpgradeDecisions) {
   auto job = RunJob("echo", "[1]");
   auto up = router_->HandleUpgrade(
-      MakeRequest(bhttp::verb::get, "/v1/jobs/" + job->id() + "/stream"));
+      UpgradeRequest("/v1/jobs/" + job->id() + "/stream"));
   ASSERT_TRUE(std::holds_alternative<Upgrade>(up));
   EXPECT_EQ(std::get<Upgrade>(up).kind, Upgrade::Kind::kJobStream);
   EXPECT_EQ(std::get<Upgrade>(up).job, job);
 
-  up = router_->HandleUpgrade(
-      MakeRequest(bhttp::verb::get, "/v1/stream?pipeline=echo"));
+  up = router_->HandleUpgrade(UpgradeRequest("/v1/stream?pipeline=echo"));
   ASSERT_TRUE(std::holds_alternative<Upgrade>(up));
   EXPECT_EQ(std::get<Upgrade>(up).kind, Upgrade::Kind::kIngest);
   ASSERT_TRUE(std::get<Upgrade>(up).feed);
   std::get<Upgrade>(up).feed->End();
 
-  up = router_->HandleUpgrade(
-      MakeRequest(bhttp::verb::get, "/v1/stream?pipeline=nope"));
+  up = router_->HandleUpgrade(UpgradeRequest("/v1/stream?pipeline=nope"));
   ASSERT_TRUE(std::holds_alternative<Reply>(up));
   ExpectError(std::get<Reply>(up), bhttp::status::not_found,
               "unknown_pipeline");
-  up = router_->HandleUpgrade(MakeRequest(bhttp::verb::get, "/v1/stream"));
+  up = router_->HandleUpgrade(UpgradeRequest("/v1/stream"));
   ExpectError(std::get<Reply>(up), bhttp::status::bad_request,
               "invalid_request");
-  up = router_->HandleUpgrade(MakeRequest(bhttp::verb::get, "/v1/jobs"));
+  up = router_->HandleUpgrade(UpgradeRequest("/v1/jobs"));
   ExpectError(std::get<Reply>(up), bhttp::status::method_not_allowed,
               "method_not_allowed");
-  up = router_->HandleUpgrade(MakeRequest(bhttp::verb::get, "/elsewhere"));
+  up = router_->HandleUpgrade(UpgradeRequest("/elsewhere"));
   ExpectError(std::get<Reply>(up), bhttp::status::not_found, "not_found");
 
   // A plain GET on a WebSocket endpoint.
@@ -556,8 +564,7 @@ TEST_F(RouterTest, AuthGuardsV1ButNotProbesOrMetrics) {
   ASSERT_TRUE(router_->CheckHeader(header).has_value());
   header.set(bhttp::field::authorization, "Bearer s3cret");
   EXPECT_FALSE(router_->CheckHeader(header).has_value());
-  auto up = router_->HandleUpgrade(
-      MakeRequest(bhttp::verb::get, "/v1/stream?pipeline=echo"));
+  auto up = router_->HandleUpgrade(UpgradeRequest("/v1/stream?pipeline=echo"));
   ASSERT_TRUE(std::holds_alternative<Reply>(up));
   ExpectError(std::get<Reply>(up), bhttp::status::unauthorized, "unauthorized");
 
@@ -588,6 +595,45 @@ TEST(RouterHelpers, ErrorBodyShape) {
       json::parse(
           R"({"error":{"code":"invalid_json","message":"bad","offset":4}})"));
   EXPECT_EQ(r[bhttp::field::content_length], std::to_string(r.body().size()));
+}
+
+TEST_F(RouterTest, RepeatedQueryParameterIs400AndCreatesNothing) {
+  const std::size_t before = JobCount();
+  ExpectError(
+      Do(bhttp::verb::post, "/v1/jobs?pipeline=echo&pipeline=words", "[1]"),
+      bhttp::status::bad_request, "invalid_request");
+  ExpectError(
+      Do(bhttp::verb::post, "/v1/jobs?pipeline=echo&pipeline=echo", "[1]"),
+      bhttp::status::bad_request, "invalid_request");
+  ExpectError(Do(bhttp::verb::get, "/v1/jobs?limit=1&limit=2"),
+              bhttp::status::bad_request, "invalid_request");
+  auto up = router_->HandleUpgrade(
+      UpgradeRequest("/v1/stream?pipeline=echo&pipeline=words"));
+  ASSERT_TRUE(std::holds_alternative<Reply>(up));
+  ExpectError(std::get<Reply>(up), bhttp::status::bad_request,
+              "invalid_request");
+  EXPECT_NE(Body(std::get<Reply>(up).response)["error"]["message"]
+                .get<std::string>()
+                .find("pipeline"),
+            std::string::npos);
+  EXPECT_EQ(JobCount(), before);
+}
+
+TEST_F(RouterTest, RefusedHandshakeCreatesNoJob) {
+  const std::size_t before = JobCount();
+  Request no_key = UpgradeRequest("/v1/stream?pipeline=echo");
+  no_key.erase(bhttp::field::sec_websocket_key);
+  auto up = router_->HandleUpgrade(no_key);
+  ASSERT_TRUE(std::holds_alternative<Reply>(up));
+  ExpectError(std::get<Reply>(up), bhttp::status::bad_request, "bad_request");
+
+  Request version8 = UpgradeRequest("/v1/stream?pipeline=echo");
+  version8.set(bhttp::field::sec_websocket_version, "8");
+  up = router_->HandleUpgrade(version8);
+  ASSERT_TRUE(std::holds_alternative<Reply>(up));
+  ExpectError(std::get<Reply>(up), bhttp::status::upgrade_required,
+              "upgrade_required");
+  EXPECT_EQ(JobCount(), before);
 }
 
 }  // namespace
