@@ -32,6 +32,10 @@ bool IsIdentChar(char c) {
 // Bounds of a config's values as JSON (Loader::ToJson).
 constexpr std::size_t kMaxConfigDepth = 64;
 constexpr std::size_t kMaxConfigValues = 100000;
+// Smallest jobs.max_retained_bytes (the results of running jobs count
+// against it too, so 0 would fail every job) and jobs.max_job_result_bytes.
+constexpr std::uint64_t kMinRetainedBytes = std::uint64_t{1} << 20;
+constexpr std::uint64_t kMinJobResultBytes = std::uint64_t{1} << 10;
 
 // Compact JSON text of a value taken from the config. YAML text may hold
 // bytes that are not UTF-8 (yaml-cpp passes them through), on which a
@@ -455,23 +459,59 @@ class Loader {
   }
 
   void ReadJobs(const YAML::Node& n, const std::string& path, JobsConfig* j) {
-    VisitMap(n, path,
-             {
-                 {"max_pending_items",
-                  [&](const YAML::Node& v, const std::string& p) {
-                    ReadInt(v, p, 1, std::numeric_limits<std::int64_t>::max(),
-                            &j->max_pending_items);
-                  }},
-                 {"retention",
-                  [&](const YAML::Node& v, const std::string& p) {
-                    ReadDuration(v, p, std::chrono::milliseconds{0},
-                                 &j->retention);
-                  }},
-                 {"max_retained_bytes",
-                  [&](const YAML::Node& v, const std::string& p) {
-                    ReadSize(v, p, 0, &j->max_retained_bytes);
-                  }},
-             });
+    // Whether each key was given, and read without an error.
+    bool has_job_bytes = false, job_bytes_ok = false;
+    bool has_min_retention = false, min_retention_ok = false;
+    VisitMap(
+        n, path,
+        {
+            {"max_pending_items",
+             [&](const YAML::Node& v, const std::string& p) {
+               ReadInt(v, p, 1, std::numeric_limits<std::int64_t>::max(),
+                       &j->max_pending_items);
+             }},
+            {"retention",
+             [&](const YAML::Node& v, const std::string& p) {
+               ReadDuration(v, p, std::chrono::milliseconds{0}, &j->retention);
+             }},
+            {"max_retained_bytes",
+             [&](const YAML::Node& v, const std::string& p) {
+               ReadSize(v, p, kMinRetainedBytes, &j->max_retained_bytes);
+             }},
+            {"max_job_result_bytes",
+             [&](const YAML::Node& v, const std::string& p) {
+               const std::size_t before = errors.size();
+               ReadSize(v, p, kMinJobResultBytes, &j->max_job_result_bytes);
+               has_job_bytes = true;
+               job_bytes_ok = errors.size() == before;
+             }},
+            {"min_retention",
+             [&](const YAML::Node& v, const std::string& p) {
+               const std::size_t before = errors.size();
+               ReadDuration(v, p, std::chrono::milliseconds{0},
+                            &j->min_retention);
+               has_min_retention = true;
+               min_retention_ok = errors.size() == before;
+             }},
+        });
+    // Defaults that follow the other keys, and how the keys must relate.
+    if (!has_job_bytes) {
+      j->max_job_result_bytes =
+          std::max(kMinJobResultBytes, j->max_retained_bytes / 4);
+    } else if (job_bytes_ok &&
+               j->max_job_result_bytes > j->max_retained_bytes) {
+      Report(Join(path, "max_job_result_bytes"),
+             "must be <= jobs.max_retained_bytes (" +
+                 std::to_string(j->max_retained_bytes) + ")");
+    }
+    if (!has_min_retention) {
+      j->min_retention =
+          std::min(j->retention, std::chrono::milliseconds{10000});
+    } else if (min_retention_ok && j->min_retention > j->retention) {
+      Report(
+          Join(path, "min_retention"),
+          "must be <= jobs.retention (" + FormatDuration(j->retention) + ")");
+    }
   }
 
   void ReadProcessor(const YAML::Node& n, const std::string& path,
@@ -833,7 +873,9 @@ std::string Summary(const Config& config) {
   const JobsConfig& j = config.jobs;
   out << "jobs: max_pending_items " << j.max_pending_items << ", retention "
       << FormatDuration(j.retention) << ", max_retained_bytes "
-      << j.max_retained_bytes << "\n";
+      << j.max_retained_bytes << ", max_job_result_bytes "
+      << j.max_job_result_bytes << ", min_retention "
+      << FormatDuration(j.min_retention) << "\n";
   out << config.pipelines.size()
       << (config.pipelines.size() == 1 ? " pipeline" : " pipelines") << ":\n";
   for (const PipelineConfig& p : config.pipelines) {

@@ -50,7 +50,14 @@ struct ServerConfig {
 struct JobsConfig {
   std::uint64_t max_pending_items = 1000000;
   std::chrono::milliseconds retention{600000};
+  // The results of all jobs, running and finished (>= 1 MiB).
   std::uint64_t max_retained_bytes = 268435456;
+  // The results of one job; beyond it the job fails. <= max_retained_bytes;
+  // when not set, max_retained_bytes / 4.
+  std::uint64_t max_job_result_bytes = 67108864;
+  // How long a finished job is safe from eviction for room. <= retention;
+  // when not set, the smaller of 10s and retention.
+  std::chrono::milliseconds min_retention{10000};
 };
 
 // One stage's processor: `type` plus its parameters. Thread-compatible

@@ -64,8 +64,9 @@ Engine::Engine(const config::Config& config, metrics::Metrics& metrics,
     : config_(config),
       metrics_(metrics),
       options_(std::move(options)),
-      store_(jobs::JobStore::Limits{config.jobs.retention,
-                                    config.jobs.max_retained_bytes}),
+      store_(jobs::JobStore::Limits{
+          config.jobs.retention, config.jobs.max_retained_bytes,
+          config.jobs.max_job_result_bytes, config.jobs.min_retention}),
       admission_(std::make_shared<Admission>(config.jobs.max_pending_items)),
       rate_at_(std::chrono::steady_clock::now()) {
   for (const config::PipelineConfig& pipeline : config_.pipelines) {
@@ -101,7 +102,8 @@ Result<std::shared_ptr<jobs::Job>> Engine::NewJob(PipelineRuntime& runtime,
   std::shared_ptr<jobs::Job> job;
   do {  // a 64-bit id collides about never; retry rather than assume
     job = std::make_shared<jobs::Job>(jobs::NewJobId(), runtime.config().name,
-                                      accepted);
+                                      accepted, jobs::Job::Clock::now(),
+                                      store_.job_limits());
   } while (!store_.Add(job));
   runtime.jobs_active().Increment();
   return job;

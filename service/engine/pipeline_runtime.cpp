@@ -573,7 +573,11 @@ void PipelineRuntime::Flush(std::vector<std::shared_ptr<JobContext>>& touched) {
     AggregatorState& a = c.agg;
     a.touched = false;
     if (!a.records.empty() || a.filtered > 0 || a.cancelled > 0) {
-      c.job->Append(std::move(a.records), a.filtered, a.cancelled);
+      // Past its result limits the job fails: what is still queued for it
+      // ends cancelled at once (in-flight items see cancel_requested()).
+      if (c.job->Append(std::move(a.records), a.filtered, a.cancelled)) {
+        intake_->Cancel(*c.job);
+      }
       a.records = {};
       a.filtered = 0;
       a.cancelled = 0;
@@ -610,7 +614,7 @@ void PipelineRuntime::FinishJob(JobContext& c) {
     // The last, partial window goes out before the job's `done`.
     CloseWindow(a, a.window_number + 1);
     if (!a.records.empty()) {
-      c.job->Append(std::move(a.records), 0, 0);
+      c.job->Append(std::move(a.records), 0, 0);  // nothing left to cancel
       a.records = {};
     }
     a.window_aggregator.reset();

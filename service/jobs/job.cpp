@@ -5,42 +5,11 @@
 #include <random>
 #include <utility>
 
+#include "service/util/json_cost.hpp"
 #include "service/util/time.hpp"
 
 namespace sluice::jobs {
 namespace {
-
-// Rough heap bytes of a JSON value: node overhead plus payload. Cheap enough
-// to run on every record; exactness does not matter, only that the byte
-// limit tracks what results really cost.
-std::size_t JsonBytes(const nlohmann::json& v) {
-  constexpr std::size_t kNode = sizeof(nlohmann::json);
-  switch (v.type()) {
-    case nlohmann::json::value_t::string:
-      return kNode + 32 + v.get_ref<const std::string&>().size();
-    case nlohmann::json::value_t::array: {
-      std::size_t n = kNode + 24;
-      for (const auto& e : v) n += JsonBytes(e);
-      return n;
-    }
-    case nlohmann::json::value_t::object: {
-      std::size_t n = kNode + 48;
-      for (const auto& [key, e] : v.items()) {
-        n += 64 + key.size() + JsonBytes(e);
-      }
-      return n;
-    }
-    case nlohmann::json::value_t::binary:
-      return kNode + 32 + v.get_binary().size();
-    default:
-      return kNode;
-  }
-}
-
-std::size_t RecordBytes(const ResultRecord& r) {
-  return sizeof(ResultRecord) + JsonBytes(r.value) + r.error.size() +
-         r.stage.size();
-}
 
 nlohmann::json TimeOrNull(const std::optional<Job::Clock::time_point>& t) {
   return t ? nlohmann::json(FormatRfc3339(*t)) : nlohmann::json(nullptr);
@@ -52,7 +21,41 @@ void CallAll(std::vector<std::function<void()>>& fns) {
   }
 }
 
+// What the job object itself holds besides its result log.
+std::size_t BookkeepingBytes(const std::string& id,
+                             const std::string& pipeline) {
+  return MallocChunkBytes(sizeof(Job)) + StringHeapBytes(id) +
+         StringHeapBytes(pipeline);
+}
+
 }  // namespace
+
+std::size_t RecordCost(const ResultRecord& r) {
+  return sizeof(ResultRecord) + JsonHeapBytes(r.value) +
+         StringHeapBytes(r.error) + StringHeapBytes(r.stage);
+}
+
+bool ResultBudget::TryTake(std::uint64_t n) {
+  std::uint64_t cur = used_.load(std::memory_order_relaxed);
+  for (;;) {
+    if (cur > limit_ || n > limit_ - cur) return false;
+    if (used_.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+}
+
+bool ResultBudget::TryCharge(std::uint64_t n) {
+  if (TryTake(n)) return true;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (reclaim_) reclaim_(n);
+  return TryTake(n);
+}
+
+void ResultBudget::SetReclaim(std::function<void(std::uint64_t)> reclaim) {
+  std::lock_guard<std::mutex> lock(mu_);
+  reclaim_ = std::move(reclaim);
+}
 
 std::string_view ToString(JobState state) {
   switch (state) {
@@ -116,11 +119,21 @@ std::string NewJobId() {
 }
 
 Job::Job(std::string id, std::string pipeline, std::uint64_t accepted,
-         Clock::time_point created_at)
+         Clock::time_point created_at, ResultLimits limits)
     : id_(std::move(id)),
       pipeline_(std::move(pipeline)),
-      created_at_(created_at) {
+      created_at_(created_at),
+      limits_(std::move(limits)) {
   counts_.in = accepted;
+  charged_ = BookkeepingBytes(id_, pipeline_);
+  if (limits_.budget) limits_.budget->Charge(charged_);
+}
+
+Job::~Job() {
+  if (limits_.budget) {
+    std::lock_guard<std::mutex> lock(mu_);
+    limits_.budget->Refund(charged_);
+  }
 }
 
 JobState Job::state() const {
@@ -164,7 +177,13 @@ nlohmann::json Job::Status() const {
   j["created_at"] = FormatRfc3339(created_at_);
   j["started_at"] = TimeOrNull(started_at_);
   j["finished_at"] = TimeOrNull(finished_at_);
+  if (!error_.is_null()) j["error"] = error_;
   return j;
+}
+
+nlohmann::json Job::error() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return error_;
 }
 
 std::size_t Job::result_count() const {
@@ -172,13 +191,24 @@ std::size_t Job::result_count() const {
   return results_.size();
 }
 
-std::vector<ResultRecord> Job::Results(std::size_t offset,
-                                       std::size_t limit) const {
+std::vector<ResultRecord> Job::Results(std::size_t offset, std::size_t limit,
+                                       std::size_t max_bytes) const {
   std::lock_guard<std::mutex> lock(mu_);
   if (offset >= results_.size()) return {};
   const std::size_t end = offset + std::min(limit, results_.size() - offset);
-  return {results_.begin() + static_cast<std::ptrdiff_t>(offset),
-          results_.begin() + static_cast<std::ptrdiff_t>(end)};
+  std::vector<ResultRecord> out;
+  std::size_t bytes = 0;
+  for (std::size_t i = offset; i < end; ++i) {
+    const ResultRecord& r = results_[i];
+    if (!out.empty()) {
+      bytes += RecordCost(r);
+      if (bytes > max_bytes) break;
+    } else {
+      bytes = RecordCost(r);
+    }
+    out.push_back(r);
+  }
+  return out;
 }
 
 std::vector<ResultRecord> Job::ReadFrom(std::size_t offset, std::size_t max,
@@ -209,8 +239,12 @@ bool Job::NotifyWhenFinished(std::function<void()> fn) {
 
 std::size_t Job::retained_bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return sizeof(Job) + id_.size() + pipeline_.size() + JsonBytes(aggregate_) +
-         result_bytes_;
+  return charged_;
+}
+
+std::size_t Job::result_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return result_bytes_;
 }
 
 void Job::AddAccepted(std::uint64_t n) {
@@ -231,16 +265,60 @@ std::vector<std::function<void()>> Job::TakeWakersLocked() {
   return out;
 }
 
-void Job::Append(std::vector<ResultRecord> records, std::uint64_t filtered,
+void Job::FailLocked(std::string_view code, std::string message) {
+  error_ = {{"code", code}, {"message", std::move(message)}};
+  cancel_requested_.store(true, std::memory_order_release);
+}
+
+bool Job::Append(std::vector<ResultRecord> records, std::uint64_t filtered,
                  std::uint64_t cancelled) {
   std::vector<std::function<void()>> wake;
+  bool failed_now = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (IsFinal(state_)) return;
+    if (IsFinal(state_)) return false;
     counts_.filtered += filtered;
     counts_.cancelled += cancelled;
-    if (records.empty()) return;
-    for (ResultRecord& r : records) {
+    if (records.empty()) return false;
+    // How many of the records fit the job's own cap, and what they cost.
+    std::size_t keep = 0;
+    std::size_t cost = 0;
+    if (error_.is_null()) {
+      for (; keep < records.size(); ++keep) {
+        const std::size_t c = RecordCost(records[keep]);
+        if (result_bytes_ + cost + c > limits_.max_bytes) {
+          FailLocked(kResultsTooLarge,
+                     "the job's results passed jobs.max_job_result_bytes (" +
+                         std::to_string(limits_.max_bytes) + " bytes) after " +
+                         std::to_string(results_.size() + keep) +
+                         " records; its remaining items were cancelled");
+          failed_now = true;
+          break;
+        }
+        cost += c;
+      }
+      if (keep > 0 && limits_.budget && !limits_.budget->TryCharge(cost)) {
+        FailLocked(kResultsMemoryFull,
+                   "the results of all jobs reached jobs.max_retained_bytes (" +
+                       std::to_string(limits_.budget->limit()) +
+                       " bytes) with no finished job old enough to evict "
+                       "(jobs.min_retention) after " +
+                       std::to_string(results_.size()) +
+                       " records of this job; its remaining items were "
+                       "cancelled");
+        failed_now = true;
+        keep = 0;
+        cost = 0;
+      }
+    }
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      ResultRecord& r = records[i];
+      if (i >= keep) {
+        // Not kept: a result or error that ends as cancelled, so the counts
+        // still add up (a window's aggregate counts nowhere).
+        if (!r.window) ++counts_.cancelled;
+        continue;
+      }
       if (r.window) {
         // A window's aggregate: neither a result nor an error.
       } else if (r.is_error) {
@@ -248,12 +326,14 @@ void Job::Append(std::vector<ResultRecord> records, std::uint64_t filtered,
       } else {
         ++counts_.out;
       }
-      result_bytes_ += RecordBytes(r);
       results_.push_back(std::move(r));
     }
-    wake = TakeWakersLocked();
+    result_bytes_ += cost;
+    charged_ += cost;
+    if (keep > 0) wake = TakeWakersLocked();
   }
   CallAll(wake);
+  return failed_now;
 }
 
 bool Job::RequestCancel() {
@@ -271,14 +351,19 @@ std::optional<JobState> Job::Finish(nlohmann::json aggregate, bool failed,
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (IsFinal(state_)) return std::nullopt;
-    if (failed) {
+    if (failed || !error_.is_null()) {
       final_state = JobState::kFailed;
+      // A job that failed as a whole has no meaningful aggregate.
+      if (!error_.is_null()) aggregate = nullptr;
     } else if (cancel_requested_.load(std::memory_order_relaxed)) {
       final_state = JobState::kCancelled;
     }
     state_ = final_state;
     finished_at_ = now;
     aggregate_ = std::move(aggregate);
+    const std::size_t bytes = JsonHeapBytes(aggregate_);
+    charged_ += bytes;
+    if (limits_.budget) limits_.budget->Charge(bytes);
     wake = TakeWakersLocked();
     done.swap(finish_waiters_);
   }

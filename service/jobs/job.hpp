@@ -3,8 +3,14 @@
 //
 // A Job is shared: the engine's threads append results and finish it; HTTP
 // and WebSocket threads read it. Readers never make the engine wait on them:
-// the result log is a vector they copy from at their own pace, and streaming
+// the result log is a deque they copy from at their own pace, and streaming
 // readers register a one-shot wake callback instead of being pushed to.
+//
+// Memory (DESIGN §3.6): a job's result log is bounded by ResultLimits — its
+// own cap (jobs.max_job_result_bytes) and a ResultBudget shared by every job
+// of the store (jobs.max_retained_bytes), both counted in JsonCost terms
+// (service/util/json_cost.hpp). A job whose results would pass either fails:
+// state failed, an "error" in its status, its remaining items cancelled.
 #ifndef SLUICE_SERVICE_JOBS_JOB_HPP_
 #define SLUICE_SERVICE_JOBS_JOB_HPP_
 
@@ -12,7 +18,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <limits>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -78,15 +87,75 @@ nlohmann::json ToJson(const ResultRecord& record);
 // (JobStore::Add refuses a duplicate).
 std::string NewJobId();
 
+// What holding `record` in a result log costs (its slot plus the heap its
+// value and strings own), in the units of every result bound.
+std::size_t RecordCost(const ResultRecord& record);
+
+// The memory the result logs of all jobs of a store may hold together
+// (jobs.max_retained_bytes), running and finished jobs alike. Jobs charge it
+// as records are appended and give their bytes back when destroyed (the
+// memory is really freed then). When a charge does not fit, the reclaim
+// function (JobStore's eviction of finished jobs) runs first. Thread-safe.
+class ResultBudget {
+ public:
+  explicit ResultBudget(std::uint64_t limit) : limit_(limit) {}
+  ResultBudget(const ResultBudget&) = delete;
+  ResultBudget& operator=(const ResultBudget&) = delete;
+
+  std::uint64_t limit() const { return limit_; }
+  std::uint64_t used() const { return used_.load(std::memory_order_relaxed); }
+
+  // Takes `n` bytes and returns true if used() + n fits the limit, after
+  // asking reclaim for room when it does not; else takes nothing and
+  // returns false.
+  bool TryCharge(std::uint64_t n);
+  // Takes `n` bytes whatever the limit (bookkeeping that cannot be refused;
+  // the next sweep evicts to make up for it).
+  void Charge(std::uint64_t n) {
+    used_.fetch_add(n, std::memory_order_relaxed);
+  }
+  void Refund(std::uint64_t n) {
+    used_.fetch_sub(n, std::memory_order_relaxed);
+  }
+
+  // `reclaim(need)` evicts what it may so that `need` more bytes fit; called
+  // with this budget's lock held (so it may not charge), from the thread
+  // of the failing TryCharge. Null detaches it (the store going away).
+  void SetReclaim(std::function<void(std::uint64_t need)> reclaim);
+
+ private:
+  bool TryTake(std::uint64_t n);
+
+  const std::uint64_t limit_;
+  std::atomic<std::uint64_t> used_{0};
+  std::mutex mu_;
+  std::function<void(std::uint64_t)> reclaim_ SLUICE_GUARDED_BY(mu_);
+};
+
+// The bounds on one job's result log. Thread-compatible (plain value).
+struct ResultLimits {
+  // jobs.max_job_result_bytes: RecordCost summed over the log.
+  std::uint64_t max_bytes = std::numeric_limits<std::uint64_t>::max();
+  // Shared by the store's jobs; null: no shared bound (tests).
+  std::shared_ptr<ResultBudget> budget;
+};
+
+// Error codes in a failed job's status ("error": {"code","message"}).
+inline constexpr std::string_view kResultsTooLarge = "results_too_large";
+inline constexpr std::string_view kResultsMemoryFull = "results_memory_full";
+
 // One job. Thread-safe: every member may be called from any thread. The
 // "engine side" members are for the engine only; readers use the rest.
 class Job {
  public:
   using Clock = std::chrono::system_clock;
 
-  // A queued job with `accepted` input items.
+  // A queued job with `accepted` input items, its results bounded by
+  // `limits` (whose budget it charges for its own bookkeeping at once).
   Job(std::string id, std::string pipeline, std::uint64_t accepted = 0,
-      Clock::time_point created_at = Clock::now());
+      Clock::time_point created_at = Clock::now(), ResultLimits limits = {});
+  // Gives every byte it charged back to the budget.
+  ~Job();
 
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
@@ -109,16 +178,23 @@ class Job {
   // The DESIGN §3.2 status object: {"id","pipeline","state","items":{"in",
   // "out","filtered","errors","cancelled"},"aggregate","created_at",
   // "started_at","finished_at"}, timestamps RFC 3339 UTC with milliseconds
-  // or null.
+  // or null; plus "error": {"code","message"} once the job failed over its
+  // result limits (only then).
   nlohmann::json Status() const;
+
+  // Why the job failed ({"code","message"}), or null.
+  nlohmann::json error() const;
 
   // Records in the result log so far.
   std::size_t result_count() const;
 
   // Copies up to `limit` records starting at `offset` (fewer at the end of
-  // the log; none when offset >= result_count()).
-  std::vector<ResultRecord> Results(std::size_t offset,
-                                    std::size_t limit) const;
+  // the log; none when offset >= result_count()), and stops early once the
+  // copies' RecordCost passes `max_bytes` (always at least one record when
+  // there is one), so a reader's copy is bounded by bytes too.
+  std::vector<ResultRecord> Results(
+      std::size_t offset, std::size_t limit,
+      std::size_t max_bytes = std::numeric_limits<std::size_t>::max()) const;
 
   // Streaming cursor over the result log. Always sets *finished.
   //  - records exist at `offset`: copies up to `max` (>= 1) of them and
@@ -140,9 +216,11 @@ class Job {
   // block.
   bool NotifyWhenFinished(std::function<void()> fn);
 
-  // Approximate heap bytes the job holds (its result log and bookkeeping):
-  // what jobs.max_retained_bytes is measured in.
+  // Heap bytes the job holds (its result log by RecordCost, its
+  // bookkeeping and aggregate): what it has charged its ResultBudget.
   std::size_t retained_bytes() const;
+  // RecordCost summed over the result log (what max_bytes bounds).
+  std::size_t result_bytes() const;
 
   // True once a cancel was requested (DELETE, or a drain out of grace) while
   // the job had not finished.
@@ -159,12 +237,18 @@ class Job {
   // Appends records to the log and counts them (out / errors), plus
   // `filtered` and `cancelled` dropped pieces, then wakes streaming readers.
   // A no-op once finished.
-  void Append(std::vector<ResultRecord> records, std::uint64_t filtered,
+  // Records that would take the log past its ResultLimits are not kept: the
+  // job fails (error() set, cancel requested so its other items end
+  // cancelled; Finish makes it failed), and those records, and every one
+  // appended after, count as cancelled. Returns true when this call made
+  // the job fail: the caller then drops its queued input (Intake::Cancel).
+  bool Append(std::vector<ResultRecord> records, std::uint64_t filtered,
               std::uint64_t cancelled);
   // Flags the job cancelled. Returns true if it had not finished (the flag
   // was set, or already set), false if it had already finished.
   bool RequestCancel();
-  // Makes the state final: failed if `failed`, else cancelled when a cancel
+  // Makes the state final: failed if `failed` or the job went over its
+  // result limits (its aggregate is then null), else cancelled when a cancel
   // was requested, else done. Records the aggregate and finished_at and
   // wakes every waiter. Returns the final state, or nullopt (and changes
   // nothing) if the job had already finished.
@@ -175,9 +259,14 @@ class Job {
   // Takes the waiters out under mu_ so they can be called without it.
   std::vector<std::function<void()>> TakeWakersLocked() SLUICE_REQUIRES(mu_);
 
+  // Sets error_ ({code, message}) and requests the cancel.
+  void FailLocked(std::string_view code, std::string message)
+      SLUICE_REQUIRES(mu_);
+
   const std::string id_;
   const std::string pipeline_;
   const Clock::time_point created_at_;
+  const ResultLimits limits_;
 
   // Read lock-free by workers for every envelope; only set under mu_, so
   // Finish sees it consistently.
@@ -189,8 +278,12 @@ class Job {
   std::optional<Clock::time_point> started_at_ SLUICE_GUARDED_BY(mu_);
   std::optional<Clock::time_point> finished_at_ SLUICE_GUARDED_BY(mu_);
   nlohmann::json aggregate_ SLUICE_GUARDED_BY(mu_);
-  std::vector<ResultRecord> results_ SLUICE_GUARDED_BY(mu_);
-  std::size_t result_bytes_ SLUICE_GUARDED_BY(mu_) = 0;
+  // A deque: no reallocation doubles the log's memory while it grows.
+  std::deque<ResultRecord> results_ SLUICE_GUARDED_BY(mu_);
+  std::size_t result_bytes_ SLUICE_GUARDED_BY(mu_) = 0;  // RecordCost sum
+  // Everything charged to limits_.budget (results, bookkeeping, aggregate).
+  std::uint64_t charged_ SLUICE_GUARDED_BY(mu_) = 0;
+  nlohmann::json error_ SLUICE_GUARDED_BY(mu_);  // {"code","message"} or null
   // One-shot callbacks of ReadFrom (woken by appends and Finish).
   std::vector<std::function<void()>> wakers_ SLUICE_GUARDED_BY(mu_);
   // One-shot callbacks of NotifyWhenFinished.

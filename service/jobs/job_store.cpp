@@ -6,7 +6,19 @@
 
 namespace sluice::jobs {
 
-JobStore::JobStore(Limits limits) : limits_(limits) {}
+JobStore::JobStore(Limits limits)
+    : limits_(limits),
+      budget_(std::make_shared<ResultBudget>(limits.max_retained_bytes)) {
+  // Runs under the budget's lock, from a job's Append on an engine thread;
+  // lock order: job -> budget -> store (the store never takes either).
+  budget_->SetReclaim([this](std::uint64_t need) { Reclaim(need); });
+}
+
+JobStore::~JobStore() { budget_->SetReclaim(nullptr); }
+
+ResultLimits JobStore::job_limits() const {
+  return ResultLimits{limits_.max_job_result_bytes, budget_};
+}
 
 bool JobStore::Add(std::shared_ptr<Job> job) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -91,7 +103,13 @@ std::uint64_t JobStore::finished_bytes() const {
   return finished_bytes_;
 }
 
-std::size_t JobStore::SweepLocked(Job::Clock::time_point now) {
+std::size_t JobStore::Reclaim(std::uint64_t need, Job::Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return SweepLocked(now, need);
+}
+
+std::size_t JobStore::SweepLocked(Job::Clock::time_point now,
+                                  std::uint64_t need) {
   std::size_t evicted = 0;
   while (!finished_.empty()) {
     auto it = by_id_.find(finished_.front());
@@ -99,9 +117,23 @@ std::size_t JobStore::SweepLocked(Job::Clock::time_point now) {
       finished_.pop_front();
       continue;
     }
-    const bool expired = now - it->second.finished_at > limits_.retention;
-    const bool over_bytes = finished_bytes_ > limits_.max_retained_bytes;
-    if (!expired && !over_bytes) break;
+    const auto age = now - it->second.finished_at;
+    const bool expired = age > limits_.retention;
+    if (!expired) {
+      // For room only: the budget (all stored jobs, running ones too)
+      // lacks `need` bytes or is over its limit.
+      const std::uint64_t used = budget_->used();
+      const bool short_of_room =
+          need > 0 ? used + need > budget_->limit() : used > budget_->limit();
+      // Finished jobs are in finish order, so once the oldest is too young
+      // (or is the newest), so is every other one.
+      if (!short_of_room || finished_.size() == 1 ||
+          age < limits_.min_retention) {
+        break;
+      }
+    }
+    // Dropping the store's reference frees the job (and refunds its bytes)
+    // at once unless a reader still holds it.
     EraseLocked(finished_.front());
     finished_.pop_front();
     ++evicted;

@@ -1,6 +1,7 @@
 // Defines sluice::jobs::JobStore: every job the service knows, by id, listed
 // newest first, with the retention of finished jobs bounded by age
-// (jobs.retention) and by size (jobs.max_retained_bytes).
+// (jobs.retention) and the results of all jobs, running and finished, by
+// size (jobs.max_retained_bytes, through the store's ResultBudget).
 #ifndef SLUICE_SERVICE_JOBS_JOB_STORE_HPP_
 #define SLUICE_SERVICE_JOBS_JOB_STORE_HPP_
 
@@ -24,21 +25,41 @@ namespace sluice::jobs {
 // Thread-safe: every member may be called from any thread.
 //
 // Running jobs are never evicted. Finished jobs leave, oldest finished first,
-// when they finished more than `retention` ago or while the finished jobs'
-// retained_bytes() add up to more than `max_retained_bytes`. Eviction is
-// lazy: it runs on OnFinished(), Find(), List() and Sweep(), so an expired
-// job is never visible, and its memory goes at the next of those calls.
+// when they finished more than `retention` ago, or for room: while the
+// budget (every stored job's results and bookkeeping, running ones
+// included) is over `max_retained_bytes`, or when a running job's results
+// need room in it. Eviction for room spares the newest finished job and
+// every job finished less than `min_retention` ago, so a job stays readable
+// at least that long after it finished (or until `retention`, if shorter);
+// a running job that finds no room then fails (Job::Append). So the result
+// logs of all jobs together stay within max_retained_bytes, plus at most
+// the bookkeeping of jobs created while it was full.
+//
+// Eviction is lazy: it runs on OnFinished(), Find(), List(), Sweep() and a
+// budget's reclaim, so an expired job is never visible, and its memory goes
+// at the next of those calls (or when the last reader lets go of it).
 class JobStore {
  public:
   struct Limits {
     std::chrono::milliseconds retention{600000};
     std::uint64_t max_retained_bytes = 268435456;
+    // jobs.max_job_result_bytes: the cap on one job's results.
+    std::uint64_t max_job_result_bytes = 67108864;
+    // jobs.min_retention: no eviction for room before this age.
+    std::chrono::milliseconds min_retention{10000};
   };
 
   explicit JobStore(Limits limits);
+  // Detaches the budget's reclaim (jobs may outlive the store).
+  ~JobStore();
 
   JobStore(const JobStore&) = delete;
   JobStore& operator=(const JobStore&) = delete;
+
+  // What a job of this store is bounded by: max_job_result_bytes and the
+  // shared budget. Jobs made without them are stored but not counted.
+  ResultLimits job_limits() const;
+  const std::shared_ptr<ResultBudget>& budget() const { return budget_; }
 
   // Adds a job (normally not yet finished). Returns false, and keeps
   // nothing, if a job with the same id is already stored.
@@ -62,6 +83,10 @@ class JobStore {
   // Evicts finished jobs past the limits as of `now`. Returns how many
   // were evicted.
   std::size_t Sweep(Job::Clock::time_point now = Job::Clock::now());
+  // Evicts what may be evicted for room until `need` more bytes fit the
+  // budget (the budget's reclaim). Returns how many were evicted.
+  std::size_t Reclaim(std::uint64_t need,
+                      Job::Clock::time_point now = Job::Clock::now());
 
   // Jobs stored now.
   std::size_t size() const;
@@ -77,10 +102,14 @@ class JobStore {
     Job::Clock::time_point finished_at{};
   };
 
-  std::size_t SweepLocked(Job::Clock::time_point now) SLUICE_REQUIRES(mu_);
+  // Evicts the expired, then, while the budget lacks `need` bytes (beyond
+  // its limit when need is 0), the finished jobs that may go for room.
+  std::size_t SweepLocked(Job::Clock::time_point now, std::uint64_t need = 0)
+      SLUICE_REQUIRES(mu_);
   void EraseLocked(const std::string& id) SLUICE_REQUIRES(mu_);
 
   const Limits limits_;
+  const std::shared_ptr<ResultBudget> budget_;
 
   mutable std::mutex mu_;
   std::uint64_t next_order_ SLUICE_GUARDED_BY(mu_) = 0;

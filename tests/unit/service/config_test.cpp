@@ -96,6 +96,8 @@ TEST(LoadConfig, MinimalConfigGetsEveryDefault) {
   EXPECT_EQ(c.jobs.max_pending_items, 1000000u);
   EXPECT_EQ(c.jobs.retention, std::chrono::minutes{10});
   EXPECT_EQ(c.jobs.max_retained_bytes, 268435456u);
+  EXPECT_EQ(c.jobs.max_job_result_bytes, 67108864u) << "a quarter";
+  EXPECT_EQ(c.jobs.min_retention, std::chrono::seconds{10});
   ASSERT_EQ(c.pipelines.size(), 1u);
   const PipelineConfig& p = c.pipelines[0];
   EXPECT_EQ(p.name, "p");
@@ -475,7 +477,41 @@ TEST(JobsErrors, EachKey) {
                  "jobs.max_retained_bytes: invalid size \"lots\"");
   ExpectOneError(WithJobs("  ttl: 1s\n"),
                  "jobs.ttl: unknown key (expected one of: max_pending_items, "
-                 "retention, max_retained_bytes)");
+                 "retention, max_retained_bytes, max_job_result_bytes, "
+                 "min_retention)");
+  ExpectOneError(WithJobs("  max_retained_bytes: 0\n"),
+                 "jobs.max_retained_bytes: must be >= 1048576");
+  ExpectOneError(WithJobs("  max_job_result_bytes: 100\n"),
+                 "jobs.max_job_result_bytes: must be >= 1024");
+  ExpectOneError(WithJobs("  max_job_result_bytes: lots\n"),
+                 "jobs.max_job_result_bytes: invalid size \"lots\"");
+  ExpectOneError(WithJobs("  min_retention: soon\n"),
+                 "jobs.min_retention: invalid duration \"soon\"");
+}
+
+TEST(JobsErrors, ResultBoundsMustNest) {
+  ExpectOneError(
+      WithJobs("  max_retained_bytes: 64MiB\n  max_job_result_bytes: 65MiB\n"),
+      "jobs.max_job_result_bytes: must be <= jobs.max_retained_bytes "
+      "(67108864)");
+  ExpectOneError(WithJobs("  retention: 5s\n  min_retention: 6s\n"),
+                 "jobs.min_retention: must be <= jobs.retention (5s)");
+}
+
+TEST(JobsDefaults, ResultBoundsFollowTheOtherKeys) {
+  auto r = LoadConfigText(
+      WithJobs("  max_retained_bytes: 64MiB\n  retention: 3s\n"));
+  ASSERT_TRUE(std::holds_alternative<Config>(r));
+  const Config& c = std::get<Config>(r);
+  EXPECT_EQ(c.jobs.max_job_result_bytes, 16u << 20);
+  EXPECT_EQ(c.jobs.min_retention, std::chrono::seconds{3});
+  auto set = LoadConfigText(
+      WithJobs("  max_retained_bytes: 64MiB\n  max_job_result_bytes: 64MiB\n"
+               "  min_retention: 0s\n"));
+  ASSERT_TRUE(std::holds_alternative<Config>(set));
+  EXPECT_EQ(std::get<Config>(set).jobs.max_job_result_bytes, 64u << 20);
+  EXPECT_EQ(std::get<Config>(set).jobs.min_retention,
+            std::chrono::milliseconds{0});
 }
 
 // --- pipelines

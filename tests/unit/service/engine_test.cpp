@@ -820,6 +820,94 @@ TEST(EngineTest, ReadFromStreamsEveryRecordWhileTheJobRuns) {
   EXPECT_EQ(job->counts().errors, 200u);
 }
 
+// ---- result bounds ---------------------------------------------------------
+
+// jobs.max_job_result_bytes: a job whose results pass it fails with a clear
+// error, its remaining items end cancelled (the counts add up), its log
+// stays within the cap, and it is still there to read once it has failed.
+TEST(EngineTest, ResultsBeyondJobLimitFailTheJob) {
+  metrics::Metrics metrics("test");
+  config::Config c =
+      Config({Pipe("p", {Stage("s", "pass", 2, 16)}, false, "count")});
+  c.jobs.max_retained_bytes = 8u << 20;
+  c.jobs.max_job_result_bytes = 64u << 10;
+  Engine engine(c, metrics, Options());
+  std::vector<json> items;
+  for (int i = 0; i < 2000; ++i) items.push_back(std::string(1000, 'x'));
+  auto job = MustSubmit(engine, {"p", std::move(items), std::nullopt});
+  ASSERT_TRUE(WaitFinished(job));
+  EXPECT_EQ(job->state(), jobs::JobState::kFailed);
+  const json status = job->Status();
+  EXPECT_EQ(status["state"], "failed");
+  ASSERT_TRUE(status.contains("error")) << status;
+  EXPECT_EQ(status["error"]["code"], jobs::kResultsTooLarge);
+  EXPECT_NE(status["error"]["message"].get<std::string>().find(
+                "jobs.max_job_result_bytes (65536 bytes)"),
+            std::string::npos)
+      << status;
+  EXPECT_TRUE(status["aggregate"].is_null()) << "no aggregate of a part";
+  const jobs::Counts counts = job->counts();
+  EXPECT_EQ(counts.in, 2000u);
+  EXPECT_GT(counts.out, 0u);
+  EXPECT_GT(counts.cancelled, 0u);
+  EXPECT_EQ(counts.out + counts.filtered + counts.errors + counts.cancelled,
+            counts.in)
+      << "nothing silently lost";
+  EXPECT_EQ(job->result_count(), counts.out);
+  EXPECT_LE(job->result_bytes(), 64u << 10);
+  EXPECT_EQ(engine.Find(job->id()), job) << "readable right after it failed";
+  EXPECT_EQ(engine.pending_items(), 0u);
+  EXPECT_NE(metrics.Serialize().find(
+                "sluice_jobs_total{pipeline=\"p\",state=\"failed\"} 1"),
+            std::string::npos);
+}
+
+// The case: a split stage makes results far beyond the bound from a
+// small input; the job fails instead of growing without bound.
+TEST(EngineTest, SplitResultsBeyondJobLimitFailTheJob) {
+  metrics::Metrics metrics("test");
+  config::Config c =
+      Config({Pipe("p", {Stage("split", "split_n", 2, 16, {{"n", 1000}})})});
+  c.jobs.max_retained_bytes = 4u << 20;
+  c.jobs.max_job_result_bytes = 1u << 20;
+  Engine engine(c, metrics, Options());
+  auto job = MustSubmit(engine, {"p", Ints(2000), std::nullopt});  // 2M parts
+  ASSERT_TRUE(WaitFinished(job));
+  EXPECT_EQ(job->state(), jobs::JobState::kFailed);
+  EXPECT_EQ(job->error()["code"], jobs::kResultsTooLarge);
+  EXPECT_LE(job->result_bytes(), 1u << 20);
+  EXPECT_LT(job->counts().out, 2000000u);
+  EXPECT_GT(job->counts().cancelled, 0u);
+  EXPECT_EQ(engine.Find(job->id()), job);
+  // A small job after it runs normally.
+  auto small = MustSubmit(engine, {"p", Ints(2), std::nullopt});
+  ASSERT_TRUE(WaitFinished(small));
+  EXPECT_EQ(small->state(), jobs::JobState::kDone);
+  EXPECT_EQ(small->counts().out, 2000u);
+}
+
+// jobs.max_retained_bytes bounds the results of all jobs together: finished
+// jobs old enough make room for new results, and the job just finished
+// stays.
+TEST(EngineTest, ResultsOfAllJobsStayWithinMaxRetainedBytes) {
+  metrics::Metrics metrics("test");
+  config::Config c = Config({Pipe("p", {Stage("s", "pass", 2, 16)})});
+  c.jobs.max_retained_bytes = 1u << 20;
+  c.jobs.max_job_result_bytes = 256u << 10;
+  c.jobs.min_retention = 0ms;
+  Engine engine(c, metrics, Options());
+  std::shared_ptr<jobs::Job> last;
+  for (int j = 0; j < 20; ++j) {
+    std::vector<json> items;
+    for (int i = 0; i < 100; ++i) items.push_back(std::string(1000, 'x'));
+    last = MustSubmit(engine, {"p", std::move(items), std::nullopt});
+    ASSERT_TRUE(WaitFinished(last));
+    EXPECT_EQ(last->state(), jobs::JobState::kDone) << last->Status();
+    EXPECT_EQ(engine.Find(last->id()), last) << "the newest finished job stays";
+  }
+  EXPECT_LT(engine.List(100).size(), 20u) << "older jobs made room";
+}
+
 // ---- real processors -------------------------------------------------------
 
 // The default factories (processors::MakeProcessor / MakeAggregator) on a

@@ -1,5 +1,6 @@
-// Unit tests of sluice::jobs::JobStore: lookup, newest-first listing, and the
-// retention of finished jobs by age and by bytes (running jobs stay).
+// Unit tests of sluice::jobs::JobStore: lookup, newest-first listing, the
+// retention of finished jobs by age and by bytes (running jobs stay), the
+// shared result budget running jobs draw on, and min_retention.
 #include "service/jobs/job_store.hpp"
 
 #include <gtest/gtest.h>
@@ -20,11 +21,10 @@ std::shared_ptr<Job> MakeJob(const std::string& id,
   return std::make_shared<Job>(id, "p", 0, created);
 }
 
-// Finishes `job` at `when` with `records` results of ~`bytes_each` bytes.
-void FinishWith(Job& job, int records, std::size_t bytes_each,
-                Clock::time_point when = Clock::now()) {
+// `n` result records of `bytes_each` bytes of text.
+std::vector<ResultRecord> Records(int n, std::size_t bytes_each) {
   std::vector<ResultRecord> rs;
-  for (int i = 0; i < records; ++i) {
+  for (int i = 0; i < n; ++i) {
     rs.push_back(ResultRecord{static_cast<std::uint64_t>(i),
                               false,
                               std::string(bytes_each, 'x'),
@@ -32,7 +32,13 @@ void FinishWith(Job& job, int records, std::size_t bytes_each,
                               {},
                               {}});
   }
-  job.Append(std::move(rs), 0, 0);
+  return rs;
+}
+
+// Finishes `job` at `when` with `records` results of ~`bytes_each` bytes.
+void FinishWith(Job& job, int records, std::size_t bytes_each,
+                Clock::time_point when = Clock::now()) {
+  job.Append(Records(records, bytes_each), 0, 0);
   job.Finish(nullptr, false, when);
 }
 
@@ -86,39 +92,114 @@ TEST(JobStoreTest, EvictsFinishedJobsPastRetention) {
   EXPECT_EQ(store.finished_bytes(), 0u);
 }
 
+// A job of `store`, bounded and counted by it.
+std::shared_ptr<Job> StoredJob(JobStore& store, const std::string& id) {
+  auto job =
+      std::make_shared<Job>(id, "p", 0, Clock::now(), store.job_limits());
+  EXPECT_TRUE(store.Add(job));
+  return job;
+}
+
+// What one job of 10 records of 1000 bytes retains once finished.
+std::size_t OneJobBytes() {
+  Job probe("probe", "p");
+  FinishWith(probe, 10, 1000);
+  return probe.retained_bytes();
+}
+
+// A store whose budget holds about two and a half such jobs.
+JobStore::Limits TwoAndAHalfJobs(std::chrono::milliseconds min_retention) {
+  const std::size_t one = OneJobBytes();
+  return {.retention = 1h,
+          .max_retained_bytes = 2 * one + one / 2,
+          .max_job_result_bytes = 2 * one,
+          .min_retention = min_retention};
+}
+
+// Adds such a job to `store`, finished at `when`, held by the store alone.
+void AddFinished(JobStore& store, const std::string& id,
+                 Clock::time_point when = Clock::now()) {
+  auto job = StoredJob(store, id);
+  FinishWith(*job, 10, 1000, when);
+  store.OnFinished(job);
+}
+
 TEST(JobStoreTest, EvictsOldestFinishedBeyondTheByteLimit) {
-  // Each finished job holds roughly 10 x 1000 bytes; the limit fits two.
-  auto probe = MakeJob("probe");
-  FinishWith(*probe, 10, 1000);
-  const std::size_t one = probe->retained_bytes();
-  JobStore store({.retention = 1h, .max_retained_bytes = 2 * one + one / 2});
-
-  auto big_running = MakeJob("big-running");
-  store.Add(big_running);
-  std::vector<ResultRecord> rs;
-  for (int i = 0; i < 100; ++i) {
-    rs.push_back(ResultRecord{0, false, std::string(1000, 'y'), {}, {}, {}});
-  }
-  big_running->Append(std::move(rs), 0, 0);  // over the limit, but running
-
-  std::vector<std::shared_ptr<Job>> jobs;
-  for (int i = 0; i < 4; ++i) {
-    jobs.push_back(MakeJob("f" + std::to_string(i)));
-    store.Add(jobs.back());
-  }
-  // Finish in the order f2, f0, f3, f1: eviction follows finish order.
+  // Nothing protected by age.
+  JobStore store(TwoAndAHalfJobs(0ms));
+  const std::size_t one = OneJobBytes();
+  for (int i = 0; i < 4; ++i) StoredJob(store, "f" + std::to_string(i));
+  // Finish in the order f2, f0, f3, f1: eviction follows finish order, and
+  // happens when a job needs room. Only the store holds the jobs between
+  // turns, so an evicted job's memory goes at once.
   for (int i : {2, 0, 3, 1}) {
-    FinishWith(*jobs[i], 10, 1000);
-    store.OnFinished(jobs[i]);
+    std::shared_ptr<Job> job = store.Find("f" + std::to_string(i));
+    ASSERT_NE(job, nullptr) << i;
+    EXPECT_FALSE(job->Append(Records(10, 1000), 0, 0))
+        << "room is made by evicting older finished jobs";
+    job->Finish(nullptr);
+    store.OnFinished(job);
   }
   EXPECT_EQ(store.Find("f2"), nullptr);
   EXPECT_EQ(store.Find("f0"), nullptr);
   EXPECT_NE(store.Find("f3"), nullptr);
   EXPECT_NE(store.Find("f1"), nullptr);
-  EXPECT_NE(store.Find("big-running"), nullptr);
-  EXPECT_LE(store.finished_bytes(), 2 * one + one / 2);
-  EXPECT_EQ(Ids(store.List(10)),
-            (std::vector<std::string>{"f3", "f1", "big-running"}));
+  EXPECT_LE(store.budget()->used(), 2 * one + one / 2);
+  EXPECT_EQ(Ids(store.List(10)), (std::vector<std::string>{"f3", "f1"}));
+}
+
+TEST(JobStoreTest, RunningJobsCountAgainstTheBudget) {
+  JobStore store(TwoAndAHalfJobs(0ms));
+  AddFinished(store, "old");
+  AddFinished(store, "newest");
+  // A running job's results take the room of the oldest finished job, never
+  // the newest one's.
+  auto running = StoredJob(store, "running");
+  EXPECT_FALSE(running->Append(Records(10, 1000), 0, 0));
+  EXPECT_EQ(store.Find("old"), nullptr);
+  EXPECT_NE(store.Find("newest"), nullptr);
+  EXPECT_TRUE(running->Append(Records(10, 1000), 0, 0))
+      << "no finished job may go: the running job fails";
+  EXPECT_EQ(running->error()["code"], kResultsMemoryFull);
+  EXPECT_NE(store.Find("newest"), nullptr);
+  EXPECT_LE(store.budget()->used(), store.budget()->limit());
+  EXPECT_EQ(running->counts().out, 10u);
+  EXPECT_EQ(running->counts().cancelled, 10u)
+      << "dropped records end cancelled";
+  EXPECT_EQ(running->Finish(nullptr), JobState::kFailed);
+}
+
+TEST(JobStoreTest, JustFinishedJobsStayForMinRetention) {
+  JobStore store(TwoAndAHalfJobs(10s));
+  const auto now = Clock::now();
+  AddFinished(store, "a", now);
+  AddFinished(store, "b", now);
+  // Both finished just now: a running job finds no room and fails rather
+  // than evict them.
+  auto running = StoredJob(store, "running");
+  EXPECT_TRUE(running->Append(Records(10, 1000), 0, 0));
+  EXPECT_NE(store.Find("a"), nullptr);
+  EXPECT_NE(store.Find("b"), nullptr);
+  // Past min_retention the oldest may go for room.
+  EXPECT_EQ(store.Reclaim(OneJobBytes(), now + 11s), 1u);
+  EXPECT_EQ(store.Find("a"), nullptr);
+  EXPECT_NE(store.Find("b"), nullptr);
+}
+
+TEST(JobStoreTest, EvictedJobsGiveTheirBytesBackWhenLastReleased) {
+  JobStore store({.retention = 1000ms,
+                  .max_retained_bytes = 1 << 20,
+                  .max_job_result_bytes = 1 << 20,
+                  .min_retention = 0ms});
+  const std::uint64_t empty = store.budget()->used();
+  auto job = StoredJob(store, "j");
+  FinishWith(*job, 10, 1000, Clock::now() - 2s);
+  EXPECT_GT(store.budget()->used(), empty + 10 * 1000);
+  store.OnFinished(job);  // expired at once, but a reader still holds it
+  EXPECT_EQ(store.Find("j"), nullptr);
+  EXPECT_GT(store.budget()->used(), empty + 10 * 1000);
+  job.reset();
+  EXPECT_EQ(store.budget()->used(), empty);
 }
 
 TEST(JobStoreTest, OnFinishedIgnoresUnfinishedAndUnknownJobs) {
@@ -148,15 +229,18 @@ TEST(JobStoreTest, UnfinishedListsRunningJobsOldestFirst) {
 }
 
 TEST(JobStoreTest, ConcurrentUse) {
-  JobStore store({.retention = 1h, .max_retained_bytes = 200000});
+  JobStore store({.retention = 1h,
+                  .max_retained_bytes = 200000,
+                  .max_job_result_bytes = 50000,
+                  .min_retention = 0ms});
   constexpr int kThreads = 4;
   constexpr int kJobs = 500;
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kJobs; ++i) {
-        auto job = MakeJob(std::to_string(t) + "-" + std::to_string(i));
-        ASSERT_TRUE(store.Add(job));
+        auto job =
+            StoredJob(store, std::to_string(t) + "-" + std::to_string(i));
         store.Find(job->id());
         FinishWith(*job, 2, 100);
         store.OnFinished(job);
@@ -165,7 +249,7 @@ TEST(JobStoreTest, ConcurrentUse) {
     });
   }
   for (auto& th : threads) th.join();
-  EXPECT_LE(store.finished_bytes(), 200000u);
+  EXPECT_LE(store.budget()->used(), 200000u);
   EXPECT_GT(store.size(), 0u);
   EXPECT_LT(store.size(), static_cast<std::size_t>(kThreads * kJobs));
 }

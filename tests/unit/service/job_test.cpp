@@ -207,6 +207,82 @@ TEST(JobTest, RetainedBytesGrowWithResults) {
   EXPECT_GE(job.retained_bytes(), empty + 100 * 100);
 }
 
+TEST(JobTest, ResultsBeyondJobLimitFailTheJob) {
+  const ResultRecord probe = Value(0, std::string(1000, 'x'));
+  const std::size_t one = RecordCost(probe);
+  Job job("j", "p", 10, Job::Clock::now(),
+          ResultLimits{3 * one + one / 2, nullptr});
+  job.MarkRunning();
+  std::vector<ResultRecord> batch;
+  for (std::uint64_t i = 0; i < 2; ++i)
+    batch.push_back(Value(i, std::string(1000, 'x')));
+  EXPECT_FALSE(job.Append(std::move(batch), 1, 0)) << "2 of 3.5 fit";
+  EXPECT_FALSE(job.cancel_requested());
+  batch.clear();
+  for (std::uint64_t i = 3; i < 5; ++i)
+    batch.push_back(Value(i, std::string(1000, 'x')));
+  EXPECT_TRUE(job.Append(std::move(batch), 0, 0)) << "the 4th does not fit";
+  EXPECT_TRUE(job.cancel_requested()) << "its other items end cancelled";
+  EXPECT_EQ(job.result_count(), 3u);
+  EXPECT_LE(job.result_bytes(), 3 * one + one / 2);
+  EXPECT_EQ(job.error()["code"], kResultsTooLarge);
+  EXPECT_FALSE(job.Append({Value(5, 1), Failure(6, "e", "s")}, 0, 3))
+      << "fails once";
+  Counts c = job.counts();
+  EXPECT_EQ(c.out, 3u);
+  EXPECT_EQ(c.filtered, 1u);
+  EXPECT_EQ(c.errors, 0u);
+  EXPECT_EQ(c.cancelled, 1u + 2u + 3u) << "dropped records count cancelled";
+  EXPECT_EQ(c.in, c.out + c.filtered + c.errors + c.cancelled);
+  ASSERT_EQ(job.Finish(json(5)), JobState::kFailed);
+  const json s = job.Status();
+  EXPECT_EQ(s["state"], "failed");
+  EXPECT_EQ(s["error"]["code"], "results_too_large");
+  EXPECT_NE(s["error"]["message"].get<std::string>().find("after 3 records"),
+            std::string::npos)
+      << s;
+  EXPECT_TRUE(s["aggregate"].is_null());
+}
+
+TEST(JobTest, ResultsCopyIsBoundedByBytes) {
+  Job job("j", "p", 100);
+  std::vector<ResultRecord> records;
+  for (std::uint64_t i = 0; i < 100; ++i) {
+    records.push_back(Value(i, std::string(10000, 'x')));
+  }
+  const std::size_t one = RecordCost(records.front());
+  job.Append(std::move(records), 0, 0);
+  EXPECT_EQ(job.Results(0, 100, 10 * one).size(), 10u);
+  EXPECT_EQ(job.Results(0, 100, 10 * one + one / 2).size(), 10u);
+  EXPECT_EQ(job.Results(95, 100, 10 * one).size(), 5u);
+  EXPECT_EQ(job.Results(0, 100, 1).size(), 1u) << "always one record";
+  EXPECT_EQ(job.Results(0, 3, 1u << 30).size(), 3u) << "limit still holds";
+}
+
+TEST(JobTest, ChargesItsBudgetAndGivesItBack) {
+  auto budget = std::make_shared<ResultBudget>(1 << 20);
+  {
+    Job job("j", "p", 2, Job::Clock::now(), ResultLimits{1 << 20, budget});
+    const std::uint64_t bookkeeping = budget->used();
+    EXPECT_GT(bookkeeping, sizeof(Job));
+    EXPECT_EQ(job.retained_bytes(), bookkeeping);
+    const ResultRecord r = Value(0, std::string(5000, 'x'));
+    const std::size_t cost = RecordCost(r);
+    EXPECT_FALSE(job.Append({r}, 0, 0));
+    EXPECT_EQ(budget->used(), bookkeeping + cost);
+    EXPECT_EQ(job.retained_bytes(), bookkeeping + cost);
+  }
+  EXPECT_EQ(budget->used(), 0u);
+  // A full budget fails the job that needs room (nothing to reclaim here).
+  ResultBudget* raw = budget.get();
+  raw->Charge((1 << 20) - 100);
+  Job job("k", "p", 1, Job::Clock::now(), ResultLimits{1 << 20, budget});
+  EXPECT_TRUE(job.Append({Value(0, std::string(5000, 'x'))}, 0, 0));
+  EXPECT_EQ(job.error()["code"], kResultsMemoryFull);
+  EXPECT_EQ(job.counts().cancelled, 1u);
+  raw->Refund((1 << 20) - 100);
+}
+
 // One engine-like writer, several streaming readers that wait on their wake
 // callbacks: each reader sees every record once, in log order.
 TEST(JobTest, ConcurrentStreamingReaders) {
