@@ -114,12 +114,18 @@ Result<std::shared_ptr<jobs::Job>> Engine::Submit(SubmitRequest request) {
   if (runtime == nullptr) return UnknownPipelineError(request.pipeline);
   if (draining()) return DrainingError();
   const std::uint64_t n = request.items.size();
+  if (n > admission_->max_pending()) {
+    // It could never fit, however long the client waits; and it says
+    // nothing about load (no 429, not counted as a rejection).
+    return Error{std::string(kJobTooLarge),
+                 "the job has " + std::to_string(n) +
+                     " items, more than jobs.max_pending_items (" +
+                     std::to_string(admission_->max_pending()) +
+                     ") allows at once; split it into smaller jobs"};
+  }
   if (!admission_->TryAcquire(n)) {
     runtime->admission_rejections().Increment();
-    // A job larger than the whole limit says nothing about load.
-    if (n <= admission_->max_pending()) {
-      last_refusal_ns_.store(SteadyNowNs(), std::memory_order_relaxed);
-    }
+    last_refusal_ns_.store(SteadyNowNs(), std::memory_order_relaxed);
     return Error{std::string(kOverCapacity),
                  "over capacity: " + std::to_string(admission_->pending()) +
                      " items pending, " + std::to_string(n) +

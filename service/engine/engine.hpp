@@ -38,6 +38,7 @@ namespace sluice::engine {
 // Error codes of Submit / OpenStream (Error::code).
 inline constexpr std::string_view kUnknownPipeline = "unknown_pipeline";  // 404
 inline constexpr std::string_view kOverCapacity = "over_capacity";        // 429
+inline constexpr std::string_view kJobTooLarge = "job_too_large";         // 413
 inline constexpr std::string_view kDraining = "draining";                 // 503
 
 // A finite job: `items` go to `pipeline`; `ordered` overrides the pipeline's
@@ -91,16 +92,19 @@ class StreamFeed {
   // The stream's job (results, status, cancel by id).
   std::shared_ptr<jobs::Job> job() const;
 
-  // Accepts all of `items` (moved from, then cleared) if the pipeline has
-  // room for them now and returns true. Never blocks. "Room" means the
-  // feed's queued input stays within its limit (about the first stage's
-  // buffer, 64..1024 items; a batch is always accepted into an empty queue)
-  // and the admission limit (jobs.max_pending_items) holds.
-  // Returns false, leaving `items` untouched, when there is no room: then
-  // `on_room` is kept and called once, on an engine thread with no lock
-  // held, when there may be room; it must not block (post to your strand)
-  // and you call TryPush again, which may return false again and keep the
-  // new `on_room`. Returns false WITHOUT keeping `on_room` when the feed is
+  // Accepts as many of `items` as the pipeline has room for now, from the
+  // front (they are removed from `items`), and returns true once `items` is
+  // empty. Never blocks. "Room" means the feed's queued input stays within
+  // its limit (about the first stage's buffer, 64..1024 items) and the
+  // admission limit (jobs.max_pending_items) holds: a batch larger than the
+  // room, even larger than either limit, goes in piece by piece as room
+  // appears, never past a limit.
+  // Returns false, with what was not taken left in `items`, when room ran
+  // out: then `on_room` is kept and called once, on an engine thread with
+  // no lock held, when there may be room; it must not block (post to your
+  // strand) and you call TryPush again with the rest, which may return
+  // false again and keep the new `on_room`. Returns false WITHOUT keeping
+  // `on_room` (and `items` holding what was not taken) when the feed is
   // closed() (End() called, job cancelled, engine shut down): stop reading
   // and wait for the job to finish (Job::ReadFrom reports it).
   // An empty `items` returns true (false if closed).
@@ -143,6 +147,8 @@ class Engine {
   // generator and the (queued) job is returned at once. Any JSON value is an
   // item; an empty list makes a job that finishes done with no results.
   // Errors (Error::code): kUnknownPipeline; kDraining once Shutdown began;
+  // kJobTooLarge when the job alone has more items than
+  // jobs.max_pending_items (it could never fit: retrying is pointless);
   // kOverCapacity when the items accepted but not yet complete over all
   // jobs, plus these, would exceed jobs.max_pending_items (nothing is
   // accepted then; see retry_after_seconds()).

@@ -1,5 +1,6 @@
 #include "service/engine/intake.hpp"
 
+#include <algorithm>
 #include <iterator>
 #include <utility>
 
@@ -9,11 +10,10 @@ namespace sluice::engine {
 
 Admission::Admission(std::uint64_t max_pending) : max_pending_(max_pending) {}
 
-bool Admission::TryAcquire(std::uint64_t n, bool allow_when_idle) {
+bool Admission::TryAcquire(std::uint64_t n) {
   std::uint64_t cur = pending_.load(std::memory_order_seq_cst);
   for (;;) {
-    const bool fits = cur + n <= max_pending_ || (allow_when_idle && cur == 0);
-    if (!fits) return false;
+    if (cur > max_pending_ || n > max_pending_ - cur) return false;
     if (pending_.compare_exchange_weak(cur, cur + n,
                                        std::memory_order_seq_cst)) {
       return true;
@@ -21,20 +21,34 @@ bool Admission::TryAcquire(std::uint64_t n, bool allow_when_idle) {
   }
 }
 
-bool Admission::TryAcquireOrWait(std::uint64_t n,
-                                 std::function<void()>& on_room) {
-  if (TryAcquire(n, /*allow_when_idle=*/true)) return true;
+std::uint64_t Admission::TryAcquireUpTo(std::uint64_t n) {
+  std::uint64_t cur = pending_.load(std::memory_order_seq_cst);
+  for (;;) {
+    const std::uint64_t room = cur < max_pending_ ? max_pending_ - cur : 0;
+    const std::uint64_t take = std::min(n, room);
+    if (take == 0) return 0;
+    if (pending_.compare_exchange_weak(cur, cur + take,
+                                       std::memory_order_seq_cst)) {
+      return take;
+    }
+  }
+}
+
+std::uint64_t Admission::TryAcquireSomeOrWait(std::uint64_t n,
+                                              std::function<void()>& on_room) {
+  if (n == 0) return 0;
+  if (const std::uint64_t got = TryAcquireUpTo(n)) return got;
   std::lock_guard<std::mutex> lock(mu_);
   waiters_.push_back(std::move(on_room));
   has_waiters_.store(true, std::memory_order_seq_cst);
   // A Release that ran before the flag was set did not see us: re-check.
-  if (TryAcquire(n, /*allow_when_idle=*/true)) {
+  const std::uint64_t got = TryAcquireUpTo(n);
+  if (got > 0) {
     on_room = std::move(waiters_.back());
     waiters_.pop_back();
     if (waiters_.empty()) has_waiters_.store(false, std::memory_order_seq_cst);
-    return true;
   }
-  return false;
+  return got;
 }
 
 void Admission::Release(std::uint64_t n, bool completed) {
@@ -84,24 +98,28 @@ Intake::PushResult Intake::Push(const JobContext& context,
   }
   Input& in = it->second;
   if (items.empty()) return PushResult::kAccepted;
-  const std::size_t queued = in.queued();
-  // A batch always fits an empty queue, so a frame larger than the limit
-  // cannot wedge the stream.
-  if (queued > 0 && queued + items.size() > queue_limit) {
-    in.on_room = std::move(on_room);
-    in.room_mark = queue_limit / 2;
-    return PushResult::kFull;
+  // Piece by piece: a frame larger than the room (or than either limit)
+  // never takes more than fits, so neither limit is passed; the caller
+  // keeps the rest and comes back on on_room.
+  for (;;) {
+    const std::size_t queued = in.queued();
+    if (queued >= queue_limit) {
+      in.on_room = std::move(on_room);
+      in.room_mark = queue_limit / 2;
+      return PushResult::kFull;
+    }
+    const std::size_t want = std::min(items.size(), queue_limit - queued);
+    const auto n =
+        static_cast<std::size_t>(admission.TryAcquireSomeOrWait(want, on_room));
+    if (n == 0) return PushResult::kFull;  // admission keeps on_room
+    in.queue.insert(in.queue.end(), std::make_move_iterator(items.begin()),
+                    std::make_move_iterator(items.begin() +
+                                            static_cast<std::ptrdiff_t>(n)));
+    items.erase(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(n));
+    in.context->job->AddAccepted(n);
+    EnqueueLocked(in);
+    if (items.empty()) return PushResult::kAccepted;
   }
-  if (!admission.TryAcquireOrWait(items.size(), on_room)) {
-    return PushResult::kFull;
-  }
-  const std::uint64_t n = items.size();
-  in.queue.insert(in.queue.end(), std::make_move_iterator(items.begin()),
-                  std::make_move_iterator(items.end()));
-  items.clear();
-  in.context->job->AddAccepted(n);
-  EnqueueLocked(in);
-  return PushResult::kAccepted;
 }
 
 void Intake::CloseInput(const JobContext& context) {

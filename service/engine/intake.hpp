@@ -31,13 +31,14 @@ class Admission {
   explicit Admission(std::uint64_t max_pending);
 
   // Takes `n` items if pending + n <= max, and returns true; else false and
-  // nothing changes. With `allow_when_idle`, a batch larger than the limit is
-  // still taken when nothing is pending (so a stream always progresses).
-  bool TryAcquire(std::uint64_t n, bool allow_when_idle = false);
+  // nothing changes.
+  bool TryAcquire(std::uint64_t n);
 
-  // TryAcquire(n, true), or, when that fails, keeps `on_room` (moved from
-  // only then) to be called once, after some Release, with no lock held.
-  bool TryAcquireOrWait(std::uint64_t n, std::function<void()>& on_room);
+  // Takes as many of `n` items as fit now (pending + taken <= max) and
+  // returns how many; when none fit, keeps `on_room` (moved from only then)
+  // to be called once, after some Release, with no lock held, and returns 0.
+  std::uint64_t TryAcquireSomeOrWait(std::uint64_t n,
+                                     std::function<void()>& on_room);
 
   // Gives back `n` items (completed ones when `completed`, else items taken
   // and then not used) and calls the waiters kept so far (on this thread,
@@ -54,6 +55,9 @@ class Admission {
   }
 
  private:
+  // Takes min(n, room) items; returns how many.
+  std::uint64_t TryAcquireUpTo(std::uint64_t n);
+
   const std::uint64_t max_pending_;
   std::atomic<std::uint64_t> pending_{0};
   std::atomic<std::uint64_t> completed_{0};
@@ -85,11 +89,14 @@ class Intake {
            std::vector<nlohmann::json> items, bool open);
 
   enum class PushResult { kAccepted, kFull, kClosed };
-  // Appends to an open job's input (StreamFeed::TryPush): kAccepted (items
-  // moved from and cleared; admission taken), kFull (`on_room` kept, moved
-  // from: called once when the queue has drained to half of `queue_limit`,
-  // or admission has room, or the job is cancelled), or kClosed (input
-  // closed, job cancelled, or Close() called; nothing kept).
+  // Appends to an open job's input (StreamFeed::TryPush) as many items, from
+  // the front of `items`, as fit both the queue (`queue_limit`) and
+  // admission, taking admission for them and removing them from `items`:
+  // kAccepted (all taken, `items` empty), kFull (room ran out with items
+  // left; `on_room` kept, moved from: called once when the queue has drained
+  // to half of `queue_limit`, or admission has room, or the job is
+  // cancelled), or kClosed (input closed, job cancelled, or Close() called;
+  // nothing more taken, nothing kept).
   PushResult Push(const JobContext& context, std::vector<nlohmann::json>& items,
                   std::size_t queue_limit, Admission& admission,
                   std::function<void()>& on_room);

@@ -201,6 +201,8 @@ bhttp::status StatusOfEngineError(std::string_view code) {
     return bhttp::status::not_found;
   }
   if (code == "over_capacity") return bhttp::status::too_many_requests;
+  // A job that can never fit jobs.max_pending_items: no Retry-After.
+  if (code == "job_too_large") return bhttp::status::payload_too_large;
   if (code == "draining") return bhttp::status::service_unavailable;
   if (code == "invalid_request" || code == "invalid_json") {
     return bhttp::status::bad_request;

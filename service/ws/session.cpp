@@ -393,7 +393,11 @@ class IngestSession final : public WsSession<Stream> {
     TryPushPending();
   }
 
-  // Hands pending_ to the feed; reads the next frame only once it is taken.
+  // Hands pending_ to the feed; reads the next frame only once all of it is
+  // taken. A frame larger than the room — even than jobs.max_pending_items
+  // or the feed's queue — goes in piece by piece as room appears (TryPush
+  // takes what fits and keeps the rest in pending_), so the limits hold and
+  // back-pressure reaches the client through TCP.
   void TryPushPending() {
     if (!pushing_) {
       pushing_ = true;

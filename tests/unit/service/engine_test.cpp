@@ -570,7 +570,7 @@ TEST(EngineTest, AdmissionLimitRejectsWithOverCapacity) {
   ASSERT_TRUE(WaitFinished(c));
 }
 
-TEST(EngineTest, AJobLargerThanTheLimitDoesNotMakeItOverloaded) {
+TEST(EngineTest, AJobLargerThanTheLimitIsTooLargeNotOverCapacity) {
   metrics::Metrics metrics("test");
   Gate gate;
   Engine engine(Config({Pipe("p", {Stage("gate", "gate", 1, 4)})},
@@ -579,8 +579,22 @@ TEST(EngineTest, AJobLargerThanTheLimitDoesNotMakeItOverloaded) {
   auto a = MustSubmit(engine, {"p", Ints(1), std::nullopt});
   auto huge = engine.Submit({"p", Ints(11), std::nullopt});
   ASSERT_FALSE(huge.ok());
-  EXPECT_EQ(huge.error().code, kOverCapacity);
+  EXPECT_EQ(huge.error().code, kJobTooLarge) << "it could never fit";
+  EXPECT_NE(huge.error().message.find("11 items"), std::string::npos)
+      << huge.error().message;
+  EXPECT_NE(huge.error().message.find("jobs.max_pending_items (10)"),
+            std::string::npos)
+      << huge.error().message;
   EXPECT_FALSE(engine.overloaded()) << "11 items never fit; others still do";
+  EXPECT_NE(metrics.Serialize().find(
+                "sluice_admission_rejections_total{pipeline=\"p\"} 0"),
+            std::string::npos)
+      << "not a rejection for load";
+  EXPECT_EQ(engine.List(10).size(), 1u) << "nothing was created";
+  auto exactly = engine.Submit({"p", Ints(10), std::nullopt});
+  ASSERT_FALSE(exactly.ok());
+  EXPECT_EQ(exactly.error().code, kOverCapacity)
+      << "10 items fit the limit, just not now";
   gate.Open();
   ASSERT_TRUE(WaitFinished(a));
 }
@@ -673,13 +687,16 @@ TEST(EngineTest, StreamFeedAcceptsWhileThereIsRoomThenCallsOnRoom) {
   std::atomic<int> room_calls{0};
   std::uint64_t pushed = 0;
   bool full = false;
+  std::vector<json> items;
   for (int i = 0; i < 1000 && !full; ++i) {
-    std::vector<json> items = Ints(10, static_cast<int>(pushed));
+    items = Ints(10, static_cast<int>(pushed));
     if (feed->TryPush(items, [&] { ++room_calls; })) {
       EXPECT_TRUE(items.empty()) << "accepted items are moved out";
       pushed += 10;
     } else {
-      EXPECT_EQ(items.size(), 10u) << "refused items are left intact";
+      EXPECT_FALSE(items.empty()) << "what was not taken is left";
+      EXPECT_LE(items.size(), 10u);
+      pushed += 10 - items.size();
       full = true;
     }
   }
@@ -691,6 +708,9 @@ TEST(EngineTest, StreamFeedAcceptsWhileThereIsRoomThenCallsOnRoom) {
   gate.Open();
   ASSERT_TRUE(Eventually([&] { return room_calls.load() == 1; }))
       << "on_room is called once the queue drains";
+  // The rest of the refused batch first, then more.
+  pushed += items.size();
+  ASSERT_TRUE(feed->TryPush(items, nullptr));
   std::vector<json> more = Ints(10, static_cast<int>(pushed));
   ASSERT_TRUE(feed->TryPush(more, nullptr));
   pushed += 10;
@@ -723,18 +743,54 @@ TEST(EngineTest, StreamFeedWaitsForAdmission) {
   std::vector<json> items = Ints(10);
   EXPECT_FALSE(feed->TryPush(items, [&] { ++room_calls; }))
       << "15 pending + 10 > 20";
+  EXPECT_EQ(items.size(), 5u) << "the 5 that fit went in";
+  EXPECT_EQ(engine.pending_items(), 20u);
   EXPECT_FALSE(feed->closed());
   gate.Open();
   ASSERT_TRUE(Eventually([&] { return room_calls.load() >= 1; }));
-  ASSERT_TRUE(Eventually([&] {
-    std::vector<json> again = items;
-    if (!feed->TryPush(again, nullptr)) return false;
-    return true;
-  }));
+  ASSERT_TRUE(Eventually([&] { return feed->TryPush(items, nullptr); }));
   feed->End();
   ASSERT_TRUE(WaitFinished(feed->job()));
   EXPECT_EQ(feed->job()->counts().out, 10u);
   ASSERT_TRUE(WaitFinished(batch));
+}
+
+// A batch (a WebSocket frame) far larger than jobs.max_pending_items goes
+// in piece by piece as room appears, never past the limit.
+TEST(EngineTest, StreamFeedTakesABatchLargerThanTheLimitPieceByPiece) {
+  metrics::Metrics metrics("test");
+  Engine engine(Config({Pipe("p", {Stage("s", "sleep", 1, 4, {{"us", 200}})},
+                             /*ordered=*/true)},
+                       /*max_pending=*/20),
+                metrics, Options());
+  auto feed = engine.OpenStream("p").value();
+  std::vector<json> items = Ints(500);
+  std::atomic<int> room_calls{0};
+  std::uint64_t max_pending_seen = 0;
+  bool all_in = false;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!all_in && std::chrono::steady_clock::now() < deadline) {
+    const int calls = room_calls.load();
+    all_in = feed->TryPush(items, [&] { ++room_calls; });
+    max_pending_seen = std::max(max_pending_seen, engine.pending_items());
+    if (!all_in) {
+      ASSERT_FALSE(items.empty());
+      ASSERT_TRUE(Eventually([&] { return room_calls.load() > calls; }))
+          << "on_room comes once there is room";
+    }
+  }
+  ASSERT_TRUE(all_in);
+  EXPECT_LE(max_pending_seen, 20u) << "the limit held";
+  EXPECT_GT(room_calls.load(), 10) << "it went in many pieces";
+  feed->End();
+  ASSERT_TRUE(WaitFinished(feed->job()));
+  EXPECT_EQ(feed->job()->state(), jobs::JobState::kDone);
+  EXPECT_EQ(feed->job()->counts().in, 500u);
+  const auto records = feed->job()->Results(0, 1000);
+  ASSERT_EQ(records.size(), 500u);
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    ASSERT_EQ(records[i].value, static_cast<int>(i)) << "in order, once each";
+  }
 }
 
 TEST(EngineTest, CancelledStreamRefusesItemsAndFinishes) {
