@@ -13,6 +13,7 @@
 
 #include "service/engine/engine.hpp"
 #include "service/http/framing.hpp"
+#include "service/http/results_page.hpp"
 #include "service/jobs/job.hpp"
 #include "service/metrics/metrics.hpp"
 #include "service/util/json_parse.hpp"
@@ -516,28 +517,14 @@ Reply Router::Dispatch(const Request& req) {
           }
           limit = *n;
         }
-        std::vector<jobs::ResultRecord> records = job->Results(offset, limit);
-        const std::size_t total = job->result_count();
-        if (AcceptsNdjson(req[bhttp::field::accept])) {
-          std::string body;
-          for (const auto& record : records) {
-            body += jobs::ToJson(record).dump(
-                -1, ' ', false, nlohmann::json::error_handler_t::replace);
-            body += '\n';
-          }
-          reply.response =
-              Text(bhttp::status::ok, std::move(body), kNdjsonType, req);
-          reply.response.set("X-Total-Count", std::to_string(total));
-        } else {
-          nlohmann::json results = nlohmann::json::array();
-          for (const auto& record : records)
-            results.push_back(jobs::ToJson(record));
-          reply.response = MakeJson(bhttp::status::ok,
-                                    {{"offset", offset},
-                                     {"limit", limit},
-                                     {"total", total},
-                                     {"results", std::move(results)}},
-                                    version, keep_alive);
+        // Bounded by bytes as well as by limit (results_page.hpp).
+        const bool ndjson = AcceptsNdjson(req[bhttp::field::accept]);
+        ResultsPage page = BuildResultsPage(*job, offset, limit, ndjson);
+        reply.response = Text(bhttp::status::ok, std::move(page.body),
+                              ndjson ? kNdjsonType : kJsonType, req);
+        if (ndjson) {
+          reply.response.set("X-Total-Count", std::to_string(page.total));
+          reply.response.set("X-Next-Offset", std::to_string(page.next_offset));
         }
       }
     }
