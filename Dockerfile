@@ -27,6 +27,7 @@ RUN apt-get update \
       clang-format clang-tidy \
       clang-14 libclang-rt-14-dev llvm-14 \
       prometheus \
+      wrk nginx \
       curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
