@@ -191,36 +191,35 @@ std::size_t Job::result_count() const {
   return results_.size();
 }
 
-std::vector<ResultRecord> Job::Results(std::size_t offset, std::size_t limit,
-                                       std::size_t max_bytes) const {
-  std::lock_guard<std::mutex> lock(mu_);
+std::vector<ResultRecord> Job::CopyLocked(std::size_t offset, std::size_t limit,
+                                          std::size_t max_bytes) const {
   if (offset >= results_.size()) return {};
   const std::size_t end = offset + std::min(limit, results_.size() - offset);
   std::vector<ResultRecord> out;
   std::size_t bytes = 0;
   for (std::size_t i = offset; i < end; ++i) {
     const ResultRecord& r = results_[i];
-    if (!out.empty()) {
-      bytes += RecordCost(r);
-      if (bytes > max_bytes) break;
-    } else {
-      bytes = RecordCost(r);
-    }
+    bytes += RecordCost(r);
+    if (!out.empty() && bytes > max_bytes) break;
     out.push_back(r);
   }
   return out;
 }
 
+std::vector<ResultRecord> Job::Results(std::size_t offset, std::size_t limit,
+                                       std::size_t max_bytes) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return CopyLocked(offset, limit, max_bytes);
+}
+
 std::vector<ResultRecord> Job::ReadFrom(std::size_t offset, std::size_t max,
                                         bool* finished,
-                                        std::function<void()> wake) {
+                                        std::function<void()> wake,
+                                        std::size_t max_bytes) {
   std::lock_guard<std::mutex> lock(mu_);
   *finished = false;
   if (offset < results_.size()) {
-    const std::size_t n =
-        std::min(std::max<std::size_t>(max, 1), results_.size() - offset);
-    return {results_.begin() + static_cast<std::ptrdiff_t>(offset),
-            results_.begin() + static_cast<std::ptrdiff_t>(offset + n)};
+    return CopyLocked(offset, std::max<std::size_t>(max, 1), max_bytes);
   }
   if (IsFinal(state_)) {
     *finished = true;

@@ -197,7 +197,8 @@ class Job {
       std::size_t max_bytes = std::numeric_limits<std::size_t>::max()) const;
 
   // Streaming cursor over the result log. Always sets *finished.
-  //  - records exist at `offset`: copies up to `max` (>= 1) of them and
+  //  - records exist at `offset`: copies up to `max` (>= 1) of them, fewer
+  //    once their RecordCost passes `max_bytes` (but at least one), and
   //    returns them; *finished = false (call again with the new offset);
   //  - else, the job has finished: returns {} and *finished = true (the log
   //    is complete; send "done");
@@ -206,9 +207,10 @@ class Job {
   //    are appended or the job finishes. `wake` must not block: post to your
   //    strand and call ReadFrom again from there.
   // Requires: finished != nullptr.
-  std::vector<ResultRecord> ReadFrom(std::size_t offset, std::size_t max,
-                                     bool* finished,
-                                     std::function<void()> wake);
+  std::vector<ResultRecord> ReadFrom(
+      std::size_t offset, std::size_t max, bool* finished,
+      std::function<void()> wake,
+      std::size_t max_bytes = std::numeric_limits<std::size_t>::max());
 
   // Calls `fn` exactly once, on an engine thread with no lock held, when the
   // job finishes, and returns true; or returns false without keeping `fn`
@@ -256,6 +258,11 @@ class Job {
                                  Clock::time_point now = Clock::now());
 
  private:
+  // Results / ReadFrom: the records from `offset`, at most `limit`, until
+  // their RecordCost passes `max_bytes` (at least one).
+  std::vector<ResultRecord> CopyLocked(std::size_t offset, std::size_t limit,
+                                       std::size_t max_bytes) const
+      SLUICE_REQUIRES(mu_);
   // Takes the waiters out under mu_ so they can be called without it.
   std::vector<std::function<void()>> TakeWakersLocked() SLUICE_REQUIRES(mu_);
 

@@ -35,6 +35,10 @@ using Clock = std::chrono::steady_clock;
 // (errors about bad input frames) may add up to as many again; beyond that
 // the ingestion session stops reading until the client reads.
 constexpr std::size_t kMaxQueuedFrames = 64;
+// ... and at most about this many bytes of result frames (always one frame,
+// however large): a stalled reader of large records holds this, not 64 of
+// them.
+constexpr std::size_t kMaxQueuedBytes = std::size_t{1} << 20;
 // The job stream expects no data from the client; it only reads to see
 // control frames (close, ping, pong).
 constexpr std::size_t kJobStreamReadMax = std::size_t{64} * 1024;
@@ -103,8 +107,13 @@ class WsSession : public http::Connection,
   bool stopping() const { return stopping_; }
   std::size_t queued() const { return queue_.size(); }
   std::size_t room() const {
+    if (queued_bytes_ >= kMaxQueuedBytes) return 0;
     return queue_.size() >= kMaxQueuedFrames ? 0
                                              : kMaxQueuedFrames - queue_.size();
+  }
+  std::size_t room_bytes() const {
+    return queued_bytes_ >= kMaxQueuedBytes ? 0
+                                            : kMaxQueuedBytes - queued_bytes_;
   }
   auto executor() { return ws_.get_executor(); }
   std::shared_ptr<WsSession> self() { return this->shared_from_this(); }
@@ -140,6 +149,7 @@ class WsSession : public http::Connection,
 
   void Enqueue(std::string frame) {
     if (gone_ || close_) return;
+    queued_bytes_ += frame.size();
     queue_.push_back(std::move(frame));
     DoWrite();
   }
@@ -168,7 +178,8 @@ class WsSession : public http::Connection,
           cursor_, room(), &finished, Waker<WsSession>([](WsSession& self) {
             self.waiting_ = false;
             self.Pump();
-          }));
+          }),
+          room_bytes());
       if (!records.empty()) {
         cursor_ += records.size();
         for (const auto& r : records) Enqueue(RecordFrame(r));
@@ -279,6 +290,7 @@ class WsSession : public http::Connection,
       Gone();
       return;
     }
+    queued_bytes_ -= queue_.front().size();
     queue_.pop_front();
     OnWritten();
     DoWrite();
@@ -294,6 +306,7 @@ class WsSession : public http::Connection,
     if (gone_) return;
     gone_ = true;
     queue_.clear();
+    queued_bytes_ = 0;
     OnGone();
   }
 
@@ -306,6 +319,7 @@ class WsSession : public http::Connection,
   prometheus::Gauge& gauge_;
   beast::flat_buffer read_buffer_;
   std::deque<std::string> queue_;  // frames to write; front() in flight
+  std::size_t queued_bytes_ = 0;   // their sizes
   std::optional<websocket::close_reason> close_;  // close once queue_ drains
   bool close_sent_ = false;
   bool writing_ = false;

@@ -244,7 +244,7 @@ TEST(JobTest, ResultsBeyondJobLimitFailTheJob) {
   EXPECT_TRUE(s["aggregate"].is_null());
 }
 
-TEST(JobTest, ResultsCopyIsBoundedByBytes) {
+TEST(JobTest, ResultCopiesAreBoundedByBytes) {
   Job job("j", "p", 100);
   std::vector<ResultRecord> records;
   for (std::uint64_t i = 0; i < 100; ++i) {
@@ -257,6 +257,11 @@ TEST(JobTest, ResultsCopyIsBoundedByBytes) {
   EXPECT_EQ(job.Results(95, 100, 10 * one).size(), 5u);
   EXPECT_EQ(job.Results(0, 100, 1).size(), 1u) << "always one record";
   EXPECT_EQ(job.Results(0, 3, 1u << 30).size(), 3u) << "limit still holds";
+  // The streaming cursor too (a WebSocket's queue of about 1 MiB).
+  bool finished = true;
+  EXPECT_EQ(job.ReadFrom(0, 64, &finished, nullptr, 10 * one).size(), 10u);
+  EXPECT_FALSE(finished);
+  EXPECT_EQ(job.ReadFrom(0, 64, &finished, nullptr, 0).size(), 1u);
 }
 
 TEST(JobTest, ChargesItsBudgetAndGivesItBack) {
