@@ -441,3 +441,67 @@ TEST(FanOutVoidTest, MoveOnlyItems) {
 }
 
 }  // namespace
+
+// ---- task workers on a Runtime ---------------------------------------------
+
+namespace {
+
+class FanOutTaskTest : public sluice::test::ThreadCountTest {};
+
+INSTANTIATE_TEST_SUITE_P(Threads, FanOutTaskTest, sluice::test::ThreadCounts(),
+                         sluice::test::ThreadCountName());
+
+TEST_P(FanOutTaskTest, ThousandsOfSuspendingWorkersShareTheRuntimeThreads) {
+  const int before = sluice::test::baseline_thread_count();
+  constexpr long kItems = 5000;
+  Channel<long> in(64);
+  sluice::Runtime rt(threads());
+  std::atomic<int> peak{0};
+  {
+    auto fo = fan_out(
+        rt, in, 2000,
+        [&](long x) -> sluice::Task<long> {
+          peak = std::max(peak.load(), sluice::test::process_thread_count());
+          co_await sluice::sleep_for(2ms);  // "I/O": holds no thread
+          co_return x * 2;
+        },
+        64);
+    EXPECT_EQ(fo.workers(), 2000U);
+    std::jthread feeder([&] {
+      for (long i = 0; i < kItems; ++i) in.send(i);
+      in.close();
+    });
+    long sum = 0;
+    for (long v : fo) sum += v;
+    EXPECT_EQ(sum, kItems * (kItems - 1));
+    EXPECT_EQ(fo.errors(), 0U);
+  }
+  // The runtime's threads and the feeder, never one thread per worker.
+  EXPECT_LE(peak.load(), before + static_cast<int>(threads()) + 1);
+}
+
+TEST_P(FanOutTaskTest, PlainFunctionsAndErrorsWorkAsWithThreads) {
+  Channel<int> in(8);
+  sluice::Runtime rt(threads());
+  std::atomic<int> seen{0};
+  auto fo = fan_out(rt, in, 4, [&](int x) {
+    if (x == 3) throw std::runtime_error("three");
+    seen += x;
+  });
+  for (int i = 1; i <= 5; ++i) in.send(i);
+  in.close();
+  fo.join();
+  EXPECT_EQ(seen.load(), 1 + 2 + 4 + 5);
+  EXPECT_EQ(fo.errors(), 1U);
+}
+
+TEST_P(FanOutTaskTest, DestroyingStopsWorkersBlockedOnAnOpenInput) {
+  Channel<int> in(0);  // never closed
+  sluice::Runtime rt(threads());
+  {
+    auto fo = fan_out(rt, in, 100, [](int x) { return x; });
+  }  // requests stop: the suspended workers end
+  SUCCEED();
+}
+
+}  // namespace

@@ -369,3 +369,71 @@ INSTANTIATE_TEST_SUITE_P(Consumers, GeneratorConsumersTest,
                          ::testing::Values(1, 2, 4, 8));
 
 }  // namespace
+
+// ---- the producer as a task on a Runtime
+// -------------------------------------
+
+namespace {
+
+class GeneratorTaskTest : public sluice::test::ThreadCountTest {};
+
+INSTANTIATE_TEST_SUITE_P(Threads, GeneratorTaskTest,
+                         sluice::test::ThreadCounts(),
+                         sluice::test::ThreadCountName());
+
+TEST_P(GeneratorTaskTest, APlainFunctionStreamsItsValuesInOrder) {
+  sluice::Runtime rt(threads());
+  auto gen = generate(
+      rt,
+      [i = 0]() mutable -> std::optional<int> {
+        if (i == 100) return std::nullopt;
+        return i++;
+      },
+      4);
+  std::vector<int> got;
+  for (int v : gen) got.push_back(v);
+  ASSERT_EQ(got.size(), 100U);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(got[static_cast<std::size_t>(i)], i);
+}
+
+TEST_P(GeneratorTaskTest, ASuspendingFunctionHoldsNoThread) {
+  sluice::Runtime rt(threads());
+  auto gen =
+      generate(rt, [i = 0]() mutable -> sluice::Task<std::optional<int>> {
+        if (i == 5) co_return std::nullopt;
+        co_await sluice::sleep_for(1ms);  // e.g. polling an API
+        co_return i++;
+      });
+  int sum = 0;
+  for (int v : gen) sum += v;
+  EXPECT_EQ(sum, 10);
+}
+
+TEST_P(GeneratorTaskTest, DestroyingAnUnfinishedGeneratorStopsItsTask) {
+  sluice::Runtime rt(threads());
+  {
+    auto gen = generate(rt, [] { return std::optional<int>(1); });  // endless
+    EXPECT_EQ(gen.next(), 1);
+  }  // stop requested; the task ends
+  std::atomic<bool> ran{false};
+  rt.spawn([&]() -> sluice::Task<> {
+    ran = true;
+    co_return;
+  });
+  rt.wait();  // would hang if the producer task were still running
+  EXPECT_TRUE(ran.load());
+}
+
+TEST_P(GeneratorTaskTest, AThrowingFunctionEndsTheStreamWithItsError) {
+  sluice::Runtime rt(threads());
+  auto gen = generate(rt, [i = 0]() mutable -> std::optional<int> {
+    if (i == 3) throw std::runtime_error("broken source");
+    return i++;
+  });
+  int n = 0;
+  for (int v : gen) n += v >= 0 ? 1 : 0;
+  EXPECT_EQ(n, 3);
+  ASSERT_TRUE(gen.error());
+}
+
+}  // namespace

@@ -22,14 +22,9 @@ namespace {
 using namespace std::chrono_literals;
 using test::Clock;
 
-class RuntimeTest : public ::testing::TestWithParam<std::size_t> {
- protected:
-  std::size_t threads() const { return GetParam(); }
-};
+class RuntimeTest : public test::ThreadCountTest {};
 
-INSTANTIATE_TEST_SUITE_P(Threads, RuntimeTest,
-                         ::testing::Values(std::size_t{1}, std::size_t{2},
-                                           std::size_t{4}),
+INSTANTIATE_TEST_SUITE_P(Threads, RuntimeTest, test::ThreadCounts(),
                          test::ThreadCountName());
 
 TEST_P(RuntimeTest, SpawnRunsEveryTaskAndWaitWaitsForThem) {

@@ -73,6 +73,18 @@ inline bool thread_count_drops_to(
   return eventually([n] { return process_thread_count() <= n; }, timeout);
 }
 
+// A suite parameterised over the runtime thread counts 1, 2 and 4:
+//   class FooTest : public test::ThreadCountTest {};
+//   INSTANTIATE_TEST_SUITE_P(Threads, FooTest, test::ThreadCounts(),
+//                            test::ThreadCountName());
+class ThreadCountTest : public ::testing::TestWithParam<std::size_t> {
+ protected:
+  std::size_t threads() const { return GetParam(); }
+};
+inline auto ThreadCounts() {
+  return ::testing::Values(std::size_t{1}, std::size_t{2}, std::size_t{4});
+}
+
 // Names the cases of a suite parameterised over runtime thread counts
 // ("T1", "T2", "T4").
 struct ThreadCountName {

@@ -22,9 +22,17 @@
 //
 // Capacity 0 (unbuffered, Go's make(chan T)) has no buffer: send blocks until a
 // receiver has taken the value and recv until a sender hands one over.
-// try_send succeeds only when a receiver is already waiting and try_recv only
-// when a sender is. Closing wakes every blocked sender with false (its value is
-// not delivered) and every blocked receiver with nullopt.
+// As in Go's hchan, the channel keeps a queue of every blocked sender and
+// every blocked receiver (threads, tasks and selects alike) and a peer hands
+// the value over directly: try_send succeeds when any receiver is waiting
+// and try_recv when any sender is. Closing wakes every blocked sender with
+// false (its value is not delivered) and every blocked receiver with nullopt.
+//
+// Threads and tasks: a thread calls send/recv and blocks; a task (see
+// runtime.hpp) calls `co_await async_send(v)` / `co_await async_recv()` and
+// suspends instead, so its thread runs other tasks. Both meet on the same
+// channel with the same rules. Waking a task never runs it on the waker's
+// thread unless that thread belongs to the task's runtime: it is scheduled.
 //
 // Who may close: the sending side, exactly as in Go: the goroutine (thread,
 // object) that created the channel and feeds it closes it once it will send
@@ -58,9 +66,19 @@
 #include <vector>
 
 #include "sluice/patterns/detail/backoff.hpp"
+#include "sluice/patterns/detail/parker.hpp"
+#include "sluice/patterns/detail/select_core.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/runtime.hpp"
 
 namespace sluice {
+
+namespace detail {
+template <class T>
+class SendOp;
+template <class T>
+class RecvOp;
+}  // namespace detail
 
 template <class T>
 class Channel {
@@ -112,7 +130,10 @@ class Channel {
   // the channel was full, had no waiting receiver, or was closed, and `value`
   // is left untouched.
   bool try_send(T& value) {
-    if (rendezvous()) return rv_try_send(value);
+    if (rendezvous()) {
+      detail::SendOp<T> op(this, &value);
+      return try_op(op) && op.sent();
+    }
     std::uint64_t pos = 0;
     if (push(value, pos) != Status::kOk) return false;
     not_empty_.wake_one();
@@ -151,9 +172,7 @@ class Channel {
         break;
       } else if (!backoff.wait()) {
         // Still full: park until one more value fits, then batch again.
-        std::uint64_t pos = 0;
-        if (!park_push(values[sent], pos, std::nullopt, st)) break;
-        not_empty_.wake_one();
+        if (!wait_send(values[sent], std::nullopt, st)) break;
         ++sent;
         backoff.reset();
       }
@@ -173,6 +192,11 @@ class Channel {
   // Never blocks: the oldest value, or nullopt if none is ready (on capacity
   // 0: if no sender is waiting).
   std::optional<T> try_recv() {
+    if (rendezvous()) {
+      detail::RecvOp<T> op(this);
+      try_op(op);
+      return op.take();
+    }
     std::optional<T> out;
     if (pop(out) == Status::kOk) after_pop(1);
     return out;
@@ -202,6 +226,12 @@ class Channel {
   // count.
   std::size_t try_recv_many(std::vector<T>& out, std::size_t max) {
     if (max == 0) return 0;
+    if (rendezvous()) {
+      std::optional<T> v = try_recv();
+      if (!v) return 0;
+      out.push_back(std::move(*v));
+      return 1;
+    }
     const std::size_t n = pop_many(out, max);
     if (n > 0) after_pop(n);
     return n;
@@ -213,13 +243,68 @@ class Channel {
   // buffered are still delivered (capacity > 0); every blocked call wakes.
   // Idempotent; returns true only for the call that closed it.
   bool close() {
+    // On an unbuffered channel the flag changes under the queue lock, so a
+    // waiter either enqueued before it (and is woken here) or sees it.
+    std::unique_lock<std::mutex> rv_lock(rv_mu_, std::defer_lock);
+    if (rendezvous()) rv_lock.lock();
     const std::uint64_t prev =
         tail_.fetch_or(kClosedBit, std::memory_order_seq_cst);
     if ((prev & kClosedBit) != 0) return false;
     closed_.store(true, std::memory_order_seq_cst);
+    if (rendezvous()) {
+      wake_all_closed(rv_sendq_);
+      wake_all_closed(rv_recvq_);
+      return true;
+    }
     not_empty_.wake_all();
     not_full_.wake_all();
     return true;
+  }
+
+  // ---- tasks ---------------------------------------------------------------
+  //
+  // The awaitable forms, for use inside a task only (see runtime.hpp): they
+  // suspend the task instead of blocking its thread, with the same results
+  // and rules as send() and recv().
+
+  // co_await async_send(v, st): as send().
+  Task<bool> async_send(T value, std::stop_token st = {}) {
+    if (st.stop_requested()) co_return false;
+    if (!rendezvous()) {
+      std::uint64_t pos = 0;
+      const Status s = push(value, pos);
+      if (s == Status::kOk) {
+        not_empty_.wake_one();
+        co_return true;
+      }
+      if (s == Status::kClosed) co_return false;
+    }
+    detail::SendOp<T> op(this, &value);
+    detail::CaseBase* cases[1] = {&op};
+    detail::WaitNode nodes[1];
+    const std::size_t r = co_await detail::wait_task(
+        detail::WaitPlan{cases, nodes, -1, -1, std::nullopt}, std::move(st));
+    co_return r == 0 && op.sent();
+  }
+
+  // co_await async_recv(st): as recv().
+  Task<std::optional<T>> async_recv(std::stop_token st = {}) {
+    if (st.stop_requested()) co_return std::nullopt;
+    if (!rendezvous()) {
+      std::optional<T> out;
+      const Status s = pop(out);
+      if (s == Status::kOk) {
+        after_pop(1);
+        co_return out;
+      }
+      if (s == Status::kClosed) co_return std::nullopt;
+    }
+    detail::RecvOp<T> op(this);
+    detail::CaseBase* cases[1] = {&op};
+    detail::WaitNode nodes[1];
+    co_await detail::wait_task(
+        detail::WaitPlan{cases, nodes, -1, -1, std::nullopt}, std::move(st));
+    co_return op.take();
   }
 
   // True once close() has been called (values may still be buffered).
@@ -297,44 +382,35 @@ class Channel {
     T* value() { return std::launder(reinterpret_cast<T*>(storage)); }
   };
 
-  // Where blocked callers park once spinning has not helped. A waker checks
-  // `waiters` (seq_cst, after its own seq_cst publish), so a wake costs
-  // nothing while nobody sleeps; a waiter increments `waiters` under `mu`
-  // before re-checking its condition, so no wake-up is lost.
+  template <class U>
+  friend class detail::SendOp;
+  template <class U>
+  friend class detail::RecvOp;
+
+  // The threads, tasks and selects waiting for a buffered channel to change
+  // (receivers for a value, senders for room). A waker checks the list's
+  // size (seq_cst, after its own seq_cst publish), so a wake costs nothing
+  // while nobody waits; a waiter enqueues itself (seq_cst) under `mu`
+  // before polling the ring one last time, so no wake-up is lost.
   struct alignas(kCacheLine) WaitSet {
-    std::atomic<std::uint32_t> waiters{0};
     std::mutex mu;
-    std::condition_variable_any cv;
+    detail::WaitList list;  // guarded by mu
 
     void wake_one() {
-      if (waiters.load(std::memory_order_seq_cst) == 0) return;
-      { std::lock_guard<std::mutex> lock(mu); }
-      cv.notify_one();
+      if (list.size_hint() == 0) return;
+      detail::WaitNode* n = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        n = list.claim_first();
+      }
+      if (n != nullptr) n->parker->wake();
     }
     void wake_all() {
-      { std::lock_guard<std::mutex> lock(mu); }
-      cv.notify_all();
+      std::lock_guard<std::mutex> lock(mu);
+      while (detail::WaitNode* n = list.claim_first()) n->parker->wake();
     }
     void wake_all_if_waiting() {
-      if (waiters.load(std::memory_order_seq_cst) != 0) wake_all();
-    }
-
-    // Parks until ready() is true, `st` stops or `deadline` passes. ready()
-    // runs under `mu`. Returns ready()'s last result.
-    template <class Ready>
-    bool park(Ready ready, Deadline deadline, std::stop_token st) {
-      bool ok = false;
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        waiters.fetch_add(1, std::memory_order_seq_cst);
-        ok = deadline ? cv.wait_until(lock, st, *deadline, ready)
-                      : cv.wait(lock, st, ready);
-        waiters.fetch_sub(1, std::memory_order_relaxed);
-      }
-      // Stopped or timed out: a wake-up meant for us may have been spent,
-      // so pass it on.
-      if (!ok) wake_one();
-      return ok;
+      if (list.size_hint() != 0) wake_all();
     }
   };
 
@@ -367,11 +443,9 @@ class Channel {
     }
   }
 
-  // After `freed` slots were freed. On an unbuffered channel the parked
-  // senders wait for different things (a free slot, or their own offer to be
-  // taken), so all of them must look.
+  // After `freed` slots were freed.
   void wake_senders(std::size_t freed) {
-    if (freed > 1 || rendezvous()) {
+    if (freed > 1) {
       not_full_.wake_all_if_waiting();
     } else {
       not_full_.wake_one();
@@ -453,12 +527,8 @@ class Channel {
 
   // Takes the oldest value into `out`. Never blocks. kEmpty: nothing ready
   // yet (possibly a claimed slot still being written); kClosed: closed and
-  // drained. On an unbuffered channel a closed channel holds nothing: a value
-  // still offered then belongs to a sender that is about to withdraw it.
+  // drained. Buffered channels only.
   Status pop(std::optional<T>& out) {
-    if (rendezvous() && closed_.load(std::memory_order_seq_cst)) {
-      return Status::kClosed;
-    }
     std::uint64_t pos = head_.load(std::memory_order_relaxed);
     for (;;) {
       Cell& c = cell(pos);
@@ -483,12 +553,6 @@ class Channel {
 
   // Takes up to `max` consecutive ready values with one CAS.
   std::size_t pop_many(std::vector<T>& out, std::size_t max) {
-    if (rendezvous()) {
-      std::optional<T> v;
-      if (pop(v) != Status::kOk) return 0;
-      out.push_back(std::move(*v));
-      return 1;
-    }
     std::uint64_t pos = head_.load(std::memory_order_relaxed);
     const std::size_t limit = max < slots_ ? max : slots_;
     for (;;) {
@@ -526,152 +590,85 @@ class Channel {
   // ---- blocking
   // --------------------------------------------------------------
 
-  // push, waiting for room: spin, yield, then park. False if closed, stopped
-  // or past the deadline.
-  bool blocking_push(T& value, std::uint64_t& pos, Deadline deadline,
-                     std::stop_token st) {
-    detail::Backoff backoff;
-    for (;;) {
-      const Status s = push(value, pos);
-      if (s == Status::kOk) return true;
-      if (s == Status::kClosed) return false;
-      if (!backoff.wait()) break;
-      if (backoff.yielding() && (st.stop_requested() || expired(deadline))) {
-        return false;
-      }
-    }
-    return park_push(value, pos, deadline, st);
-  }
-
-  bool park_push(T& value, std::uint64_t& pos, Deadline deadline,
-                 std::stop_token st) {
-    Status s = Status::kFull;
-    const bool ok = not_full_.park(
-        [&] {
-          s = push(value, pos);
-          return s != Status::kFull;
-        },
-        deadline, st);
-    return ok && s == Status::kOk;
-  }
-
+  // A buffered channel first tries the lock-free ring, spinning and then
+  // yielding a little (a hand-off between two running threads is far
+  // cheaper than a sleep); then, as an unbuffered one always does, it waits
+  // in the channel's queue (detail/select_core.hpp).
   bool send_until(T& value, Deadline deadline, std::stop_token st) {
     if (st.stop_requested()) return false;
-    std::uint64_t pos = 0;
-    if (!blocking_push(value, pos, deadline, st)) return false;
-    not_empty_.wake_one();
-    return !rendezvous() || rv_await_taken(value, pos, deadline, st);
+    if (!rendezvous()) {
+      detail::Backoff backoff;
+      for (;;) {
+        std::uint64_t pos = 0;
+        const Status s = push(value, pos);
+        if (s == Status::kOk) {
+          not_empty_.wake_one();
+          return true;
+        }
+        if (s == Status::kClosed) return false;
+        if (!backoff.wait()) break;
+        if (backoff.yielding() && (st.stop_requested() || expired(deadline))) {
+          return false;
+        }
+      }
+    }
+    return wait_send(value, deadline, st);
   }
 
   std::optional<T> recv_until(Deadline deadline, std::stop_token st) {
     std::optional<T> out;
     if (st.stop_requested()) return out;
-    // On an unbuffered channel, try_send may only hand over to a receiver
-    // that is waiting: count this one for as long as it waits.
-    struct WaitingReceiver {
-      Channel* ch;
-      explicit WaitingReceiver(Channel* c) : ch(c) {
-        if (ch) ch->rv_receivers_.fetch_add(1, std::memory_order_seq_cst);
-      }
-      ~WaitingReceiver() {
-        if (!ch) return;
-        ch->rv_receivers_.fetch_sub(1, std::memory_order_seq_cst);
-        ch->not_full_.wake_all_if_waiting();  // a try_send may wait on us
-      }
-    } waiting(rendezvous() ? this : nullptr);
-
-    detail::Backoff backoff;
-    Status s = Status::kEmpty;
-    for (;;) {
-      s = pop(out);
-      if (s != Status::kEmpty) break;
-      if (!backoff.wait()) {
-        not_empty_.park(
-            [&] {
-              s = pop(out);
-              return s != Status::kEmpty;
-            },
-            deadline, st);
-        break;
-      }
-      if (backoff.yielding() && (st.stop_requested() || expired(deadline))) {
-        break;
+    if (!rendezvous()) {
+      detail::Backoff backoff;
+      for (;;) {
+        const Status s = pop(out);
+        if (s == Status::kOk) {
+          after_pop(1);
+          return out;
+        }
+        if (s == Status::kClosed) return out;
+        if (!backoff.wait()) break;
+        if (backoff.yielding() && (st.stop_requested() || expired(deadline))) {
+          return out;
+        }
       }
     }
-    if (s == Status::kOk) after_pop(1);
-    return out;
+    detail::RecvOp<T> op(this);
+    wait_op(op, deadline, st);
+    return op.take();
   }
 
-  // ---- rendezvous (capacity 0)
-  // -----------------------------------------------
-  //
-  // An unbuffered channel is a one-slot ring whose sender waits, after
-  // offering its value, until a receiver has taken it (head_ moved past its
-  // position). A sender that must give up (closed, stopped, timed out, or a
-  // try_send nobody took) withdraws the offer by claiming the slot itself
-  // with the same CAS on head_ that receivers use, so exactly one of them
-  // wins: either the value was delivered, or it is back with the sender.
-
-  // The offer at `pos` is gone once its slot no longer says "full at pos".
-  // Watching the slot rather than head_ keeps the whole hand-off on one
-  // cache line, which the sender needs again for its next offer anyway.
-  [[nodiscard]] bool taken(std::uint64_t pos) const {
-    return cell(pos).seq.load(std::memory_order_seq_cst) != full_tag(pos);
+  bool wait_send(T& value, Deadline deadline, const std::stop_token& st) {
+    detail::SendOp<T> op(this, &value);
+    return wait_op(op, deadline, st) && op.sent();
   }
 
-  // Withdraws the offer at `pos` into `value`. False if a receiver won.
-  bool withdraw(T& value, std::uint64_t pos) {
-    std::uint64_t expected = pos;
-    if (!head_.compare_exchange_strong(expected, pos + 1,
-                                       std::memory_order_seq_cst)) {
-      return false;
-    }
-    Cell& c = cell(pos);
-    T* v = c.value();
-    value = std::move(*v);
-    v->~T();
-    c.seq.store(free_tag(pos + slots_), std::memory_order_seq_cst);
-    wake_senders(1);  // the slot is free for the next sender
-    return true;
+  // Blocks the calling thread on one operation. True if it took effect (or
+  // found the channel closed); false when stopped or timed out.
+  static bool wait_op(detail::CaseBase& op, Deadline deadline,
+                      const std::stop_token& st) {
+    detail::CaseBase* cases[1] = {&op};
+    detail::WaitNode nodes[1];
+    detail::WaitPlan plan{cases, nodes, deadline ? 1 : -1, -1, deadline};
+    return detail::wait_thread(plan, st) == 0;
   }
 
-  bool rv_await_taken(T& value, std::uint64_t pos, Deadline deadline,
-                      std::stop_token st) {
-    detail::Backoff backoff;
-    for (;;) {
-      if (taken(pos)) return true;
-      if (!backoff.wait()) break;
-      if (backoff.yielding() && (closed_.load(std::memory_order_seq_cst) ||
-                                 st.stop_requested() || expired(deadline))) {
-        return !withdraw(value, pos);
-      }
-    }
-    if (not_full_.park([&] { return taken(pos) || closed(); }, deadline, st) &&
-        taken(pos)) {
-      return true;
-    }
-    return !withdraw(value, pos);
+  // Performs `op` if it can proceed at once (try_send / try_recv on an
+  // unbuffered channel).
+  static bool try_op(detail::CaseBase& op) {
+    detail::CaseBase* cases[1] = {&op};
+    detail::WaitNode nodes[1];
+    detail::WaitPlan plan{cases, nodes, -1, 1, std::nullopt};
+    detail::Parker unused;
+    return detail::poll_round(plan, unused, false) == 0;
   }
 
-  bool rv_try_send(T& value) {
-    if (rv_receivers_.load(std::memory_order_seq_cst) == 0) return false;
-    std::uint64_t pos = 0;
-    if (push(value, pos) != Status::kOk) return false;
-    not_empty_.wake_one();
-    // A receiver was waiting: give it the time to take the value, as long as
-    // one still waits.
-    auto settled = [&] {
-      return taken(pos) || closed() ||
-             rv_receivers_.load(std::memory_order_seq_cst) == 0;
-    };
-    detail::Backoff backoff;
-    while (!settled()) {
-      if (!backoff.wait()) {
-        not_full_.park(settled, std::nullopt, {});
-        break;
-      }
+  // Under rv_mu_: wakes every waiter of `q` with "closed".
+  static void wake_all_closed(detail::WaitList& q) {
+    while (detail::WaitNode* n = q.claim_first()) {
+      n->ok = false;
+      n->parker->wake();
     }
-    return taken(pos) || !withdraw(value, pos);
   }
 
   // ---- fields --------------------------------------------------------------
@@ -689,12 +686,129 @@ class Channel {
   // that checking it does not pull the senders' line over.
   alignas(kCacheLine) std::atomic<bool> closed_{false};
   alignas(kCacheLine) std::atomic<std::uint64_t> head_{0};
-  // Receivers blocked in recv on an unbuffered channel.
-  alignas(kCacheLine) std::atomic<std::uint32_t> rv_receivers_{0};
+  WaitSet not_empty_;  // receivers waiting on an empty ring
+  WaitSet not_full_;   // senders waiting on a full ring
 
-  WaitSet not_empty_;  // receivers parked on an empty ring
-  WaitSet not_full_;   // senders parked on a full ring or an untaken offer
+  // Unbuffered channels only: every blocked sender and receiver, as Go's
+  // sendq and recvq.
+  alignas(kCacheLine) std::mutex rv_mu_;
+  detail::WaitList rv_sendq_;  // guarded by rv_mu_
+  detail::WaitList rv_recvq_;  // guarded by rv_mu_
 };
+
+namespace detail {
+
+// One send on a Channel<T>, as a case of a wait (select_core.hpp).
+template <class T>
+class SendOp final : public CaseBase {
+ public:
+  SendOp(Channel<T>* ch, T* value) : ch_(ch), value_(value) {}
+  SendOp(const SendOp&) = delete;
+  SendOp& operator=(const SendOp&) = delete;
+  ~SendOp() = default;
+
+  // True once the value was delivered (false: closed, or never ran).
+  [[nodiscard]] bool sent() const { return sent_; }
+
+  std::mutex* mutex() override {
+    return ch_->rendezvous() ? &ch_->rv_mu_ : &ch_->not_full_.mu;
+  }
+  [[nodiscard]] bool rendezvous() const override { return ch_->rendezvous(); }
+  bool poll() override {
+    if (!ch_->rendezvous()) {
+      std::uint64_t pos = 0;
+      const auto s = ch_->push(*value_, pos);
+      sent_ = s == Channel<T>::Status::kOk;
+      return s != Channel<T>::Status::kFull;
+    }
+    if (ch_->closed()) return true;
+    WaitNode* r = ch_->rv_recvq_.claim_first();
+    if (r == nullptr) return false;
+    static_cast<std::optional<T>*>(r->value)->emplace(std::move(*value_));
+    r->ok = true;
+    peer_ = r->parker;
+    sent_ = true;
+    return true;
+  }
+  void after_unlock() override {
+    if (peer_ != nullptr) {
+      peer_->wake();
+    } else if (sent_) {
+      ch_->not_empty_.wake_one();
+    }
+  }
+  void enqueue(WaitNode* n) override {
+    n->value = value_;
+    (ch_->rendezvous() ? ch_->rv_sendq_ : ch_->not_full_.list).push(n);
+  }
+  void dequeue(WaitNode* n) override {
+    (ch_->rendezvous() ? ch_->rv_sendq_ : ch_->not_full_.list).remove(n);
+  }
+  void from_peer(const WaitNode& n) override { sent_ = n.ok; }
+  void pass_on() override { ch_->not_full_.wake_one(); }
+
+ private:
+  Channel<T>* ch_;
+  T* value_;
+  Parker* peer_ = nullptr;
+  bool sent_ = false;
+};
+
+// One receive on a Channel<T>, as a case of a wait.
+template <class T>
+class RecvOp final : public CaseBase {
+ public:
+  explicit RecvOp(Channel<T>* ch) : ch_(ch) {}
+  RecvOp(const RecvOp&) = delete;
+  RecvOp& operator=(const RecvOp&) = delete;
+  ~RecvOp() = default;
+
+  // The value received, or nullopt (closed and drained, or never ran).
+  std::optional<T> take() { return std::move(value_); }
+
+  std::mutex* mutex() override {
+    return ch_->rendezvous() ? &ch_->rv_mu_ : &ch_->not_empty_.mu;
+  }
+  [[nodiscard]] bool rendezvous() const override { return ch_->rendezvous(); }
+  bool poll() override {
+    if (!ch_->rendezvous()) {
+      const auto s = ch_->pop(value_);
+      popped_ = s == Channel<T>::Status::kOk;
+      return s != Channel<T>::Status::kEmpty;
+    }
+    WaitNode* s = ch_->rv_sendq_.claim_first();
+    if (s == nullptr) return ch_->closed();
+    T* v = static_cast<T*>(s->value);
+    value_.emplace(std::move(*v));
+    s->ok = true;
+    peer_ = s->parker;
+    return true;
+  }
+  void after_unlock() override {
+    if (peer_ != nullptr) {
+      peer_->wake();
+    } else if (popped_) {
+      ch_->after_pop(1);
+    }
+  }
+  void enqueue(WaitNode* n) override {
+    n->value = &value_;
+    (ch_->rendezvous() ? ch_->rv_recvq_ : ch_->not_empty_.list).push(n);
+  }
+  void dequeue(WaitNode* n) override {
+    (ch_->rendezvous() ? ch_->rv_recvq_ : ch_->not_empty_.list).remove(n);
+  }
+  void from_peer(const WaitNode& /*n*/) override {}  // value_ is filled
+  void pass_on() override { ch_->not_empty_.wake_one(); }
+
+ private:
+  Channel<T>* ch_;
+  std::optional<T> value_;
+  Parker* peer_ = nullptr;
+  bool popped_ = false;
+};
+
+}  // namespace detail
 
 }  // namespace sluice
 

@@ -3,8 +3,13 @@
 // channel). With a non-void function the results are merged into one output
 // channel that the last worker to finish closes.
 //
+// The workers are threads, or, given a Runtime, tasks on it: then `fn` may
+// also return Task<U> and co_await inside (a worker waiting on I/O holds no
+// thread), and a fan-out may have 10,000 workers.
+//
 // Thread-safety: output(), stop(), errors() and first_error() may be called
-// from any thread; join(), moving and destruction only by the owner.
+// from any thread; join(), moving and destruction only by the owner (with
+// task workers: from a thread that is not one of the runtime's).
 #ifndef SLUICE_PATTERNS_FAN_OUT_HPP_
 #define SLUICE_PATTERNS_FAN_OUT_HPP_
 
@@ -19,8 +24,10 @@
 #include <utility>
 
 #include "sluice/patterns/channel.hpp"
+#include "sluice/patterns/detail/task_group.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
 #include "sluice/patterns/detail/thread_group.hpp"
+#include "sluice/patterns/runtime.hpp"
 
 namespace sluice {
 
@@ -82,12 +89,20 @@ class FanOut {
 
   // Waits until every worker has finished: the input closed and drained, or
   // stop was requested.
-  void join() { state_->threads.join(); }
+  void join() {
+    state_->threads.join();
+    if (state_->tasks) state_->tasks->join();
+  }
 
   // Asks the workers to end after their current item.
-  void stop() { state_->threads.request_stop(); }
+  void stop() {
+    state_->threads.request_stop();
+    if (state_->tasks) state_->tasks->request_stop();
+  }
 
-  [[nodiscard]] std::size_t workers() const { return state_->threads.size(); }
+  [[nodiscard]] std::size_t workers() const {
+    return state_->tasks ? state_->tasks->size() : state_->threads.size();
+  }
   // Items whose function threw (each such item was dropped).
   [[nodiscard]] std::size_t errors() const { return state_->errors.count(); }
   [[nodiscard]] std::exception_ptr first_error() const {
@@ -99,6 +114,10 @@ class FanOut {
   friend auto fan_out(Channel<T>& in, std::size_t workers, Fn fn,
                       std::size_t out_capacity)
       -> FanOut<std::invoke_result_t<Fn&, T>>;
+  template <class T, class Fn>
+  friend auto fan_out(Runtime& rt, Channel<T>& in, std::size_t workers, Fn fn,
+                      std::size_t out_capacity)
+      -> FanOut<typename detail::Unwrap<std::invoke_result_t<Fn&, T>>::type>;
 
   struct State {
     State(std::size_t workers, std::size_t out_capacity)
@@ -106,7 +125,9 @@ class FanOut {
     detail::FanOutOutput<U> out;
     detail::DoneLatch done;
     detail::ErrorTally errors;
-    detail::ThreadGroup threads;  // last: joined before the rest is destroyed
+    // Last: the workers end before the rest is destroyed.
+    std::unique_ptr<detail::TaskGroup> tasks;  // task workers, if any
+    detail::ThreadGroup threads;
   };
 
   explicit FanOut(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -143,6 +164,55 @@ auto fan_out(Channel<T>& in, std::size_t workers, Fn fn,
           }
         } catch (...) {
           s->errors.record(std::current_exception());
+        }
+      }
+      if constexpr (!std::is_void_v<U>) {
+        if (s->done.arrive()) s->out.channel.close();
+      }
+    });
+  }
+  return FanOut<U>(std::move(state));
+}
+
+// The task form: `workers` tasks on `rt` instead of threads, with the same
+// results and rules. fn is U(T) or Task<U>(T); the second may co_await
+// (channels, sleep_for, select) without holding a thread.
+// Requires: as above; `rt` outlives the FanOut.
+template <class T, class Fn>
+auto fan_out(Runtime& rt, Channel<T>& in, std::size_t workers, Fn fn,
+             std::size_t out_capacity = 0)
+    -> FanOut<typename detail::Unwrap<std::invoke_result_t<Fn&, T>>::type> {
+  using R = std::invoke_result_t<Fn&, T>;
+  using U = typename detail::Unwrap<R>::type;
+  using State = typename FanOut<U>::State;
+  if (workers == 0)
+    throw std::invalid_argument("fan_out: workers must be >= 1");
+  auto state = std::make_unique<State>(workers, out_capacity);
+  state->tasks = std::make_unique<detail::TaskGroup>(rt);
+  auto shared_fn = std::make_shared<Fn>(std::move(fn));
+  State* s = state.get();
+  for (std::size_t i = 0; i < workers; ++i) {
+    s->tasks->spawn([s, &in, shared_fn](std::stop_token st) -> Task<> {
+      for (;;) {
+        std::optional<T> item = co_await in.async_recv(st);
+        if (!item) break;
+        // An exception drops this item only. (No co_await in a handler.)
+        std::exception_ptr error;
+        std::optional<detail::Slot<U>> result;
+        try {
+          result.emplace(
+              co_await detail::call_worker(*shared_fn, std::move(*item)));
+        } catch (...) {
+          error = std::current_exception();
+        }
+        if (error) {
+          s->errors.record(error);
+          continue;
+        }
+        if constexpr (!std::is_void_v<U>) {
+          const bool sent =
+              co_await s->out.channel.async_send(std::move(result->value), st);
+          if (!sent) break;
         }
       }
       if constexpr (!std::is_void_v<U>) {

@@ -1,6 +1,7 @@
 // Generator<T> and generate(): a lazily produced stream of values, computed
 // on a thread of its own and handed out through a Channel (Go's generator
-// pattern: a goroutine that sends into a channel it closes when done).
+// pattern: a goroutine that sends into a channel it closes when done). Given a
+// Runtime, the producer is a task instead of a thread (generate(rt, fn)).
 //
 // Thread-safety: channel(), next(), stop() and error() may be called from any
 // thread; moving or destroying a Generator requires that no other thread is
@@ -19,7 +20,9 @@
 #include <utility>
 
 #include "sluice/patterns/channel.hpp"
+#include "sluice/patterns/detail/task_group.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/runtime.hpp"
 
 namespace sluice {
 
@@ -34,7 +37,8 @@ struct GeneratorTraits {
       typename std::conditional_t<kTakesStopToken,
                                   std::invoke_result<Fn&, std::stop_token>,
                                   std::invoke_result<Fn&>>::type;
-  using Value = typename Result::value_type;
+  static constexpr bool kAsync = Unwrap<Result>::kAsync;
+  using Value = typename Unwrap<Result>::type::value_type;
 };
 
 }  // namespace detail
@@ -50,6 +54,18 @@ class Generator {
     state->thread =
         std::jthread([state, fn = std::move(fn)](std::stop_token st) mutable {
           Produce(*state, fn, st);
+        });
+  }
+
+  // Starts `fn` as a task on `rt`. Prefer generate(rt, ...).
+  template <class Fn>
+  Generator(Runtime& rt, Fn fn, std::size_t capacity)
+      : state_(std::make_unique<State>(capacity)) {
+    State* state = state_.get();
+    state->tasks = std::make_unique<detail::TaskGroup>(rt);
+    state->tasks->spawn(
+        [state, fn = std::move(fn)](std::stop_token st) mutable -> Task<> {
+          co_await ProduceAsync(*state, fn, st);
         });
   }
 
@@ -84,7 +100,9 @@ class Generator {
   // while blocked handing one over) and closes the channel. Values already
   // buffered can still be received.
   void stop() {
-    if (state_) state_->thread.request_stop();
+    if (!state_) return;
+    state_->thread.request_stop();
+    if (state_->tasks) state_->tasks->request_stop();
   }
 
   // What fn threw, once the channel has closed because of it; null otherwise.
@@ -101,7 +119,9 @@ class Generator {
     Channel<T> channel;
     mutable std::mutex mu;
     std::exception_ptr error SLUICE_GUARDED_BY(mu);
-    std::jthread thread;  // last: joined before the channel is destroyed
+    // Last: the producer ends before the channel is destroyed.
+    std::unique_ptr<detail::TaskGroup> tasks;  // the task form's producer
+    std::jthread thread;                       // the thread form's
   };
 
   template <class Fn>
@@ -130,10 +150,41 @@ class Generator {
     state.channel.close();
   }
 
+  // The task form of Produce: fn may return Task<std::optional<T>> and
+  // co_await; handing a value over suspends instead of blocking.
+  template <class Fn>
+  static Task<> ProduceAsync(State& state, Fn& fn, std::stop_token st) {
+    std::exception_ptr error;
+    while (!st.stop_requested()) {
+      std::optional<T> value;
+      try {
+        if constexpr (detail::GeneratorTraits<Fn>::kAsync) {
+          if constexpr (detail::GeneratorTraits<Fn>::kTakesStopToken) {
+            value = co_await fn(st);
+          } else {
+            value = co_await fn();
+          }
+        } else {
+          value = Call(fn, st);
+        }
+      } catch (...) {
+        error = std::current_exception();
+      }
+      if (error || !value) break;
+      if (!co_await state.channel.async_send(std::move(*value), st)) break;
+    }
+    if (error) {
+      std::lock_guard<std::mutex> lock(state.mu);
+      state.error = error;
+    }
+    state.channel.close();
+  }
+
   void reset() {
     if (!state_) return;
     state_->thread.request_stop();
     if (state_->thread.joinable()) state_->thread.join();
+    state_->tasks.reset();  // requests stop and waits for the task
     state_.reset();
   }
 
@@ -149,8 +200,21 @@ class Generator {
 template <class Fn>
 auto generate(Fn fn, std::size_t capacity = 0)
     -> Generator<typename detail::GeneratorTraits<Fn>::Value> {
+  static_assert(!detail::GeneratorTraits<Fn>::kAsync,
+                "generate(fn): a fn returning a Task needs generate(rt, fn)");
   return Generator<typename detail::GeneratorTraits<Fn>::Value>(std::move(fn),
                                                                 capacity);
+}
+
+// The task form: runs `fn` as a task on `rt` (no thread of its own). fn may
+// also return Task<std::optional<T>> and co_await inside.
+// Requires: `rt` outlives the Generator; the Generator is destroyed from a
+// thread that is not one of the runtime's.
+template <class Fn>
+auto generate(Runtime& rt, Fn fn, std::size_t capacity = 0)
+    -> Generator<typename detail::GeneratorTraits<Fn>::Value> {
+  return Generator<typename detail::GeneratorTraits<Fn>::Value>(
+      rt, std::move(fn), capacity);
 }
 
 }  // namespace sluice

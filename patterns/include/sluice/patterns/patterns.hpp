@@ -1,5 +1,6 @@
 // The sluice patterns library in one include: Channel, generator, fan-out,
-// fan-in (unordered and ordered), worker pool and pipeline. See
+// fan-in (unordered and ordered), worker pool and pipeline; the Runtime that
+// runs tasks, and select. See
 // docs/patterns.md for when to use which, and docs/patterns-api.md for the
 // full reference.
 #ifndef SLUICE_PATTERNS_PATTERNS_HPP_
@@ -10,6 +11,8 @@
 #include "sluice/patterns/fan_out.hpp"
 #include "sluice/patterns/generator.hpp"
 #include "sluice/patterns/pipeline.hpp"
+#include "sluice/patterns/runtime.hpp"
+#include "sluice/patterns/select.hpp"
 #include "sluice/patterns/worker_pool.hpp"
 
 #endif  // SLUICE_PATTERNS_PATTERNS_HPP_

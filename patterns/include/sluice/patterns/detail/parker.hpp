@@ -47,6 +47,20 @@ class Parker {
     handle_ = h;
   }
 
+  // Makes a thread parker ready for another wait. Requires: the previous
+  // wait ended (its claim winner has called wake(), or the owner claimed it
+  // itself). The claim word goes last: a stop callback or timer may claim
+  // again as soon as it is clear.
+  void reset() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = false;
+    }
+    spin_.store(false, std::memory_order_relaxed);
+    gate_.store(0, std::memory_order_relaxed);
+    claim_.store(kUnclaimed, std::memory_order_release);
+  }
+
   // True for the one caller that moved this parker from unclaimed to `who`
   // (a case index + 1, or kCancelled). The winner must call wake().
   bool claim(std::uint32_t who) {
