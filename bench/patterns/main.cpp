@@ -9,6 +9,7 @@
 //   --job_iters=N   W5: xorshift steps per job (default kJobItersDefault, ~2
 //   us);
 //                   pass the Go program the same value (-iters N)
+//   --w6_jobs=N     W6: jobs per repetition (default kW6JobsDefault, 400k)
 //   --tbb_tokens=N  max tokens of BM_W4_Pipeline_Tbb (default
 //   kTbbTokensDefault)
 //   --tbb_tune      also run BM_W4_Pipeline_TbbTune at 1, 2, 4, 8, 16, 64, 256
@@ -78,6 +79,7 @@ int main(int argc, char** argv) {
   long reps = 5;
   long job_iters = kJobItersDefault;
   long tbb_tokens = static_cast<long>(kTbbTokensDefault);
+  long w6_jobs = static_cast<long>(kW6JobsDefault);
   bool tbb_tune = false;
   std::vector<char*> rest;
   for (int i = 0; i < argc; ++i) {
@@ -86,7 +88,8 @@ int main(int argc, char** argv) {
       rest.push_back(argv[i]);
     } else if (int_flag(a, "--reps", reps) ||
                int_flag(a, "--job_iters", job_iters) ||
-               int_flag(a, "--tbb_tokens", tbb_tokens)) {
+               int_flag(a, "--tbb_tokens", tbb_tokens) ||
+               int_flag(a, "--w6_jobs", w6_jobs)) {
     } else if (a == "--tbb_tune") {
       tbb_tune = true;
     } else {
@@ -100,6 +103,7 @@ int main(int argc, char** argv) {
   }
   g_job_iters = static_cast<int>(job_iters);
   g_tbb_tokens = static_cast<std::size_t>(tbb_tokens);
+  g_w6_jobs = w6_jobs > 0 ? w6_jobs : kW6JobsDefault;
 
   int rest_argc = static_cast<int>(rest.size());
   rest.push_back(nullptr);
@@ -132,10 +136,12 @@ int main(int argc, char** argv) {
   reg("BM_W2_Mpmc_MutexCv", BM_W2_Mpmc_MutexCv);
   reg("BM_W2_Mpmc_BoostFiber", BM_W2_Mpmc_BoostFiber);
   reg("BM_W3_Unbuffered_Sluice", BM_W3_Unbuffered_Sluice);
+  reg("BM_W3_Unbuffered_SluiceTasks", BM_W3_Unbuffered_SluiceTasks);
   reg("BM_W3_Unbuffered_MutexCv", BM_W3_Unbuffered_MutexCv);
   reg("BM_W3_Unbuffered_BoostFiber", BM_W3_Unbuffered_BoostFiber);
   reg("BM_W3_Floor_AtomicPingPong", BM_W3_Floor_AtomicPingPong);
   reg("BM_W4_Pipeline_Sluice", BM_W4_Pipeline_Sluice);
+  reg("BM_W4_Pipeline_SluiceTasks", BM_W4_Pipeline_SluiceTasks);
   reg("BM_W4_Pipeline_Tbb", BM_W4_Pipeline_Tbb);
   if (tbb_tune) {
     reg("BM_W4_Pipeline_TbbTune", BM_W4_Pipeline_TbbTune)
@@ -153,6 +159,8 @@ int main(int argc, char** argv) {
   reg("BM_W5_Serial", BM_W5_Serial);
   reg("BM_W5_WorkerPool_Sluice", BM_W5_WorkerPool_Sluice);
   reg("BM_W5_WorkerPool_MutexCv", BM_W5_WorkerPool_MutexCv);
+  reg("BM_W6_IoFanOut_SluiceTasks", BM_W6_IoFanOut_SluiceTasks);
+  reg("BM_W7_SelectFanIn_SluiceTasks", BM_W7_SelectFanIn_SluiceTasks);
 
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -39,6 +40,23 @@ inline constexpr std::int64_t kW5Jobs = 200'000;
 inline constexpr std::size_t kW5Workers = 2;
 inline constexpr std::size_t kW5Queue = 1024;
 inline constexpr std::size_t kW5Results = 1024;
+// W6 I/O-bound fan-out (tasks): 10,000 workers, each job waits 20 ms,
+// channel capacity 1024. The size is 400,000 jobs (--w6_jobs=400000);
+// the default keeps a repetition under a second at the ideal rate.
+inline constexpr int kW6Workers = 10'000;
+inline constexpr std::size_t kW6Capacity = 1024;
+inline constexpr std::chrono::milliseconds kW6Latency{20};
+inline constexpr std::int64_t kW6JobsDefault = 400'000;
+inline std::int64_t g_w6_jobs = kW6JobsDefault;
+// jobs/s with every worker always waiting: 10,000 / 20 ms = 500,000.
+constexpr double w6_ideal_rate() {
+  return kW6Workers * 1000.0 / static_cast<double>(kW6Latency.count());
+}
+// W7 fan-in by select: 4 producers, each on its own channel of capacity 64,
+// one consumer selecting over the four.
+inline constexpr std::int64_t kW7Items = 4'000'000;
+inline constexpr std::size_t kW7Capacity = 64;
+inline constexpr int kW7Producers = 4;
 // xorshift steps per job giving ~2 us on the reference machine (AMD EPYC,
 // 2 vCPU): defaultJobIters in main.go. Overridden by --job_iters=N.
 inline constexpr int kJobItersDefault = 1230;
@@ -102,6 +120,11 @@ void BM_W3_Unbuffered_Sluice(benchmark::State& state);
 void BM_W3_Floor_AtomicPingPong(benchmark::State& state);
 void BM_W4_Pipeline_Sluice(benchmark::State& state);
 void BM_W5_WorkerPool_Sluice(benchmark::State& state);
+// sluice tasks on a Runtime (bench_tasks.cpp)
+void BM_W3_Unbuffered_SluiceTasks(benchmark::State& state);
+void BM_W4_Pipeline_SluiceTasks(benchmark::State& state);
+void BM_W6_IoFanOut_SluiceTasks(benchmark::State& state);
+void BM_W7_SelectFanIn_SluiceTasks(benchmark::State& state);
 // mutex + two condition variables (bench_mutex_cv.cpp)
 void BM_W1_Spsc_MutexCv(benchmark::State& state);
 void BM_W2_Mpmc_MutexCv(benchmark::State& state);

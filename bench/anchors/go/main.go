@@ -1,7 +1,7 @@
 // Command bench is the Go anchor for sluice's pattern benchmarks
 // (bench/patterns, run both with `scripts/bench patterns`).
 //
-// It runs the same five workloads as bench/patterns/bench_*.cpp, written the
+// It runs the same workloads (W1-W7) as bench/patterns/bench_*.cpp, written the
 // way a Go programmer would write them: channels, goroutines, sync.WaitGroup,
 // and the sender closes. Each workload runs -reps times; the median rate is
 // printed as one machine-readable line:
@@ -39,6 +39,13 @@ const (
 	w5Jobs     = 200_000
 	w5Workers  = 2
 	w5Queue    = 1024
+	w6Workers  = 10_000
+	w6Capacity = 1024
+	w6Latency  = 20 * time.Millisecond
+	w6JobsDef  = 400_000
+	w7Items    = 4_000_000
+	w7Capacity = 64
+	w7Inputs   = 4
 	// defaultJobIters is the xorshift step count giving ≈2 µs per job on the
 	// reference machine (AMD EPYC, 2 vCPU); kJobItersDefault in workloads.hpp.
 	defaultJobIters = 1230
@@ -203,6 +210,85 @@ func workerPool(n, workers, queue, iters int) uint64 {
 	return sum
 }
 
+// W6: the seeds' fan-out to I/O-bound workers: w6Workers goroutines read
+// jobs, wait w6Latency (a stand-in for a network call) and send the job on.
+func ioFanOut(jobs int64) int64 {
+	in := make(chan int64, w6Capacity)
+	out := make(chan int64, w6Capacity)
+	go func() {
+		for j := int64(0); j < jobs; j++ {
+			in <- j
+		}
+		close(in)
+	}()
+	var wg sync.WaitGroup
+	wg.Add(w6Workers)
+	for w := 0; w < w6Workers; w++ {
+		go func() {
+			defer wg.Done()
+			for j := range in {
+				time.Sleep(w6Latency)
+				out <- j
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(out)
+	}()
+	var sum int64
+	for r := range out {
+		sum += r
+	}
+	return sum
+}
+
+// W7: fan-in by select over w7Inputs channels; a closed input is set to nil.
+func selectFanIn(n int64) int64 {
+	var ins [w7Inputs]chan int64
+	for p := range ins {
+		ins[p] = make(chan int64, w7Capacity)
+		go func(p int, ch chan int64) {
+			hi := n * int64(p+1) / w7Inputs
+			for i := n * int64(p) / w7Inputs; i < hi; i++ {
+				ch <- i
+			}
+			close(ch)
+		}(p, ins[p])
+	}
+	var sum int64
+	a, b, c, d := ins[0], ins[1], ins[2], ins[3]
+	for open := w7Inputs; open > 0; {
+		select {
+		case v, ok := <-a:
+			if ok {
+				sum += v
+			} else {
+				a, open = nil, open-1
+			}
+		case v, ok := <-b:
+			if ok {
+				sum += v
+			} else {
+				b, open = nil, open-1
+			}
+		case v, ok := <-c:
+			if ok {
+				sum += v
+			} else {
+				c, open = nil, open-1
+			}
+		case v, ok := <-d:
+			if ok {
+				sum += v
+			} else {
+				d, open = nil, open-1
+			}
+		}
+	}
+	return sum
+}
+
 // measure runs fn reps times and returns the median items/s. fn returns
 // whether its result was correct; a wrong result aborts the program.
 func measure(name string, reps int, items int64, verbose bool, fn func() bool) float64 {
@@ -235,6 +321,7 @@ func main() {
 	reps := flag.Int("reps", 5, "repetitions per workload; the median is printed")
 	iters := flag.Int("iters", defaultJobIters, "W5: xorshift steps per job (≈2 µs at the default)")
 	only := flag.String("only", "", "comma-separated workloads to run (W1,...,W5); default all")
+	w6Jobs := flag.Int64("w6_jobs", w6JobsDef, "W6: jobs per repetition")
 	verbose := flag.Bool("v", false, "also print every repetition's rate")
 	flag.Parse()
 	if *reps < 1 || *iters < 0 {
@@ -291,5 +378,17 @@ func main() {
 		fmt.Printf("W5 pool go %.0f\n", poolRate)
 		fmt.Printf("W5 efficiency go %.3f\n", poolRate/(float64(w5Workers)*serialRate))
 		fmt.Printf("# W5 job_ns=%.0f (serial ns per job)\n", 1e9/serialRate)
+	}
+	if want("W6") {
+		n := *w6Jobs
+		rate := measure("W6", *reps, n, *verbose, func() bool { return ioFanOut(n) == n*(n-1)/2 })
+		ideal := float64(w6Workers) / w6Latency.Seconds()
+		fmt.Printf("W6 io_fan_out go %.0f\n", rate)
+		fmt.Printf("# W6 efficiency go %.3f (ideal %.0f jobs/s)\n", rate/ideal, ideal)
+	}
+	if want("W7") {
+		n := int64(w7Items)
+		rate := measure("W7", *reps, n, *verbose, func() bool { return selectFanIn(n) == n*(n-1)/2 })
+		fmt.Printf("W7 select_fan_in go %.0f\n", rate)
 	}
 }
