@@ -567,6 +567,24 @@ void PipelineRuntime::ReleaseOrdered(JobContext& c) {
   }
 }
 
+bool PipelineRuntime::AppendWhenRoom(jobs::Job& job,
+                                     std::vector<jobs::ResultRecord>& records,
+                                     std::uint64_t filtered,
+                                     std::uint64_t cancelled) {
+  for (;;) {
+    std::optional<jobs::Job::Clock::time_point> retry_at;
+    const bool failed_now = job.Append(records, filtered, cancelled, &retry_at);
+    if (!retry_at) return failed_now;
+    // The results memory is full of jobs that finished less than
+    // jobs.min_retention ago: hold this pipeline's results (its queues fill
+    // and admission pushes back) until the oldest may be evicted. Bounded:
+    // finished jobs only age. Re-checked every 100 ms in case room comes
+    // sooner (a job deleted, a reader letting go).
+    std::this_thread::sleep_until(std::min(
+        *retry_at, jobs::Job::Clock::now() + std::chrono::milliseconds(100)));
+  }
+}
+
 void PipelineRuntime::Flush(std::vector<std::shared_ptr<JobContext>>& touched) {
   for (const std::shared_ptr<JobContext>& context : touched) {
     JobContext& c = *context;
@@ -575,7 +593,7 @@ void PipelineRuntime::Flush(std::vector<std::shared_ptr<JobContext>>& touched) {
     if (!a.records.empty() || a.filtered > 0 || a.cancelled > 0) {
       // Past its result limits the job fails: what is still queued for it
       // ends cancelled at once (in-flight items see cancel_requested()).
-      if (c.job->Append(std::move(a.records), a.filtered, a.cancelled)) {
+      if (AppendWhenRoom(*c.job, a.records, a.filtered, a.cancelled)) {
         intake_->Cancel(*c.job);
       }
       a.records = {};

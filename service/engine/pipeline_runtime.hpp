@@ -155,6 +155,11 @@ class PipelineRuntime {
   void Emit(JobContext& c, Envelope& e);
   void ReleaseOrdered(JobContext& c);
   void Flush(std::vector<std::shared_ptr<JobContext>>& touched);
+  // Job::Append, waiting while the results memory is full of jobs that
+  // finished less than jobs.min_retention ago. Returns Append's result.
+  static bool AppendWhenRoom(jobs::Job& job,
+                             std::vector<jobs::ResultRecord>& records,
+                             std::uint64_t filtered, std::uint64_t cancelled);
   void FinishJob(JobContext& c);
   std::unique_ptr<processors::Aggregator> NewAggregator() const;
   // Emits the open window's aggregate (if it holds any value) and opens

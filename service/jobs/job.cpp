@@ -45,14 +45,16 @@ bool ResultBudget::TryTake(std::uint64_t n) {
   }
 }
 
-bool ResultBudget::TryCharge(std::uint64_t n) {
-  if (TryTake(n)) return true;
+ResultBudget::Charge ResultBudget::TryCharge(std::uint64_t n) {
+  if (TryTake(n)) return {.ok = true, .retry_at = std::nullopt};
   std::lock_guard<std::mutex> lock(mu_);
-  if (reclaim_) reclaim_(n);
-  return TryTake(n);
+  Charge charge;
+  if (reclaim_) charge.retry_at = reclaim_(n);
+  charge.ok = TryTake(n);
+  return charge;
 }
 
-void ResultBudget::SetReclaim(std::function<void(std::uint64_t)> reclaim) {
+void ResultBudget::SetReclaim(Reclaim reclaim) {
   std::lock_guard<std::mutex> lock(mu_);
   reclaim_ = std::move(reclaim);
 }
@@ -126,14 +128,14 @@ Job::Job(std::string id, std::string pipeline, std::uint64_t accepted,
       limits_(std::move(limits)) {
   counts_.in = accepted;
   charged_ = BookkeepingBytes(id_, pipeline_);
-  if (limits_.budget) limits_.budget->Charge(charged_);
+  if (limits_.budget) limits_.budget->ForceCharge(charged_);
 }
 
 Job::~Job() {
-  if (limits_.budget) {
-    std::lock_guard<std::mutex> lock(mu_);
-    limits_.budget->Refund(charged_);
-  }
+  // No lock: the last reference is gone, so no other thread can hold mu_;
+  // and a job is often freed under the store's lock (eviction), where taking
+  // mu_ would invert the job -> budget -> store order.
+  if (limits_.budget) limits_.budget->Refund(charged_);
 }
 
 JobState Job::state() const {
@@ -269,47 +271,59 @@ void Job::FailLocked(std::string_view code, std::string message) {
   cancel_requested_.store(true, std::memory_order_release);
 }
 
-bool Job::Append(std::vector<ResultRecord> records, std::uint64_t filtered,
-                 std::uint64_t cancelled) {
+bool Job::Append(std::vector<ResultRecord>& records, std::uint64_t filtered,
+                 std::uint64_t cancelled,
+                 std::optional<Clock::time_point>* retry_at) {
   std::vector<std::function<void()>> wake;
   bool failed_now = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (IsFinal(state_)) return false;
-    counts_.filtered += filtered;
-    counts_.cancelled += cancelled;
-    if (records.empty()) return false;
     // How many of the records fit the job's own cap, and what they cost.
     std::size_t keep = 0;
     std::size_t cost = 0;
+    bool over_cap = false;
     if (error_.is_null()) {
       for (; keep < records.size(); ++keep) {
         const std::size_t c = RecordCost(records[keep]);
         if (result_bytes_ + cost + c > limits_.max_bytes) {
-          FailLocked(kResultsTooLarge,
-                     "the job's results passed jobs.max_job_result_bytes (" +
-                         std::to_string(limits_.max_bytes) + " bytes) after " +
-                         std::to_string(results_.size() + keep) +
-                         " records; its remaining items were cancelled");
-          failed_now = true;
+          over_cap = true;
           break;
         }
         cost += c;
       }
-      if (keep > 0 && limits_.budget && !limits_.budget->TryCharge(cost)) {
-        FailLocked(kResultsMemoryFull,
-                   "the results of all jobs reached jobs.max_retained_bytes (" +
-                       std::to_string(limits_.budget->limit()) +
-                       " bytes) with no finished job old enough to evict "
-                       "(jobs.min_retention) after " +
-                       std::to_string(results_.size()) +
-                       " records of this job; its remaining items were "
-                       "cancelled");
+      if (keep > 0 && limits_.budget) {
+        const ResultBudget::Charge charge = limits_.budget->TryCharge(cost);
+        if (!charge.ok && retry_at != nullptr && charge.retry_at) {
+          *retry_at = charge.retry_at;  // back-pressure: nothing changed
+          return false;
+        }
+        if (!charge.ok) {
+          FailLocked(kResultsMemoryFull,
+                     "the results of all jobs reached jobs.max_retained_bytes "
+                     "(" +
+                         std::to_string(limits_.budget->limit()) +
+                         " bytes), held by running jobs, after " +
+                         std::to_string(results_.size()) +
+                         " records of this job; its remaining items were "
+                         "cancelled");
+          failed_now = true;
+          over_cap = false;
+          keep = 0;
+          cost = 0;
+        }
+      }
+      if (over_cap) {
+        FailLocked(kResultsTooLarge,
+                   "the job's results passed jobs.max_job_result_bytes (" +
+                       std::to_string(limits_.max_bytes) + " bytes) after " +
+                       std::to_string(results_.size() + keep) +
+                       " records; its remaining items were cancelled");
         failed_now = true;
-        keep = 0;
-        cost = 0;
       }
     }
+    counts_.filtered += filtered;
+    counts_.cancelled += cancelled;
     for (std::size_t i = 0; i < records.size(); ++i) {
       ResultRecord& r = records[i];
       if (i >= keep) {
@@ -327,6 +341,7 @@ bool Job::Append(std::vector<ResultRecord> records, std::uint64_t filtered,
       }
       results_.push_back(std::move(r));
     }
+    records.clear();
     result_bytes_ += cost;
     charged_ += cost;
     if (keep > 0) wake = TakeWakersLocked();
@@ -362,7 +377,7 @@ std::optional<JobState> Job::Finish(nlohmann::json aggregate, bool failed,
     aggregate_ = std::move(aggregate);
     const std::size_t bytes = JsonHeapBytes(aggregate_);
     charged_ += bytes;
-    if (limits_.budget) limits_.budget->Charge(bytes);
+    if (limits_.budget) limits_.budget->ForceCharge(bytes);
     wake = TakeWakersLocked();
     done.swap(finish_waiters_);
   }

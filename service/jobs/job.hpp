@@ -105,23 +105,36 @@ class ResultBudget {
   std::uint64_t limit() const { return limit_; }
   std::uint64_t used() const { return used_.load(std::memory_order_relaxed); }
 
-  // Takes `n` bytes and returns true if used() + n fits the limit, after
-  // asking reclaim for room when it does not; else takes nothing and
-  // returns false.
-  bool TryCharge(std::uint64_t n);
+  // What a TryCharge did: `ok`, the bytes are taken; else nothing is taken
+  // and `retry_at`, if set, is when reclaim expects it may make room (the
+  // oldest finished job reaches jobs.min_retention); unset: no finished job
+  // can make room, only running jobs hold the budget.
+  struct Charge {
+    bool ok = false;
+    std::optional<std::chrono::system_clock::time_point> retry_at;
+  };
+  // `reclaim(need)` evicts what it may so that `need` more bytes fit, and
+  // returns when it may make more room (see Charge::retry_at).
+  using Reclaim =
+      std::function<std::optional<std::chrono::system_clock::time_point>(
+          std::uint64_t need)>;
+
+  // Takes `n` bytes if used() + n fits the limit, after asking reclaim for
+  // room when it does not.
+  Charge TryCharge(std::uint64_t n);
   // Takes `n` bytes whatever the limit (bookkeeping that cannot be refused;
   // the next sweep evicts to make up for it).
-  void Charge(std::uint64_t n) {
+  void ForceCharge(std::uint64_t n) {
     used_.fetch_add(n, std::memory_order_relaxed);
   }
   void Refund(std::uint64_t n) {
     used_.fetch_sub(n, std::memory_order_relaxed);
   }
 
-  // `reclaim(need)` evicts what it may so that `need` more bytes fit; called
-  // with this budget's lock held (so it may not charge), from the thread
-  // of the failing TryCharge. Null detaches it (the store going away).
-  void SetReclaim(std::function<void(std::uint64_t need)> reclaim);
+  // Called with this budget's lock held (so it may not charge), from the
+  // thread of the failing TryCharge. Null detaches it (the store going
+  // away).
+  void SetReclaim(Reclaim reclaim);
 
  private:
   bool TryTake(std::uint64_t n);
@@ -129,7 +142,7 @@ class ResultBudget {
   const std::uint64_t limit_;
   std::atomic<std::uint64_t> used_{0};
   std::mutex mu_;
-  std::function<void(std::uint64_t)> reclaim_ SLUICE_GUARDED_BY(mu_);
+  Reclaim reclaim_ SLUICE_GUARDED_BY(mu_);
 };
 
 // The bounds on one job's result log. Thread-compatible (plain value).
@@ -244,8 +257,20 @@ class Job {
   // cancelled; Finish makes it failed), and those records, and every one
   // appended after, count as cancelled. Returns true when this call made
   // the job fail: the caller then drops its queued input (Intake::Cancel).
-  bool Append(std::vector<ResultRecord> records, std::uint64_t filtered,
-              std::uint64_t cancelled);
+  //
+  // With `retry_at`: when the shared budget is full but a finished job will
+  // become evictable (it is younger than jobs.min_retention), changes
+  // nothing, leaves `records` as they are, sets *retry_at to when room may
+  // be made and returns false: the caller waits (back-pressure) and calls
+  // again. Without it, or when no finished job can make room, the job
+  // fails as above.
+  bool Append(std::vector<ResultRecord>& records, std::uint64_t filtered,
+              std::uint64_t cancelled,
+              std::optional<Clock::time_point>* retry_at = nullptr);
+  bool Append(std::vector<ResultRecord>&& records, std::uint64_t filtered,
+              std::uint64_t cancelled) {
+    return Append(records, filtered, cancelled);
+  }
   // Flags the job cancelled. Returns true if it had not finished (the flag
   // was set, or already set), false if it had already finished.
   bool RequestCancel();

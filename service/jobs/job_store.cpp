@@ -11,7 +11,7 @@ JobStore::JobStore(Limits limits)
       budget_(std::make_shared<ResultBudget>(limits.max_retained_bytes)) {
   // Runs under the budget's lock, from a job's Append on an engine thread;
   // lock order: job -> budget -> store (the store never takes either).
-  budget_->SetReclaim([this](std::uint64_t need) { Reclaim(need); });
+  budget_->SetReclaim([this](std::uint64_t need) { return Reclaim(need); });
 }
 
 JobStore::~JobStore() { budget_->SetReclaim(nullptr); }
@@ -103,13 +103,17 @@ std::uint64_t JobStore::finished_bytes() const {
   return finished_bytes_;
 }
 
-std::size_t JobStore::Reclaim(std::uint64_t need, Job::Clock::time_point now) {
+std::optional<Job::Clock::time_point> JobStore::Reclaim(
+    std::uint64_t need, Job::Clock::time_point now) {
   std::lock_guard<std::mutex> lock(mu_);
-  return SweepLocked(now, need);
+  std::optional<Job::Clock::time_point> retry_at;
+  SweepLocked(now, need, &retry_at);
+  return retry_at;
 }
 
-std::size_t JobStore::SweepLocked(Job::Clock::time_point now,
-                                  std::uint64_t need) {
+std::size_t JobStore::SweepLocked(
+    Job::Clock::time_point now, std::uint64_t need,
+    std::optional<Job::Clock::time_point>* retry_at) {
   std::size_t evicted = 0;
   while (!finished_.empty()) {
     auto it = by_id_.find(finished_.front());
@@ -125,10 +129,13 @@ std::size_t JobStore::SweepLocked(Job::Clock::time_point now,
       const std::uint64_t used = budget_->used();
       const bool short_of_room =
           need > 0 ? used + need > budget_->limit() : used > budget_->limit();
-      // Finished jobs are in finish order, so once the oldest is too young
-      // (or is the newest), so is every other one.
-      if (!short_of_room || finished_.size() == 1 ||
-          age < limits_.min_retention) {
+      if (!short_of_room) break;
+      // Finished jobs are in finish order, so once the oldest is too young,
+      // so is every other one; it may go at finished_at + min_retention.
+      if (age < limits_.min_retention) {
+        if (retry_at != nullptr) {
+          *retry_at = it->second.finished_at + limits_.min_retention;
+        }
         break;
       }
     }

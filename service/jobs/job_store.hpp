@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -28,12 +29,14 @@ namespace sluice::jobs {
 // when they finished more than `retention` ago, or for room: while the
 // budget (every stored job's results and bookkeeping, running ones
 // included) is over `max_retained_bytes`, or when a running job's results
-// need room in it. Eviction for room spares the newest finished job and
-// every job finished less than `min_retention` ago, so a job stays readable
-// at least that long after it finished (or until `retention`, if shorter);
-// a running job that finds no room then fails (Job::Append). So the result
-// logs of all jobs together stay within max_retained_bytes, plus at most
-// the bookkeeping of jobs created while it was full.
+// need room in it. Eviction for room spares every job finished less than
+// `min_retention` ago, so a job stays readable at least that long after it
+// finished (or until `retention`, if shorter). A running job that finds no
+// room waits for the oldest finished job to reach min_retention (the
+// engine's aggregator holds its results: back-pressure), and fails only
+// when running jobs alone fill the budget (Job::Append). So the result logs
+// of all jobs together stay within max_retained_bytes, plus at most the
+// bookkeeping of jobs created while it was full.
 //
 // Eviction is lazy: it runs on OnFinished(), Find(), List(), Sweep() and a
 // budget's reclaim, so an expired job is never visible, and its memory goes
@@ -84,9 +87,11 @@ class JobStore {
   // were evicted.
   std::size_t Sweep(Job::Clock::time_point now = Job::Clock::now());
   // Evicts what may be evicted for room until `need` more bytes fit the
-  // budget (the budget's reclaim). Returns how many were evicted.
-  std::size_t Reclaim(std::uint64_t need,
-                      Job::Clock::time_point now = Job::Clock::now());
+  // budget (the budget's reclaim). If they still do not, returns when the
+  // oldest finished job may go for room (it reaches min_retention), or
+  // nullopt when no finished job is left to make room.
+  std::optional<Job::Clock::time_point> Reclaim(
+      std::uint64_t need, Job::Clock::time_point now = Job::Clock::now());
 
   // Jobs stored now.
   std::size_t size() const;
@@ -104,8 +109,10 @@ class JobStore {
 
   // Evicts the expired, then, while the budget lacks `need` bytes (beyond
   // its limit when need is 0), the finished jobs that may go for room.
-  std::size_t SweepLocked(Job::Clock::time_point now, std::uint64_t need = 0)
-      SLUICE_REQUIRES(mu_);
+  // Sets *retry_at as Reclaim returns it.
+  std::size_t SweepLocked(Job::Clock::time_point now, std::uint64_t need = 0,
+                          std::optional<Job::Clock::time_point>* retry_at =
+                              nullptr) SLUICE_REQUIRES(mu_);
   void EraseLocked(const std::string& id) SLUICE_REQUIRES(mu_);
 
   const Limits limits_;

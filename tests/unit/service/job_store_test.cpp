@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -152,21 +153,29 @@ TEST(JobStoreTest, RunningJobsCountAgainstTheBudget) {
   JobStore store(TwoAndAHalfJobs(0ms));
   AddFinished(store, "old");
   AddFinished(store, "newest");
-  // A running job's results take the room of the oldest finished job, never
-  // the newest one's.
+  // A running job's results take the room of finished jobs, oldest first.
   auto running = StoredJob(store, "running");
-  EXPECT_FALSE(running->Append(Records(10, 1000), 0, 0));
+  auto records = Records(10, 1000);
+  std::optional<Job::Clock::time_point> retry_at;
+  EXPECT_FALSE(running->Append(records, 0, 0, &retry_at));
   EXPECT_EQ(store.Find("old"), nullptr);
   EXPECT_NE(store.Find("newest"), nullptr);
-  EXPECT_TRUE(running->Append(Records(10, 1000), 0, 0))
-      << "no finished job may go: the running job fails";
-  EXPECT_EQ(running->error()["code"], kResultsMemoryFull);
-  EXPECT_NE(store.Find("newest"), nullptr);
+  records = Records(10, 1000);
+  EXPECT_FALSE(running->Append(records, 0, 0, &retry_at));
+  EXPECT_EQ(store.Find("newest"), nullptr);
+  // Only running jobs hold the budget now: nothing to wait for, so the
+  // next one that needs room fails.
+  auto second = StoredJob(store, "second");
+  records = Records(10, 1000);
+  EXPECT_TRUE(second->Append(records, 0, 0, &retry_at));
+  EXPECT_FALSE(retry_at.has_value());
+  EXPECT_EQ(second->error()["code"], kResultsMemoryFull);
   EXPECT_LE(store.budget()->used(), store.budget()->limit());
-  EXPECT_EQ(running->counts().out, 10u);
-  EXPECT_EQ(running->counts().cancelled, 10u)
-      << "dropped records end cancelled";
-  EXPECT_EQ(running->Finish(nullptr), JobState::kFailed);
+  EXPECT_EQ(running->counts().out, 20u);
+  EXPECT_EQ(second->counts().out, 0u);
+  EXPECT_EQ(second->counts().cancelled, 10u) << "dropped records end cancelled";
+  EXPECT_EQ(second->Finish(nullptr), JobState::kFailed);
+  EXPECT_EQ(running->Finish(nullptr), JobState::kDone);
 }
 
 TEST(JobStoreTest, JustFinishedJobsStayForMinRetention) {
@@ -174,14 +183,27 @@ TEST(JobStoreTest, JustFinishedJobsStayForMinRetention) {
   const auto now = Clock::now();
   AddFinished(store, "a", now);
   AddFinished(store, "b", now);
-  // Both finished just now: a running job finds no room and fails rather
-  // than evict them.
+  // Both finished just now: a running job that may wait is told when the
+  // oldest may go, and nothing changes (the engine holds its results).
   auto running = StoredJob(store, "running");
-  EXPECT_TRUE(running->Append(Records(10, 1000), 0, 0));
+  auto records = Records(10, 1000);
+  std::optional<Job::Clock::time_point> retry_at;
+  EXPECT_FALSE(running->Append(records, 3, 0, &retry_at));
+  ASSERT_TRUE(retry_at.has_value());
+  EXPECT_EQ(*retry_at, now + 10s);
+  EXPECT_EQ(records.size(), 10u) << "the records are left to the caller";
+  EXPECT_EQ(running->counts().out, 0u);
+  EXPECT_EQ(running->counts().filtered, 0u);
+  EXPECT_TRUE(running->error().is_null());
   EXPECT_NE(store.Find("a"), nullptr);
   EXPECT_NE(store.Find("b"), nullptr);
+  // One that may not wait fails rather than evict them.
+  auto other = StoredJob(store, "other");
+  EXPECT_TRUE(other->Append(Records(10, 1000), 0, 0));
+  EXPECT_EQ(other->error()["code"], kResultsMemoryFull);
+  EXPECT_NE(store.Find("a"), nullptr);
   // Past min_retention the oldest may go for room.
-  EXPECT_EQ(store.Reclaim(OneJobBytes(), now + 11s), 1u);
+  EXPECT_FALSE(store.Reclaim(OneJobBytes(), now + 11s).has_value());
   EXPECT_EQ(store.Find("a"), nullptr);
   EXPECT_NE(store.Find("b"), nullptr);
 }

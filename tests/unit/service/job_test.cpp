@@ -280,7 +280,7 @@ TEST(JobTest, ChargesItsBudgetAndGivesItBack) {
   EXPECT_EQ(budget->used(), 0u);
   // A full budget fails the job that needs room (nothing to reclaim here).
   ResultBudget* raw = budget.get();
-  raw->Charge((1 << 20) - 100);
+  raw->ForceCharge((1 << 20) - 100);
   Job job("k", "p", 1, Job::Clock::now(), ResultLimits{1 << 20, budget});
   EXPECT_TRUE(job.Append({Value(0, std::string(5000, 'x'))}, 0, 0));
   EXPECT_EQ(job.error()["code"], kResultsMemoryFull);
