@@ -19,9 +19,35 @@
 //   hooks inside compiled traces, so a compiled loop would never stop.
 //   Once fired, the hook re-arms itself for every further instruction, so a
 //   script's own pcall cannot swallow the stop and carry on.
+// - C stack: LuaJIT bounds the Lua stack but not the C stack. A library
+//   function that calls back into Lua (a string.gsub callback, a
+//   table.sort comparator or __lt, __index under os.time,
+//   coroutine.resume and coroutine.wrap, which run the coroutine on the
+//   caller's C stack) nests C frames, about 8 KiB per string.gsub, and
+//   recursion through it overflowed the thread's stack (SIGSEGV, the
+//   process gone). Each of those functions is replaced, before the script
+//   loads, by a Lua wrapper (kGuards) that calls CheckCStack and then
+//   tail-calls the original, so argument errors still name the function
+//   and the script's line. CheckCStack raises "C stack overflow (callbacks
+//   nested too deep)" once the C stack used since the item (or the top
+//   level) began passes stack_bound: 1 MiB, or half the room the thread's
+//   stack had left when the item began if that is less. Like the
+//   instruction budget it is final: every guarded call fails for the rest
+//   of the item, and the item fails even if the script caught the error.
+// - string.format runs the __tostring of its %s arguments in its wrapper,
+//   before the original: called from inside the original, a nested format
+//   could corrupt the heap in this LuaJIT (see kGuards), and it nested C
+//   frames. tostring is wrapped too, without the check: a
+//   `__tostring = tostring` loop runs no bytecode in the original (a
+//   fast-function tail call) and so never met the count hook; through a
+//   Lua wrapper it does.
 // Not bounded: time spent inside one library call (a pathological
 // string.find pattern), which no hook can interrupt.
+#include <pthread.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -50,6 +76,11 @@ constexpr std::uint64_t kDefaultMaxMemory = 64 * kMiB;
 // Below this the standard libraries alone come close to the cap.
 constexpr std::uint64_t kMinMaxMemory = 1 * kMiB;
 constexpr long kMaxScriptFileBytes = 16 * 1024 * 1024;
+// The most C stack one item may use (worker threads have 8 MiB, or 2 MiB
+// when the stack rlimit is unlimited); see CStackBound.
+constexpr std::size_t kMaxCStack = 1 * kMiB;
+constexpr char kCStackMessage[] =
+    "C stack overflow (callbacks nested too deep)";
 // Every error position reads "lua:<line>:", which Describe turns into
 // "line <line>:".
 constexpr char kChunkName[] = "=lua";
@@ -84,6 +115,17 @@ std::string Describe(std::string_view message) {
          std::string(rest);
 }
 
+// The length of a leading "sluice:<line>: ", the position LuaJIT gives an
+// error raised inside kGuards; 0 if there is none.
+std::size_t GuardPositionLength(std::string_view message) {
+  constexpr std::string_view prefix = "sluice:";
+  if (message.substr(0, prefix.size()) != prefix) return 0;
+  std::size_t i = prefix.size();
+  while (i < message.size() && message[i] >= '0' && message[i] <= '9') ++i;
+  if (i == prefix.size() || message.substr(i, 2) != ": ") return 0;
+  return i + 2;
+}
+
 // ---- limits
 // -------------------------------------------------------------------
 
@@ -96,6 +138,12 @@ struct Budget {
   int instructions = 0;
   bool memory_exceeded = false;
   bool instructions_exceeded = false;
+  // The C stack: where the item (or the top level) began, and how far
+  // below that guarded calls may go (StartCStack).
+  std::uintptr_t stack_base = 0;
+  std::size_t stack_bound = 0;
+  bool cstack_exceeded = false;
+  int cstack_line = 0;  // the script's line where it tripped; 0: unknown
 };
 
 Budget* BudgetOf(lua_State* L) {
@@ -140,7 +188,140 @@ void ArmHook(lua_State* L, const Budget& b) {
   lua_sethook(L, CountHook, LUA_MASKCOUNT, b.instructions);
 }
 
+std::uintptr_t StackAddress() {
+  // Not the address of a local: under ASan those may live on a fake stack
+  // in the heap.
+  return reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+}
+
+// The lowest address of the calling thread's stack (stacks grow down on
+// every target this builds for), or 0 when unknown. Found once per thread:
+// for the main thread glibc reads /proc/self/maps.
+std::uintptr_t ThreadStackLow() {
+  thread_local const std::uintptr_t low = [] {
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0)
+      return std::uintptr_t{0};
+    void* addr = nullptr;
+    std::size_t size = 0;
+    const bool ok = pthread_attr_getstack(&attr, &addr, &size) == 0;
+    pthread_attr_destroy(&attr);
+    return ok ? reinterpret_cast<std::uintptr_t>(addr) : std::uintptr_t{0};
+  }();
+  return low;
+}
+
+// Starts the C stack budget of one item (or of the top level) from here:
+// kMaxCStack, or half the room left on this thread's stack if that is less,
+// so the error path always has room too.
+void StartCStack(Budget& b) {
+  const std::uintptr_t here = StackAddress();
+  const std::uintptr_t low = ThreadStackLow();
+  const std::size_t room = low != 0 && here > low ? here - low : 2 * kMaxCStack;
+  b.stack_base = here;
+  b.stack_bound = std::min(kMaxCStack, room / 2);
+  b.cstack_exceeded = false;
+  b.cstack_line = 0;
+}
+
+// The line of the innermost frame of the script itself (not of kGuards or
+// a library function), or 0.
+int ScriptLine(lua_State* L, int first_level) {
+  lua_Debug ar;
+  for (int level = first_level; lua_getstack(L, level, &ar) != 0; ++level) {
+    if (lua_getinfo(L, "Sl", &ar) != 0 && ar.currentline > 0 &&
+        std::strcmp(ar.source, kChunkName) == 0) {
+      return ar.currentline;
+    }
+  }
+  return 0;
+}
+
+// Called by kGuards before each library function that can call back into
+// Lua: fails once the item has used more than stack_bound of C stack, and
+// from then on for the rest of the item.
+int CheckCStack(lua_State* L) {
+  Budget* b = BudgetOf(L);
+  const std::uintptr_t here = StackAddress();
+  const std::size_t used =
+      b->stack_base > here ? b->stack_base - here : here - b->stack_base;
+  if (!b->cstack_exceeded && used <= b->stack_bound) return 0;
+  if (!b->cstack_exceeded) {
+    b->cstack_exceeded = true;
+    b->cstack_line = ScriptLine(L, 1);
+  }
+  lua_pushstring(L, kCStackMessage);
+  return lua_error(L);
+}
+
 // ---- the sandbox ----------------------------------------------------------
+
+// Run once per state after the libraries open, with CheckCStack as its
+// argument, before the script loads; the originals stay reachable only as
+// upvalues (no debug library). Each wrapper tail-calls the original, so an
+// argument error still reads "lua:3: bad argument #1 to 'gsub' (...)".
+//
+// string.format also calls the __tostring of its %s arguments itself, in
+// Lua, before the original runs: the original calls __tostring midway
+// through writing into LuaJIT's shared string buffer, and when a garbage
+// collection step inside it shrinks that buffer, this LuaJIT (Debian 12's
+// 2.1.0~beta3+git20220320, before upstream commit 444c8ff1) leaves the
+// write position past the buffer's end, and the rest of the format is
+// written out of bounds: heap corruption from one nested format. Done here,
+// format never calls back into Lua, so it nests no C frames either (a
+// __tostring recursion is bounded by the Lua stack). The parse mirrors
+// lj_strfmt_parse for every format it accepts; one it rejects fails in the
+// original as before.
+constexpr char kGuards[] = R"lua(
+local check = ...
+local type, tostring, select, unpack = type, tostring, select, unpack
+local gsub, format, gmatch = string.gsub, string.format, string.gmatch
+local sort, time = table.sort, os.time
+local resume, wrap = coroutine.resume, coroutine.wrap
+string.gsub = function(...) check() return gsub(...) end
+table.sort = function(...) check() return sort(...) end
+os.time = function(...) check() return time(...) end
+coroutine.resume = function(...) check() return resume(...) end
+coroutine.wrap = function(...)
+  if type((...)) ~= "function" then return wrap(...) end
+  local resume_it = wrap(...)
+  return function(...) check() return resume_it(...) end
+end
+_G.tostring = function(...) return tostring(...) end
+-- The %s arguments with a __tostring, converted before format runs.
+local function format_tostrings(fmt, n, ...)
+  local args, i = {...}, 0
+  for conv in gmatch(fmt, "%%[-+ #0]*%d*%.?%d*(.)") do
+    if conv ~= "%" then
+      i = i + 1
+      local t = type(args[i])
+      if conv == "s" and (t == "table" or t == "userdata") then
+        local s = tostring(args[i])
+        t = type(s)
+        if t ~= "string" and t ~= "number" then
+          error("'__tostring' must return a string", 0)
+        end
+        args[i] = s
+      end
+    end
+  end
+  return format(fmt, unpack(args, 1, n))
+end
+string.format = function(fmt, ...)
+  check()
+  local t = type(fmt)
+  if t == "string" or t == "number" then
+    for k = 1, select("#", ...) do
+      t = type((select(k, ...)))
+      if t == "table" or t == "userdata" then
+        return format_tostrings(fmt, select("#", ...), ...)
+      end
+    end
+  end
+  return format(fmt, ...)
+end
+)lua";
+constexpr char kGuardsChunkName[] = "=sluice";
 
 constexpr const char* kRemovedGlobals[] = {
     "dofile",  "load",    "loadfile",       "loadstring",
@@ -177,12 +358,18 @@ int OpenSandbox(lua_State* L) {
   lua_pushnil(L);
   lua_setfield(L, -2, "dump");
   lua_pop(L, 1);
+  if (luaL_loadbuffer(L, kGuards, sizeof kGuards - 1, kGuardsChunkName) != 0) {
+    return lua_error(L);
+  }
+  lua_pushcfunction(L, CheckCStack);
+  lua_call(L, 1, 0);
   return 0;
 }
 
 // Error handler of every script call: gives errors raised without a
 // position (by a library function, or error(x, 0)) the line of the
-// innermost Lua frame, and non-string error values a description.
+// innermost frame of the script, and non-string error values a
+// description.
 int AddPosition(lua_State* L) {
   const Budget* b = BudgetOf(L);
   // The flags decide the message; allocating now could fail anyway.
@@ -193,12 +380,13 @@ int AddPosition(lua_State* L) {
   }
   const char* message = lua_tostring(L, 1);
   if (Describe(message) != message) return 1;  // already "lua:<line>:"
-  lua_Debug ar;
-  for (int level = 0; lua_getstack(L, level, &ar) != 0; ++level) {
-    if (lua_getinfo(L, "Sl", &ar) != 0 && ar.currentline > 0) {
-      lua_pushfstring(L, "lua:%d: %s", ar.currentline, message);
-      return 1;
-    }
+  // A position inside kGuards (a Lua stack overflow may be raised there)
+  // means nothing to the script's author; the script's line replaces it.
+  const std::size_t guard = GuardPositionLength(message);
+  if (const int line = ScriptLine(L, 0); line > 0) {
+    lua_pushfstring(L, "lua:%d: %s", line, message + guard);
+  } else if (guard > 0) {
+    lua_pushstring(L, message + guard);
   }
   return 1;
 }
@@ -318,6 +506,7 @@ class Script {
     Budget& b = budget_;
     b.memory_exceeded = false;
     b.instructions_exceeded = false;
+    StartCStack(b);
     ArmHook(L_, b);
     Call call;
     call.item = &item;
@@ -352,6 +541,7 @@ class Script {
     }
     LoadArgs args;
     args.source = source;
+    StartCStack(budget_);
     if (const int s = lua_cpcall(L_, LoadBody, &args); s != 0) {
       args.status = s;
       const char* m = lua_tostring(L_, -1);
@@ -362,9 +552,11 @@ class Script {
         return "the script's top level exceeded max_instructions (" +
                std::to_string(limits_.max_instructions) + ")";
       }
+      if (budget_.cstack_exceeded) return CStackMessage();
       if (budget_.memory_exceeded) return LimitMessage(args.message);
       return Describe(args.message);
     }
+    if (budget_.cstack_exceeded) return CStackMessage();  // caught, still final
     lua_settop(L_, 0);
     lua_pushlightuserdata(L_, &kCallItemKey);
     lua_rawget(L_, LUA_REGISTRYINDEX);  // stays at index 1
@@ -383,6 +575,13 @@ class Script {
     lua_settop(L_, 1);
   }
 
+  // "line 3: C stack overflow (callbacks nested too deep)"
+  std::string CStackMessage() const {
+    if (budget_.cstack_line <= 0) return kCStackMessage;
+    return "line " + std::to_string(budget_.cstack_line) + ": " +
+           kCStackMessage;
+  }
+
   std::string LimitMessage(const std::string& fallback) const {
     if (!budget_.memory_exceeded) return fallback;
     return "the script needs more than max_memory (" +
@@ -399,6 +598,10 @@ class Script {
       return Outcome::Fail("lua: instruction budget exceeded (" +
                            std::to_string(limits_.max_instructions) + ")");
     }
+    // Final, like the instruction budget: the script may have caught the
+    // error, and unwinding through coroutine.wrap prefixes a position per
+    // level, which can run into the memory cap.
+    if (b.cstack_exceeded) return Outcome::Fail("lua: " + CStackMessage());
     if (status != 0) {
       return Outcome::Fail(status == LUA_ERRMEM ? memory() : "lua: " + outer);
     }
