@@ -632,7 +632,7 @@ void PipelineRuntime::FinishJob(JobContext& c) {
     // The last, partial window goes out before the job's `done`.
     CloseWindow(a, a.window_number + 1);
     if (!a.records.empty()) {
-      c.job->Append(std::move(a.records), 0, 0);  // nothing left to cancel
+      AppendWhenRoom(*c.job, a.records, 0, 0);  // nothing left to cancel
       a.records = {};
     }
     a.window_aggregator.reset();

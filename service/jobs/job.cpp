@@ -49,8 +49,17 @@ ResultBudget::Charge ResultBudget::TryCharge(std::uint64_t n) {
   if (TryTake(n)) return {.ok = true, .retry_at = std::nullopt};
   std::lock_guard<std::mutex> lock(mu_);
   Charge charge;
-  if (reclaim_) charge.retry_at = reclaim_(n);
-  charge.ok = TryTake(n);
+  // Chargers on the fast path may take the room reclaim made before this
+  // thread does; a few rounds, then the caller is told to retry now.
+  for (int round = 0; round < 4 && reclaim_; ++round) {
+    charge.retry_at = reclaim_(n);
+    charge.ok = TryTake(n);
+    if (charge.ok || !charge.retry_at ||
+        *charge.retry_at > std::chrono::system_clock::now()) {
+      break;
+    }
+  }
+  if (!reclaim_) charge.ok = TryTake(n);
   return charge;
 }
 

@@ -107,8 +107,9 @@ class ResultBudget {
 
   // What a TryCharge did: `ok`, the bytes are taken; else nothing is taken
   // and `retry_at`, if set, is when reclaim expects it may make room (the
-  // oldest finished job reaches jobs.min_retention); unset: no finished job
-  // can make room, only running jobs hold the budget.
+  // oldest finished job reaches jobs.min_retention, or now: room was made
+  // but others took it first); unset: no finished job can make room, only
+  // running jobs hold the budget.
   struct Charge {
     bool ok = false;
     std::optional<std::chrono::system_clock::time_point> retry_at;

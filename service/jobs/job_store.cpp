@@ -145,6 +145,13 @@ std::size_t JobStore::SweepLocked(
     finished_.pop_front();
     ++evicted;
   }
+  // Room now (made here, or given back meanwhile): retry at once. Another
+  // thread may take it first, so the caller is told to try again, not that
+  // running jobs hold the budget.
+  if (retry_at != nullptr && !*retry_at && need > 0 &&
+      budget_->used() + need <= budget_->limit()) {
+    *retry_at = now;
+  }
   return evicted;
 }
 

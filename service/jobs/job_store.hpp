@@ -87,9 +87,9 @@ class JobStore {
   // were evicted.
   std::size_t Sweep(Job::Clock::time_point now = Job::Clock::now());
   // Evicts what may be evicted for room until `need` more bytes fit the
-  // budget (the budget's reclaim). If they still do not, returns when the
-  // oldest finished job may go for room (it reaches min_retention), or
-  // nullopt when no finished job is left to make room.
+  // budget (the budget's reclaim). Returns `now` if they fit afterwards;
+  // else when the oldest finished job may go for room (it reaches
+  // min_retention), or nullopt when no finished job is left to make room.
   std::optional<Job::Clock::time_point> Reclaim(
       std::uint64_t need, Job::Clock::time_point now = Job::Clock::now());
 
