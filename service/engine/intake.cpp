@@ -90,6 +90,9 @@ Intake::PushResult Intake::Push(const JobContext& context,
                                 std::vector<nlohmann::json>& items,
                                 std::size_t queue_limit, Admission& admission,
                                 std::function<void()>& on_room) {
+  // A replaced on_room is destroyed after the lock is released: it may hold
+  // the last reference to a session whose destructor calls CloseInput.
+  std::function<void()> replaced;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = inputs_.find(context.job.get());
   if (closed_ || it == inputs_.end() || it->second.input_closed ||
@@ -104,7 +107,7 @@ Intake::PushResult Intake::Push(const JobContext& context,
   for (;;) {
     const std::size_t queued = in.queued();
     if (queued >= queue_limit) {
-      in.on_room = std::move(on_room);
+      replaced = std::exchange(in.on_room, std::move(on_room));
       in.room_mark = queue_limit / 2;
       return PushResult::kFull;
     }
@@ -123,10 +126,12 @@ Intake::PushResult Intake::Push(const JobContext& context,
 }
 
 void Intake::CloseInput(const JobContext& context) {
+  std::function<void()> dropped;  // destroyed unlocked, as in Push
   std::lock_guard<std::mutex> lock(mu_);
   auto it = inputs_.find(context.job.get());
   if (it == inputs_.end() || it->second.input_closed) return;
   it->second.input_closed = true;
+  dropped = std::move(it->second.on_room);
   it->second.on_room = nullptr;
   EnqueueLocked(it->second);
 }

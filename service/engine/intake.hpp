@@ -121,7 +121,7 @@ class Intake {
   // every registered job's input has ended, or when `st` is stopped.
   bool Next(std::vector<Envelope>& out, std::size_t max, std::stop_token st);
 
-  // No more jobs: Add fails from now on, and Next returns nullopt once the
+  // No more jobs: Add fails from now on, and Next returns false once the
   // inputs still registered have ended. Idempotent.
   void Close();
 
