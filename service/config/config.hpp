@@ -1,5 +1,5 @@
-// Defines sluice::config: the service's configuration (the structs DESIGN.md
-// §3.4 describes) and the loader that parses YAML or JSON text into them,
+// Defines sluice::config: the service's configuration (the structs contract
+// §C4 describes) and the loader that parses YAML or JSON text into them,
 // substituting ${ENV:-default} and validating every key.
 #ifndef SLUICE_SERVICE_CONFIG_CONFIG_HPP_
 #define SLUICE_SERVICE_CONFIG_CONFIG_HPP_
@@ -91,7 +91,7 @@ struct WindowSpec {
   bool enabled() const { return items != 0 || every.count() != 0; }
 };
 
-// pipelines[i].aggregate (DESIGN §3.4). Unused members are "". Thread-
+// pipelines[i].aggregate (contract §C4). Unused members are "". Thread-
 // compatible (plain value).
 struct AggregateSpec {
   std::string type = "collect";  // collect|count|sum|min|max|avg|group_by

@@ -1,5 +1,5 @@
 // Defines sluice::engine::Engine, which runs every configured pipeline
-// (DESIGN.md §4: per pipeline one generator thread, one fan-out worker pool
+// (contract §C7: per pipeline one generator thread, one fan-out worker pool
 // per stage, one fan-in aggregator thread, linked by sluice::Channel), admits
 // jobs and streams into them, and drains on shutdown (§3.6); and
 // sluice::engine::StreamFeed, the input side of a WebSocket ingestion stream.
@@ -196,7 +196,7 @@ class Engine {
   // do it every sample_interval). Cheap; e.g. from a metrics scrape hook.
   void SampleGauges();
 
-  // DESIGN §3.6: stops admitting (draining() turns true), waits up to `grace`
+  // contract §C6: stops admitting (draining() turns true), waits up to `grace`
   // for running jobs (and open streams) to finish, cancels what remains and
   // waits for it to end, then stops every pipeline: the generator ends
   // (closing stage 0's channel), each stage drains and ends, then the

@@ -1,5 +1,5 @@
 // Engine-internal: PipelineRuntime, the running threads of one configured
-// pipeline (DESIGN.md §4), built on the patterns library:
+// pipeline (contract §C7), built on the patterns library:
 //
 //   Intake --generator thread--> Channel(stage 0 buffer) --> stage 0 workers
 //     --> Channel(stage 1 buffer) --> ... --> last stage workers

@@ -1,5 +1,5 @@
 // Defines sluice::http::BuildResultsPage: one page of a job's result log for
-// `GET /v1/jobs/ID/results` (DESIGN §3.2), bounded by bytes as well as by
+// `GET /v1/jobs/ID/results` (contract §C2), bounded by bytes as well as by
 // `limit`, so a page never makes the server hold more than about
 // kResultsPageBytes per request however large the records are.
 #ifndef SLUICE_SERVICE_HTTP_RESULTS_PAGE_HPP_

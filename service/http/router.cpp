@@ -1,4 +1,4 @@
-// Implementation of sluice::http::Router (see router.hpp): DESIGN §3.2.
+// Implementation of sluice::http::Router (see router.hpp): contract §C2.
 #include "service/http/router.hpp"
 
 #include <algorithm>
@@ -195,7 +195,7 @@ std::string JobPath(std::string_view id) {
   return std::string("/v1/jobs/") + std::string(id);
 }
 
-// Maps an engine error to its HTTP status (DESIGN §3.2).
+// Maps an engine error to its HTTP status (contract §C2).
 bhttp::status StatusOfEngineError(std::string_view code) {
   if (code == "unknown_pipeline" || code == "unknown_job" ||
       code == "not_found") {

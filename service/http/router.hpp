@@ -1,4 +1,4 @@
-// sluice::http::Router: the HTTP API of DESIGN §3.2 as a function from a
+// sluice::http::Router: the HTTP API of contract §C2 as a function from a
 // parsed request to a response, with no sockets involved (in the manner of
 // the Beast examples' handle_request), so it is unit-testable. Also defines
 // the Request/Response types, the WebSocket upgrade decision (§3.3), bearer
@@ -115,7 +115,7 @@ class Router {
   // an unknown route, job or pipeline, 405, 503 while draining).
   std::variant<Reply, Upgrade> HandleUpgrade(const Request& request);
 
-  // Starts the drain (DESIGN §3.6): /readyz turns 503 and new jobs and
+  // Starts the drain (contract §C6): /readyz turns 503 and new jobs and
   // streams get 503. Idempotent.
   void SetDraining() { draining_.store(true); }
   bool draining() const { return draining_.load(); }

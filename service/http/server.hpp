@@ -1,7 +1,7 @@
 // sluice::http::Server: the whole service behind one listening socket —
 // metrics, engine, router, the Boost.Asio io_context and its threads, the
-// listener (HTTP and WebSocket on one port, DESIGN §3.2-§3.3; HTTPS and WSS
-// instead when server.tls is set) and the lifecycle of DESIGN §3.6 (drain on
+// listener (HTTP and WebSocket on one port, contract §C2-§C3; HTTPS and WSS
+// instead when server.tls is set) and the lifecycle of contract §C6 (drain on
 // SIGTERM/SIGINT or Shutdown()).
 #ifndef SLUICE_SERVICE_HTTP_SERVER_HPP_
 #define SLUICE_SERVICE_HTTP_SERVER_HPP_
@@ -64,7 +64,7 @@ class Server {
   // connections; returns at once. Call once.
   void Start();
 
-  // Starts the drain (DESIGN §3.6), as SIGTERM does: /readyz turns 503, new
+  // Starts the drain (contract §C6), as SIGTERM does: /readyz turns 503, new
   // jobs and streams get 503, Engine::Shutdown(server.shutdown_grace) runs on
   // a thread of its own (never an io thread); when it returns, the listener
   // closes and every connection is asked to finish (job streams send their

@@ -1,12 +1,12 @@
 // Defines sluice::jobs::Job (one job's state, counts, result log and status
-// object, DESIGN.md §3.1-§3.2), JobState, Counts, ResultRecord and NewJobId().
+// object, contract §C1-§C2), JobState, Counts, ResultRecord and NewJobId().
 //
 // A Job is shared: the engine's threads append results and finish it; HTTP
 // and WebSocket threads read it. Readers never make the engine wait on them:
 // the result log is a deque they copy from at their own pace, and streaming
 // readers register a one-shot wake callback instead of being pushed to.
 //
-// Memory (DESIGN §3.6): a job's result log is bounded by ResultLimits — its
+// Memory (contract §C6): a job's result log is bounded by ResultLimits — its
 // own cap (jobs.max_job_result_bytes) and a ResultBudget shared by every job
 // of the store (jobs.max_retained_bytes), both counted in JsonCost terms
 // (service/util/json_cost.hpp). A job whose results would pass either fails:
@@ -43,7 +43,7 @@ std::string_view ToString(JobState state);
 // True for done, failed and cancelled.
 bool IsFinal(JobState state);
 
-// A job's item counts (DESIGN §3.1). `in` counts accepted input items. The
+// A job's item counts (contract §C1). `in` counts accepted input items. The
 // others count what the items ended as: `out` result records (a split item
 // may make several), `errors` error records, `filtered` and `cancelled` the
 // pieces dropped (an item, or one part of a split item). So without splits a
@@ -186,10 +186,10 @@ class Job {
   bool finished() const;
   // When the job finished; nullopt while it has not.
   std::optional<Clock::time_point> finished_at() const;
-  // The aggregate (DESIGN §3.4); null until the job has finished.
+  // The aggregate (contract §C4); null until the job has finished.
   nlohmann::json aggregate() const;
 
-  // The DESIGN §3.2 status object: {"id","pipeline","state","items":{"in",
+  // The contract §C2 status object: {"id","pipeline","state","items":{"in",
   // "out","filtered","errors","cancelled"},"aggregate","created_at",
   // "started_at","finished_at"}, timestamps RFC 3339 UTC with milliseconds
   // or null; plus "error": {"code","message"} once the job failed over its

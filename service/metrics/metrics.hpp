@@ -1,5 +1,5 @@
 // sluice::metrics::Metrics — the service's Prometheus registry (prometheus-cpp
-// core) with every metric family of DESIGN §3.5, and its text exposition
+// core) with every metric family of contract §C5, and its text exposition
 // (format 0.0.4) for GET /metrics on the service's own port.
 #ifndef SLUICE_SERVICE_METRICS_METRICS_HPP_
 #define SLUICE_SERVICE_METRICS_METRICS_HPP_
@@ -22,7 +22,7 @@ struct PipelineConfig;
 
 namespace sluice::metrics {
 
-// Owns one prometheus::Registry and the families of DESIGN §3.5:
+// Owns one prometheus::Registry and the families of contract §C5:
 //   sluice_http_requests_total{method,route,code}      counter
 //   sluice_http_request_duration_seconds{route}        histogram
 //   sluice_jobs_total{pipeline,state}                  counter

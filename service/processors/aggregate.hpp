@@ -1,5 +1,5 @@
 // Defines sluice::processors::Aggregator: the per-job fold over result values
-// that becomes the job's `aggregate` (DESIGN.md §3.4), with its validator and
+// that becomes the job's `aggregate` (contract §C4), with its validator and
 // factory.
 #ifndef SLUICE_SERVICE_PROCESSORS_AGGREGATE_HPP_
 #define SLUICE_SERVICE_PROCESSORS_AGGREGATE_HPP_

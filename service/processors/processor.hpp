@@ -1,5 +1,5 @@
 // Defines sluice::processors::Processor, the per-item transformation a
-// pipeline stage applies (DESIGN.md §3.4 processor table), its Outcome, and
+// pipeline stage applies (contract §C4 processor table), its Outcome, and
 // the factory and validator that turn a config::ProcessorSpec into one.
 #ifndef SLUICE_SERVICE_PROCESSORS_PROCESSOR_HPP_
 #define SLUICE_SERVICE_PROCESSORS_PROCESSOR_HPP_

@@ -1,5 +1,5 @@
 // Defines the service's timestamp format: RFC 3339, UTC, milliseconds
-// ("2026-11-24T01:02:03.456Z"), as DESIGN.md §3.1 requires.
+// ("2026-11-24T01:02:03.456Z"), as contract §C1 requires.
 #ifndef SLUICE_SERVICE_UTIL_TIME_HPP_
 #define SLUICE_SERVICE_UTIL_TIME_HPP_
 

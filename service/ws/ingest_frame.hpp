@@ -1,5 +1,5 @@
 // Defines sluice::ws::ParseIngestFrame: what one text frame of the ingestion
-// stream (`GET /v1/stream`, DESIGN §3.3) says — {"item": v}, {"items": [...]}
+// stream (`GET /v1/stream`, contract §C3) says — {"item": v}, {"items": [...]}
 // and/or {"end": true} — apart from the session, so it is testable and
 // fuzzable without a socket.
 #ifndef SLUICE_SERVICE_WS_INGEST_FRAME_HPP_

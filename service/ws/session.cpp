@@ -197,7 +197,7 @@ class WsSession : public http::Connection,
     }
   }
 
-  // The close code after "done" (DESIGN §3.6): 1001 for a job the drain
+  // The close code after "done" (contract §C6): 1001 for a job the drain
   // cancelled, 1000 otherwise.
   websocket::close_code DoneCode() {
     return ctx_.router.draining() && job()->cancel_requested()

@@ -1,4 +1,4 @@
-// sluice::ws::StartWebSocketSession: the WebSocket endpoints of DESIGN §3.3
+// sluice::ws::StartWebSocketSession: the WebSocket endpoints of contract §C3
 // on the HTTP port — the job stream (GET /v1/jobs/{id}/stream) and the
 // ingestion stream (GET /v1/stream?pipeline=NAME).
 //

@@ -353,7 +353,7 @@ TEST(DeployAssetsTest, DashboardQueriesUseOnlyLiveMetricNames) {
           << ")";
     }
   }
-  // What the dashboard must show (DESIGN §3.5): items/s, stage latency,
+  // What the dashboard must show (contract §C5): items/s, stage latency,
   // queue depth, busy workers, jobs, HTTP, admission, WebSocket.
   for (const char* family :
        {"sluice_items_total", "sluice_stage_duration_seconds_bucket",

@@ -1,4 +1,4 @@
-// Integration tests of the HTTP API (DESIGN §3.2) against the real server:
+// Integration tests of the HTTP API (contract §C2) against the real server:
 // every route, every bad-input case, limits, auth, keep-alive, metrics, and
 // 8 concurrent clients x 100 jobs with exact counts.
 #include <gtest/gtest.h>

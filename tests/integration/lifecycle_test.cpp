@@ -1,4 +1,4 @@
-// Integration tests of the lifecycle (DESIGN §3.6) with the real `sluice`
+// Integration tests of the lifecycle (contract §C6) with the real `sluice`
 // binary as a child process: SIGTERM drains (readyz 503, new jobs 503,
 // running jobs finish, their streams get done + 1000, exit 0), a drain out
 // of grace cancels (streams close 1001); in-process Server::Shutdown; and

@@ -1,4 +1,4 @@
-// Integration tests of the memory bounds (DESIGN §3.6, issue 11 §3) over
+// Integration tests of the memory bounds (contract §C6, issue 11 §3) over
 // real sockets: a job whose results pass jobs.max_job_result_bytes fails
 // with a clear error and stays readable; results pages are bounded by bytes
 // and page through the whole log (JSON and NDJSON); an ingestion frame far

@@ -1,4 +1,4 @@
-// Integration tests of the WebSocket endpoints (DESIGN §3.3): the job
+// Integration tests of the WebSocket endpoints (contract §C3): the job
 // stream (replay + live + done + close 1000, 404 before upgrade, a slow
 // reader) and the ingestion stream (items, end, bad frames, back-pressure).
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// Memory against its configured bounds (DESIGN §3.6, issue 11 §3), measured
+// Memory against its configured bounds (contract §C6, issue 11 §3), measured
 // from outside on the real binary: each path of the issue is reproduced
 // against a child server and its peak RSS (VmHWM, and a 20 ms sampler) is
 // compared with the bound that config sets for that path:

@@ -1,4 +1,4 @@
-// Tests of sluice::metrics::Metrics: every DESIGN §3.5 family is present
+// Tests of sluice::metrics::Metrics: every contract §C5 family is present
 // from start-up, children are created per pipeline and stage, accessors are
 // stable, and the output is the Prometheus text format.
 #include "service/metrics/metrics.hpp"

@@ -1,4 +1,4 @@
-// Tests of sluice::http::Router without sockets: every route of DESIGN §3.2,
+// Tests of sluice::http::Router without sockets: every route of contract §C2,
 // its status codes and error bodies, auth, and that a rejected request
 // changes nothing. Runs a real Engine on a small config.
 #include "service/http/router.hpp"
