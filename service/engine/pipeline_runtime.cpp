@@ -572,16 +572,24 @@ bool PipelineRuntime::AppendWhenRoom(jobs::Job& job,
                                      std::uint64_t filtered,
                                      std::uint64_t cancelled) {
   for (;;) {
+    // A cancelled job does not wait (a DELETE, or the shutdown's cancel
+    // after its grace, must not hang behind the results memory): what does
+    // not fit now fails it, and its records count as cancelled.
+    if (job.cancel_requested()) {
+      return job.Append(records, filtered, cancelled);
+    }
     std::optional<jobs::Job::Clock::time_point> retry_at;
     const bool failed_now = job.Append(records, filtered, cancelled, &retry_at);
     if (!retry_at) return failed_now;
     // The results memory is full of jobs that finished less than
     // jobs.min_retention ago: hold this pipeline's results (its queues fill
-    // and admission pushes back) until the oldest may be evicted. Bounded:
-    // finished jobs only age. Re-checked every 100 ms in case room comes
-    // sooner (a job deleted, a reader letting go).
-    std::this_thread::sleep_until(std::min(
-        *retry_at, jobs::Job::Clock::now() + std::chrono::milliseconds(100)));
+    // and admission pushes back) until the oldest may be evicted. Re-checked
+    // every 100 ms in case room comes sooner (a job deleted, a reader
+    // letting go), and never sooner than 1 ms (room others keep taking).
+    const auto now = jobs::Job::Clock::now();
+    std::this_thread::sleep_until(
+        std::clamp(*retry_at, now + std::chrono::milliseconds(1),
+                   now + std::chrono::milliseconds(100)));
   }
 }
 

@@ -133,7 +133,11 @@ std::size_t JobStore::SweepLocked(
       // Finished jobs are in finish order, so once the oldest is too young,
       // so is every other one; it may go at finished_at + min_retention.
       if (age < limits_.min_retention) {
-        if (retry_at != nullptr) {
+        // Worth waiting for only if evicting every finished job could make
+        // the room; else running jobs hold the budget (nullopt: fail).
+        const std::uint64_t held_by_others =
+            used - std::min(used, finished_bytes_);
+        if (retry_at != nullptr && held_by_others + need <= budget_->limit()) {
           *retry_at = it->second.finished_at + limits_.min_retention;
         }
         break;

@@ -964,6 +964,41 @@ TEST(EngineTest, ResultsOfAllJobsStayWithinMaxRetainedBytes) {
   EXPECT_LT(engine.List(100).size(), 20u) << "older jobs made room";
 }
 
+TEST(EngineTest, AJobWaitingForResultsRoomCanBeCancelled) {
+  // The budget is full of a job that finished less than min_retention ago:
+  // the next job waits for room (back-pressure, not failure), and a cancel
+  // ends the wait at once, as must the shutdown's cancel (this test's end).
+  metrics::Metrics metrics("test");
+  config::Config c = Config({Pipe("p", {Stage("s", "pass", 2, 16)})});
+  c.jobs.max_retained_bytes = 1u << 20;
+  c.jobs.max_job_result_bytes = 1u << 20;
+  c.jobs.retention = 20min;
+  c.jobs.min_retention = 10min;
+  Engine engine(c, metrics, Options());
+  auto items = [] {
+    std::vector<json> v;
+    for (int i = 0; i < 700; ++i) v.push_back(std::string(1000, 'x'));
+    return v;
+  };
+  auto first = MustSubmit(engine, {"p", items(), std::nullopt});
+  ASSERT_TRUE(WaitFinished(first));
+  ASSERT_EQ(first->state(), jobs::JobState::kDone) << first->Status();
+  auto second = MustSubmit(engine, {"p", items(), std::nullopt});
+  std::this_thread::sleep_for(300ms);
+  EXPECT_FALSE(second->finished()) << "waits for room: " << second->Status();
+  EXPECT_TRUE(second->error().is_null()) << second->Status();
+  EXPECT_LT(second->counts().out, 700u);
+  const auto cancelled_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(engine.Cancel(second->id()));
+  ASSERT_TRUE(WaitFinished(second));
+  EXPECT_LT(std::chrono::steady_clock::now() - cancelled_at, 30s)
+      << "not after min_retention (10 min)";
+  const jobs::Counts n = second->counts();
+  EXPECT_EQ(n.in, n.out + n.errors + n.filtered + n.cancelled);
+  EXPECT_GT(n.cancelled, 0u);
+  EXPECT_NE(engine.Find(first->id()), nullptr) << "younger than min_retention";
+}
+
 // ---- real processors -------------------------------------------------------
 
 // The default factories (processors::MakeProcessor / MakeAggregator) on a
