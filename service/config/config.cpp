@@ -16,6 +16,7 @@
 #include "service/processors/aggregate.hpp"
 #include "service/processors/processor.hpp"
 #include "service/util/json_pointer.hpp"
+#include "service/util/text.hpp"
 
 namespace sluice::config {
 
@@ -37,13 +38,6 @@ constexpr std::size_t kMaxConfigValues = 100000;
 constexpr std::uint64_t kMinRetainedBytes = std::uint64_t{1} << 20;
 constexpr std::uint64_t kMinJobResultBytes = std::uint64_t{1} << 10;
 
-// Compact JSON text of a value taken from the config. YAML text may hold
-// bytes that are not UTF-8 (yaml-cpp passes them through), on which a
-// strict dump() throws: they print as U+FFFD instead.
-std::string JsonText(const json& value) {
-  return value.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 // Processor params fit to print: header values (an http stage's
 // Authorization, API keys) are secrets, so only their names are shown.
 json MaskedParams(const json& params) {
@@ -59,7 +53,7 @@ json MaskedParams(const json& params) {
 std::string KeySegment(std::string_view key) {
   bool plain = !key.empty();
   for (char c : key) plain = plain && IsIdentChar(c);
-  return plain ? std::string(key) : "[" + JsonText(key) + "]";
+  return plain ? std::string(key) : "[" + DumpLenient(key) + "]";
 }
 
 // Joins a path and a relative path ("a" + "b" → "a.b", "a" + "[0]" → "a[0]").
@@ -883,10 +877,10 @@ std::string Summary(const Config& config) {
     out << "  " << p.name << " (" << (p.ordered ? "ordered" : "unordered")
         << ", aggregate " << a.type;
     if (a.type != "collect" && a.type != "count") {
-      out << " field " << JsonText(a.field);
+      out << " field " << DumpLenient(a.field);
     }
     if (!a.op.empty()) out << " op " << a.op;
-    if (!a.value.empty()) out << " value " << JsonText(a.value);
+    if (!a.value.empty()) out << " value " << DumpLenient(a.value);
     if (a.window.items != 0)
       out << ", window every " << a.window.items << " items";
     if (a.window.every.count() != 0) {
@@ -897,10 +891,10 @@ std::string Summary(const Config& config) {
       const StageConfig& st = p.stages[i];
       out << "    " << i << ". " << st.name << ": " << st.processor.type;
       if (!st.processor.params.empty()) {
-        out << " " << JsonText(MaskedParams(st.processor.params));
+        out << " " << DumpLenient(MaskedParams(st.processor.params));
       }
       out << " (workers " << st.workers << ", buffer " << st.buffer;
-      if (st.keyed) out << ", key " << JsonText(st.key);
+      if (st.keyed) out << ", key " << DumpLenient(st.key);
       out << ")\n";
     }
   }

@@ -5,19 +5,11 @@
 #include <cstdlib>
 #include <limits>
 
+#include "service/util/text.hpp"
+
 namespace sluice::config {
 
 namespace {
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
@@ -82,7 +74,7 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
   constexpr std::string_view kExpect =
       "expected a number with a unit (ms, s, m, h), e.g. \"250ms\", \"1.5s\", "
       "\"1h30m\"";
-  const std::string_view s = Trim(text);
+  const std::string_view s = TrimSpace(text);
   if (s.empty()) return DurationError(text, kExpect);
   std::size_t pos = 0;
   std::uint64_t total = 0;
@@ -142,7 +134,7 @@ std::string FormatDuration(std::chrono::milliseconds d) {
 }
 
 Result<std::uint64_t> ParseSize(std::string_view text) {
-  const std::string_view s = Trim(text);
+  const std::string_view s = TrimSpace(text);
   std::size_t pos = 0;
   Decimal d;
   if (!ReadDecimal(s, &pos, &d)) {
@@ -151,7 +143,7 @@ Result<std::uint64_t> ParseSize(std::string_view text) {
                      "KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. \"16MiB\"");
   }
   std::string unit;
-  for (char c : Trim(s.substr(pos))) {
+  for (char c : TrimSpace(s.substr(pos))) {
     unit.push_back(
         static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
   }

@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "service/util/text.hpp"
+
 namespace sluice::http {
 namespace {
 
@@ -23,14 +25,6 @@ Response Refuse(const RequestHeader& header, bhttp::status status,
     res.content_length(length);
   }
   return res;
-}
-
-std::string_view TrimOws(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
 }
 
 std::string Quote(std::string_view s) {

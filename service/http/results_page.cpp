@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "service/util/text.hpp"
+
 namespace sluice::http {
 
 ResultsPage BuildResultsPage(const jobs::Job& job, std::size_t offset,
@@ -23,8 +25,7 @@ ResultsPage BuildResultsPage(const jobs::Job& job, std::size_t offset,
         job.Results(offset + page.count, limit - page.count, max_bytes);
     if (chunk.empty()) break;
     for (const jobs::ResultRecord& record : chunk) {
-      std::string text = jobs::ToJson(record).dump(
-          -1, ' ', false, nlohmann::json::error_handler_t::replace);
+      std::string text = DumpLenient(jobs::ToJson(record));
       if (page.count > 0 && body.size() - start + text.size() + 1 > max_bytes) {
         cut = true;
         break;

@@ -17,6 +17,7 @@
 #include "service/jobs/job.hpp"
 #include "service/metrics/metrics.hpp"
 #include "service/util/json_parse.hpp"
+#include "service/util/text.hpp"
 
 namespace sluice::http {
 namespace {
@@ -251,8 +252,7 @@ Response MakeJson(bhttp::status status, const nlohmann::json& body,
   res.keep_alive(keep_alive);
   // `replace`: a result value could hold invalid UTF-8 only if a processor
   // produced it; never fail the whole response over it.
-  res.body() =
-      body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  res.body() = DumpLenient(body);
   res.prepare_payload();
   return res;
 }

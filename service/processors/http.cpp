@@ -33,6 +33,7 @@
 #include "service/processors/internal.hpp"
 #include "service/processors/retry.hpp"
 #include "service/processors/url_template.hpp"
+#include "service/util/text.hpp"
 
 namespace sluice::processors::internal {
 
@@ -263,8 +264,7 @@ class Http final : public Processor {
       if (!target.ok()) return Outcome::Fail("http: " + target.error().message);
       std::string body;
       if (has_body_) {
-        body =
-            item.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        body = DumpLenient(item);
       }
       return Send(std::move(item), target.value(), has_body_ ? &body : nullptr);
     } catch (const std::exception& e) {

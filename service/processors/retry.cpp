@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <string>
 
+#include "service/util/text.hpp"
+
 namespace sluice::processors::internal {
 
 namespace {
@@ -24,16 +26,6 @@ constexpr std::array<std::string_view, 7> kLongDays = {
 constexpr std::array<std::string_view, 12> kMonths = {
     "Jan", "Feb", "Mar", "Apr", "May", "Jun",
     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
@@ -195,7 +187,7 @@ milliseconds RetryDelay(const RetryPolicy& policy, int retry,
 
 std::optional<milliseconds> ParseRetryAfter(
     std::string_view value, std::chrono::system_clock::time_point now) {
-  value = Trim(value);
+  value = TrimOws(value);
   if (value.empty()) return std::nullopt;
   if (std::all_of(value.begin(), value.end(), IsDigit)) {
     // delay-seconds; more digits than a day has seconds saturate.

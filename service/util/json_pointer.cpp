@@ -3,6 +3,8 @@
 #include <charconv>
 #include <exception>
 
+#include "service/util/text.hpp"
+
 namespace sluice {
 
 namespace {
@@ -126,7 +128,7 @@ std::string DescribeJsonType(const json& value) {
 
 std::string JsonText(const json& value) {
   if (value.is_string()) return value.get_ref<const std::string&>();
-  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+  return DumpLenient(value);
 }
 
 }  // namespace sluice

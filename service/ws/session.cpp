@@ -20,6 +20,7 @@
 #include "service/http/fail.hpp"
 #include "service/jobs/job.hpp"
 #include "service/metrics/metrics.hpp"
+#include "service/util/text.hpp"
 #include "service/ws/ingest_frame.hpp"
 
 namespace sluice::ws {
@@ -44,24 +45,20 @@ constexpr std::size_t kMaxQueuedBytes = std::size_t{1} << 20;
 constexpr std::size_t kJobStreamReadMax = std::size_t{64} * 1024;
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 
-std::string Dump(const nlohmann::json& j) {
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
 std::string RecordFrame(const jobs::ResultRecord& r) {
-  if (r.window) return Dump(jobs::ToJson(r));
+  if (r.window) return DumpLenient(jobs::ToJson(r));
   if (r.is_error) {
-    return Dump({{"type", "error"},
-                 {"seq", r.seq},
-                 {"error", r.error},
-                 {"stage", r.stage}});
+    return DumpLenient({{"type", "error"},
+                        {"seq", r.seq},
+                        {"error", r.error},
+                        {"stage", r.stage}});
   }
-  return Dump({{"type", "result"}, {"seq", r.seq}, {"value", r.value}});
+  return DumpLenient({{"type", "result"}, {"seq", r.seq}, {"value", r.value}});
 }
 
 std::string ProtocolErrorFrame(std::string_view code,
                                std::string_view message) {
-  return Dump({{"type", "error"}, {"code", code}, {"message", message}});
+  return DumpLenient({{"type", "error"}, {"code", code}, {"message", message}});
 }
 
 // The common part of both endpoints over `Stream` (http::PlainStream or
@@ -163,7 +160,7 @@ class WsSession : public http::Connection,
 
   // The status frame; then close with `code`.
   void SendDone(websocket::close_code code, std::string_view reason) {
-    Enqueue(Dump({{"type", "done"}, {"job", job()->Status()}}));
+    Enqueue(DumpLenient({{"type", "done"}, {"job", job()->Status()}}));
     CloseAfterQueue(code, reason);
   }
 

@@ -1,10 +1,12 @@
-// Tests of service/util: Result, RFC 3339 time and the JSON pointer helpers.
+// Tests of service/util: Result, RFC 3339 time, the JSON pointer helpers and
+// the text helpers.
 #include <gtest/gtest.h>
 
 #include <memory>
 
 #include "service/util/json_pointer.hpp"
 #include "service/util/result.hpp"
+#include "service/util/text.hpp"
 #include "service/util/time.hpp"
 
 namespace sluice {
@@ -189,6 +191,32 @@ TEST(JsonPointer, TextAndTypeNames) {
   EXPECT_EQ(JsonText(1.5), "1.5");
   EXPECT_EQ(DescribeJsonType(json::array()), "an array");
   EXPECT_EQ(DescribeJsonType(3), "a number");
+}
+
+TEST(TextTest, TrimOwsTakesOnlySpacesAndTabs) {
+  EXPECT_EQ(TrimOws(" \t chunked\t "), "chunked");
+  EXPECT_EQ(TrimOws("\r\n13\n"), "\r\n13\n") << "not OWS";
+  EXPECT_EQ(TrimOws("a b"), "a b");
+  EXPECT_EQ(TrimOws(" \t "), "");
+  EXPECT_EQ(TrimOws(""), "");
+}
+
+TEST(TextTest, TrimSpaceTakesEveryAsciiSpace) {
+  EXPECT_EQ(TrimSpace("\n\t 10 MiB\r\v\f "), "10 MiB");
+  EXPECT_EQ(TrimSpace(" \n "), "");
+  EXPECT_EQ(TrimSpace("x"), "x");
+  EXPECT_EQ(TrimSpace(""), "");
+}
+
+TEST(TextTest, DumpLenientReplacesInvalidUtf8) {
+  EXPECT_EQ(DumpLenient(json{{"a", {1, 2}}, {"b", "\xc3\xa9"}}),
+            "{\"a\":[1,2],\"b\":\"\xc3\xa9\"}");
+  EXPECT_EQ(DumpLenient(json("x\xff"
+                             "y")),
+            "\"x\xef\xbf\xbd"
+            "y\"");
+  EXPECT_THROW((void)json("x\xff").dump(), json::type_error)
+      << "what a strict dump would do";
 }
 
 }  // namespace
