@@ -124,6 +124,86 @@ std::optional<milliseconds> DurationParam(Params& p, std::string_view key,
   return d.value();
 }
 
+// The method in upper case; nullopt after reporting an unknown one.
+std::optional<std::string> ReadMethod(Params& p, const std::string& method) {
+  std::string upper = Upper(method);
+  if (std::find(std::begin(kMethods), std::end(kMethods), upper) ==
+      std::end(kMethods)) {
+    p.Report("method", "unknown method '" + method +
+                           "' (expected one of: GET, POST, PUT, PATCH, "
+                           "DELETE)");
+    return std::nullopt;
+  }
+  return upper;
+}
+
+// Adds each valid header of `headers` to `spec` and reports the others,
+// so one run of `sluice check` names every bad header.
+void ReadHeaders(Params& p, const nlohmann::json& headers, HttpSpec& spec) {
+  if (!headers.is_object()) {
+    p.Report("headers", "must be a map of header name to string value, not " +
+                            DescribeJsonType(headers));
+    return;
+  }
+  for (const auto& [name, value] : headers.items()) {
+    const std::string path = "headers[" + nlohmann::json(name).dump() + "]";
+    if (name.empty() || !std::all_of(name.begin(), name.end(), IsTchar)) {
+      p.Report(path, "is not a valid header name");
+      continue;
+    }
+    const std::string lower = Lower(name);
+    if (std::find(std::begin(kReservedHeaders), std::end(kReservedHeaders),
+                  lower) != std::end(kReservedHeaders)) {
+      p.Report(path, "is managed by the http processor and cannot be set");
+      continue;
+    }
+    if (!value.is_string()) {
+      p.Report(path,
+               "must be a string (quote it), not " + DescribeJsonType(value));
+      continue;
+    }
+    const std::string& text = value.get_ref<const std::string&>();
+    if (text.find_first_of(std::string_view("\r\n\0", 3)) !=
+        std::string::npos) {
+      p.Report(path, "must not contain CR, LF or NUL");
+      continue;
+    }
+    spec.headers.emplace_back(name, text);
+  }
+}
+
+// 0..kMaxRetries; nullopt after reporting anything else.
+std::optional<int> ReadRetries(Params& p, const nlohmann::json& retries) {
+  if (!retries.is_number_integer() && !retries.is_number_unsigned()) {
+    p.Report("retries", "must be an integer, not " + DescribeJsonType(retries));
+    return std::nullopt;
+  }
+  if (retries.is_number_unsigned()
+          ? retries.get<std::uint64_t>() > kMaxRetries
+          : (retries.get<std::int64_t>() < 0 ||
+             retries.get<std::int64_t>() > kMaxRetries)) {
+    p.Report("retries", "must be between 0 and " + std::to_string(kMaxRetries));
+    return std::nullopt;
+  }
+  return retries.get<int>();
+}
+
+// backoff and max_backoff, which are checked against each other.
+void ReadBackoff(Params& p, RetryPolicy& retry) {
+  const auto max_backoff = DurationParam(p, "max_backoff", kDefaultMaxBackoff,
+                                         milliseconds(0), kMaxMaxBackoff);
+  if (max_backoff) retry.max_backoff = *max_backoff;
+  if (auto b = DurationParam(p, "backoff", kDefaultBackoff, milliseconds(0),
+                             kMaxMaxBackoff)) {
+    if (max_backoff && *b > *max_backoff) {
+      p.Report("backoff", "must be <= max_backoff (" +
+                              config::FormatDuration(*max_backoff) + ")");
+    } else {
+      retry.backoff = *b;
+    }
+  }
+}
+
 // Checks `params` and, when they are valid, returns the spec; every problem
 // goes to `errors`.
 std::optional<HttpSpec> ParseSpec(const nlohmann::json& params,
@@ -133,7 +213,6 @@ std::optional<HttpSpec> ParseSpec(const nlohmann::json& params,
            {"url", "method", "headers", "timeout", "retries", "backoff",
             "max_backoff", "result_field"});
   HttpSpec spec;
-
   if (auto url = p.String("url", /*required=*/true)) {
     auto tmpl = UrlTemplate::Parse(*url);
     if (tmpl.ok()) {
@@ -142,89 +221,23 @@ std::optional<HttpSpec> ParseSpec(const nlohmann::json& params,
       p.Report("url", tmpl.error().message);
     }
   }
-
   if (auto method = p.String("method", /*required=*/false)) {
-    const std::string upper = Upper(*method);
-    if (std::find(std::begin(kMethods), std::end(kMethods), upper) ==
-        std::end(kMethods)) {
-      p.Report("method", "unknown method '" + *method +
-                             "' (expected one of: GET, POST, PUT, PATCH, "
-                             "DELETE)");
-    } else {
-      spec.method = upper;
-    }
+    if (auto upper = ReadMethod(p, *method)) spec.method = std::move(*upper);
   }
-
   if (const nlohmann::json* headers = p.Get("headers")) {
-    if (!headers->is_object()) {
-      p.Report("headers", "must be a map of header name to string value, not " +
-                              DescribeJsonType(*headers));
-    } else {
-      for (const auto& [name, value] : headers->items()) {
-        const std::string path = "headers[" + nlohmann::json(name).dump() + "]";
-        if (name.empty() || !std::all_of(name.begin(), name.end(), IsTchar)) {
-          p.Report(path, "is not a valid header name");
-          continue;
-        }
-        const std::string lower = Lower(name);
-        if (std::find(std::begin(kReservedHeaders), std::end(kReservedHeaders),
-                      lower) != std::end(kReservedHeaders)) {
-          p.Report(path, "is managed by the http processor and cannot be set");
-          continue;
-        }
-        if (!value.is_string()) {
-          p.Report(path, "must be a string (quote it), not " +
-                             DescribeJsonType(value));
-          continue;
-        }
-        const std::string& text = value.get_ref<const std::string&>();
-        if (text.find_first_of(std::string_view("\r\n\0", 3)) !=
-            std::string::npos) {
-          p.Report(path, "must not contain CR, LF or NUL");
-          continue;
-        }
-        spec.headers.emplace_back(name, text);
-      }
-    }
+    ReadHeaders(p, *headers, spec);
   }
-
   if (auto t = DurationParam(p, "timeout", kDefaultTimeout, milliseconds(1),
                              kMaxTimeout)) {
     spec.timeout = *t;
   }
-
   if (const nlohmann::json* retries = p.Get("retries")) {
-    if (!retries->is_number_integer() && !retries->is_number_unsigned()) {
-      p.Report("retries",
-               "must be an integer, not " + DescribeJsonType(*retries));
-    } else if (retries->is_number_unsigned()
-                   ? retries->get<std::uint64_t>() > kMaxRetries
-                   : (retries->get<std::int64_t>() < 0 ||
-                      retries->get<std::int64_t>() > kMaxRetries)) {
-      p.Report("retries",
-               "must be between 0 and " + std::to_string(kMaxRetries));
-    } else {
-      spec.retry.retries = retries->get<int>();
-    }
+    if (auto n = ReadRetries(p, *retries)) spec.retry.retries = *n;
   }
-
-  const auto max_backoff = DurationParam(p, "max_backoff", kDefaultMaxBackoff,
-                                         milliseconds(0), kMaxMaxBackoff);
-  if (max_backoff) spec.retry.max_backoff = *max_backoff;
-  if (auto b = DurationParam(p, "backoff", kDefaultBackoff, milliseconds(0),
-                             kMaxMaxBackoff)) {
-    if (max_backoff && *b > *max_backoff) {
-      p.Report("backoff", "must be <= max_backoff (" +
-                              config::FormatDuration(*max_backoff) + ")");
-    } else {
-      spec.retry.backoff = *b;
-    }
-  }
-
+  ReadBackoff(p, spec.retry);
   if (auto ptr = p.Pointer("result_field", /*required=*/false)) {
     spec.result_field = std::move(*ptr);
   }
-
   if (errors->size() != before) return std::nullopt;
   return spec;
 }

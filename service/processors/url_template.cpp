@@ -81,6 +81,91 @@ Result<std::vector<Token>> Tokenize(std::string_view text) {
   return tokens;
 }
 
+// The template with each placeholder replaced by "x", a character valid
+// anywhere, so Boost.URL can check the rest. Records each placeholder's
+// offset in it (Token::skel_at).
+Result<std::string> Skeleton(std::vector<Token>& tokens) {
+  std::string skeleton;
+  for (Token& t : tokens) {
+    if (!t.placeholder) {
+      skeleton += t.text;
+      continue;
+    }
+    auto ptr = ParseJsonPointer(t.text);
+    if (!ptr.ok()) {
+      return Invalid("placeholder {" + t.text + "} at offset " +
+                     std::to_string(t.at) + ": " + ptr.error().message);
+    }
+    t.skel_at = skeleton.size();
+    skeleton += 'x';
+  }
+  return skeleton;
+}
+
+// Placeholders in the scheme or authority would let an item choose where
+// requests go, and would break the one keep-alive connection per worker:
+// refuse them before Boost.URL reports a vaguer error.
+Result<void> CheckAuthorityIsFixed(const std::string& skeleton,
+                                   const std::vector<Token>& tokens) {
+  std::size_t authority_end = 0;
+  if (const std::size_t p = skeleton.find("://"); p != std::string::npos) {
+    authority_end = skeleton.find_first_of("/?#", p + 3);
+    if (authority_end == std::string::npos) authority_end = skeleton.size();
+  }
+  for (const Token& t : tokens) {
+    if (t.placeholder && t.skel_at < authority_end) {
+      return Invalid("placeholder {" + t.text + "} at offset " +
+                     std::to_string(t.at) +
+                     " is in the scheme, host or port; placeholders may "
+                     "only stand in the path or the query");
+    }
+  }
+  return {};
+}
+
+// What the http processor's client cannot or should not send to.
+Result<void> CheckSupported(const urls::url_view& u) {
+  if (u.scheme_id() == urls::scheme::https) {
+    return Invalid(
+        "https is not supported yet; the http processor speaks plain "
+        "http only");
+  }
+  if (u.scheme_id() != urls::scheme::http) {
+    return Invalid("scheme must be http, not '" + std::string(u.scheme()) +
+                   "'");
+  }
+  if (!u.has_authority() || u.encoded_host().empty()) {
+    return Invalid("a host is required (http://host/...)");
+  }
+  if (u.host_type() == urls::host_type::ipvfuture) {
+    return Invalid("IPvFuture hosts are not supported");
+  }
+  if (u.has_userinfo()) {
+    return Invalid(
+        "user info (user:password@) is not supported; send credentials "
+        "in headers (e.g. Authorization)");
+  }
+  if (u.has_fragment()) {
+    return Invalid("a fragment (#...) is never sent to the server; remove it");
+  }
+  return {};
+}
+
+// The port to connect to: 80 when the URL gives none.
+Result<std::uint16_t> PortOf(const urls::url_view& u) {
+  if (!u.has_port() || u.port().empty()) return std::uint16_t{80};
+  // port_number() wraps values over 65535, so read the digits here (the
+  // grammar guarantees they are digits).
+  std::uint32_t port = 0;
+  for (char c : u.port()) {
+    port = std::min<std::uint32_t>(port * 10 + (c - '0'), 65536);
+  }
+  if (port == 0 || port > 65535) {
+    return Invalid("port must be 1..65535, not " + std::string(u.port()));
+  }
+  return static_cast<std::uint16_t>(port);
+}
+
 }  // namespace
 
 UrlTemplate::Piece UrlTemplate::Literal(std::string text) {
@@ -93,43 +178,12 @@ Result<UrlTemplate> UrlTemplate::Parse(std::string_view text) {
   try {
     auto tokens = Tokenize(text);
     if (!tokens.ok()) return std::move(tokens).error();
+    auto skeleton = Skeleton(tokens.value());
+    if (!skeleton.ok()) return std::move(skeleton).error();
+    auto authority = CheckAuthorityIsFixed(skeleton.value(), tokens.value());
+    if (!authority.ok()) return std::move(authority).error();
 
-    // The skeleton: the template with each placeholder replaced by "x", a
-    // character valid anywhere, so Boost.URL can check the rest.
-    std::string skeleton;
-    std::vector<JsonPointer> pointers;
-    for (Token& t : tokens.value()) {
-      if (!t.placeholder) {
-        skeleton += t.text;
-        continue;
-      }
-      auto ptr = ParseJsonPointer(t.text);
-      if (!ptr.ok()) {
-        return Invalid("placeholder {" + t.text + "} at offset " +
-                       std::to_string(t.at) + ": " + ptr.error().message);
-      }
-      t.skel_at = skeleton.size();
-      skeleton += 'x';
-    }
-
-    // Placeholders in the scheme or authority would let an item choose
-    // where requests go, and would break the one keep-alive connection per
-    // worker: refuse them before Boost.URL reports a vaguer error.
-    std::size_t authority_end = 0;
-    if (const std::size_t p = skeleton.find("://"); p != std::string::npos) {
-      authority_end = skeleton.find_first_of("/?#", p + 3);
-      if (authority_end == std::string::npos) authority_end = skeleton.size();
-    }
-    for (const Token& t : tokens.value()) {
-      if (t.placeholder && t.skel_at < authority_end) {
-        return Invalid("placeholder {" + t.text + "} at offset " +
-                       std::to_string(t.at) +
-                       " is in the scheme, host or port; placeholders may "
-                       "only stand in the path or the query");
-      }
-    }
-
-    auto parsed = urls::parse_uri(skeleton);
+    auto parsed = urls::parse_uri(skeleton.value());
     if (!parsed) {
       // Boost.URL's reasons ("need more", "mismatch") do not help a user;
       // the usual culprits do.
@@ -139,54 +193,25 @@ Result<UrlTemplate> UrlTemplate::Parse(std::string_view text) {
           "http://host:8080/users/{/id}");
     }
     const urls::url_view u = *parsed;
-    if (u.scheme_id() == urls::scheme::https) {
-      return Invalid(
-          "https is not supported yet; the http processor speaks plain "
-          "http only");
-    }
-    if (u.scheme_id() != urls::scheme::http) {
-      return Invalid("scheme must be http, not '" + std::string(u.scheme()) +
-                     "'");
-    }
-    if (!u.has_authority() || u.encoded_host().empty()) {
-      return Invalid("a host is required (http://host/...)");
-    }
-    if (u.host_type() == urls::host_type::ipvfuture) {
-      return Invalid("IPvFuture hosts are not supported");
-    }
-    if (u.has_userinfo()) {
-      return Invalid(
-          "user info (user:password@) is not supported; send credentials "
-          "in headers (e.g. Authorization)");
-    }
-    if (u.has_fragment()) {
-      return Invalid(
-          "a fragment (#...) is never sent to the server; remove it");
-    }
+    auto supported = CheckSupported(u);
+    if (!supported.ok()) return std::move(supported).error();
+    auto port = PortOf(u);
+    if (!port.ok()) return std::move(port).error();
 
     UrlTemplate tmpl;
     tmpl.text_ = std::string(text);
     tmpl.host_ = u.host_address();
     tmpl.host_header_ = std::string(u.encoded_host());
-    if (u.has_port() && !u.port().empty()) {
-      // port_number() wraps values over 65535, so read the digits here
-      // (the grammar guarantees they are digits).
-      std::uint32_t port = 0;
-      for (char c : u.port()) {
-        port = std::min<std::uint32_t>(port * 10 + (c - '0'), 65536);
-      }
-      if (port == 0 || port > 65535) {
-        return Invalid("port must be 1..65535, not " + std::string(u.port()));
-      }
-      tmpl.port_ = static_cast<std::uint16_t>(port);
-      if (tmpl.port_ != 80) {
-        tmpl.host_header_ += ":" + std::to_string(tmpl.port_);
-      }
+    tmpl.port_ = port.value();
+    if (u.has_port() && !u.port().empty() && tmpl.port_ != 80) {
+      tmpl.host_header_ += ":" + std::to_string(tmpl.port_);
     }
 
     // The target pieces: everything from the path on (no fragment, so the
     // resource is path and query).
-    const std::size_t target_at = skeleton.size() - u.encoded_resource().size();
+    const std::string& skel_text = skeleton.value();
+    const std::size_t target_at =
+        skel_text.size() - u.encoded_resource().size();
     const std::size_t query_at =
         u.has_query() ? target_at + u.encoded_path().size() : std::string::npos;
     if (u.encoded_path().empty()) tmpl.pieces_.push_back(Literal("/"));
@@ -204,9 +229,9 @@ Result<UrlTemplate> UrlTemplate::Parse(std::string_view text) {
       piece.placeholder = true;
       piece.in_query = t.skel_at >= query_at;
       piece.pointer = ParseJsonPointer(t.text).value();
-      const char before = t.skel_at > 0 ? skeleton[t.skel_at - 1] : '\0';
+      const char before = t.skel_at > 0 ? skel_text[t.skel_at - 1] : '\0';
       const char after =
-          t.skel_at + 1 < skeleton.size() ? skeleton[t.skel_at + 1] : '\0';
+          t.skel_at + 1 < skel_text.size() ? skel_text[t.skel_at + 1] : '\0';
       piece.whole_segment = !piece.in_query && before == '/' &&
                             (after == '/' || after == '?' || after == '\0');
       tmpl.pieces_.push_back(std::move(piece));
