@@ -239,6 +239,49 @@ std::optional<std::string> GetEnv(const std::string& name) {
   return std::string(v);
 }
 
+namespace {
+
+// The length of the line at `text[start]` (its '\n' included) when it is a
+// comment, else 0. A comment line is copied as it is: commenting a line out
+// must also switch off its references (and their "not set" errors).
+std::size_t CommentLineLength(std::string_view text, std::size_t start) {
+  std::size_t j = start;
+  while (j < text.size() && (text[j] == ' ' || text[j] == '\t')) ++j;
+  if (j >= text.size() || text[j] != '#') return 0;
+  const std::size_t end = text.find('\n', j);
+  if (end == std::string_view::npos) return text.size() - start;
+  return end + 1 - start;
+}
+
+// What the reference ${body} stands for. The error's message says why there
+// is no value; the caller adds where the reference is.
+Result<std::string> ResolveReference(std::string_view body,
+                                     const EnvLookup& lookup) {
+  std::string_view name = body;
+  std::optional<std::string_view> fallback;
+  if (const auto sep = body.find(":-"); sep != std::string_view::npos) {
+    name = body.substr(0, sep);
+    fallback = body.substr(sep + 2);
+  }
+  bool valid = !name.empty() && IsEnvNameStart(name.front());
+  for (char n : name) valid = valid && IsEnvNameChar(n);
+  if (!valid) {
+    return Error{"invalid_env", "invalid variable reference ${" +
+                                    std::string(body) +
+                                    "} (expected ${VAR} or ${VAR:-default}, "
+                                    "VAR matching [A-Za-z_][A-Za-z0-9_]*)"};
+  }
+  std::optional<std::string> value = lookup(std::string(name));
+  if (value.has_value() && !value->empty()) return *std::move(value);
+  if (fallback.has_value()) return std::string(*fallback);
+  if (value.has_value()) return std::string();  // set but empty, no default
+  return Error{"invalid_env", "environment variable " + std::string(name) +
+                                  " is not set (give a default: ${" +
+                                  std::string(name) + ":-default})"};
+}
+
+}  // namespace
+
 Result<std::string> SubstituteEnv(std::string_view text,
                                   const EnvLookup& lookup) {
   std::string out;
@@ -252,20 +295,11 @@ Result<std::string> SubstituteEnv(std::string_view text,
   };
   for (std::size_t i = 0; i < text.size(); ++i) {
     if (i == line_start) {
-      // A comment line is copied as it is: commenting a line out must also
-      // switch off its references (and their "not set" errors).
-      std::size_t j = i;
-      while (j < text.size() && (text[j] == ' ' || text[j] == '\t')) ++j;
-      if (j < text.size() && text[j] == '#') {
-        const std::size_t end = text.find('\n', j);
-        if (end == std::string_view::npos) {
-          out.append(text.substr(i));
-          break;
-        }
-        out.append(text.substr(i, end + 1 - i));
-        i = end;
+      if (const std::size_t n = CommentLineLength(text, i); n > 0) {
+        out.append(text.substr(i, n));
+        i += n - 1;
         ++line;
-        line_start = end + 1;
+        line_start = i + 1;
         continue;
       }
     }
@@ -287,40 +321,15 @@ Result<std::string> SubstituteEnv(std::string_view text,
       out.push_back(c);
       continue;
     }
-    const std::size_t start = i;
     const auto close = text.find('}', i + 2);
     const auto newline = text.find('\n', i + 2);
     if (close == std::string_view::npos ||
         (newline != std::string_view::npos && newline < close)) {
-      return fail(start,
-                  "unterminated ${ (expected ${VAR} or ${VAR:-default})");
+      return fail(i, "unterminated ${ (expected ${VAR} or ${VAR:-default})");
     }
-    const std::string_view body = text.substr(i + 2, close - (i + 2));
-    std::string_view name = body;
-    std::optional<std::string_view> fallback;
-    if (const auto sep = body.find(":-"); sep != std::string_view::npos) {
-      name = body.substr(0, sep);
-      fallback = body.substr(sep + 2);
-    }
-    bool valid = !name.empty() && IsEnvNameStart(name.front());
-    for (char n : name) valid = valid && IsEnvNameChar(n);
-    if (!valid) {
-      return fail(start, "invalid variable reference ${" + std::string(body) +
-                             "} (expected ${VAR} or ${VAR:-default}, VAR "
-                             "matching [A-Za-z_][A-Za-z0-9_]*)");
-    }
-    std::optional<std::string> value = lookup(std::string(name));
-    if (value.has_value() && !value->empty()) {
-      out += *value;
-    } else if (fallback.has_value()) {
-      out += *fallback;
-    } else if (value.has_value()) {
-      out += *value;  // set but empty, and no default: empty
-    } else {
-      return fail(start, "environment variable " + std::string(name) +
-                             " is not set (give a default: ${" +
-                             std::string(name) + ":-default})");
-    }
+    auto value = ResolveReference(text.substr(i + 2, close - (i + 2)), lookup);
+    if (!value.ok()) return fail(i, value.error().message);
+    out += value.value();
     i = close;
   }
   return out;

@@ -694,58 +694,71 @@ Result<std::string> ReadScriptFile(const std::string& path) {
   return text;
 }
 
+// max_instructions; nullopt after reporting a bad value.
+std::optional<int> ReadMaxInstructions(Params& p, const json& v) {
+  // is_number_integer() also holds for unsigned values; read each kind as
+  // itself so a huge unsigned does not wrap.
+  const bool in_range =
+      v.is_number_unsigned()
+          ? (v.get<std::uint64_t>() >= 1 &&
+             v.get<std::uint64_t>() <=
+                 static_cast<std::uint64_t>(kMaxMaxInstructions))
+          : (v.is_number_integer() && v.get<std::int64_t>() >= 1 &&
+             v.get<std::int64_t>() <= kMaxMaxInstructions);
+  if (!v.is_number_integer()) {
+    p.Report("max_instructions",
+             "must be an integer (VM instructions per item), not " +
+                 DescribeJsonType(v));
+    return std::nullopt;
+  }
+  if (!in_range) {
+    p.Report("max_instructions", "must be from 1 to " +
+                                     std::to_string(kMaxMaxInstructions) +
+                                     ", not " + v.dump());
+    return std::nullopt;
+  }
+  return v.get<int>();
+}
+
+// max_memory, a size ("64MiB") or a number of bytes; nullopt after
+// reporting a bad value.
+std::optional<std::uint64_t> ReadMaxMemory(Params& p, const json& v) {
+  std::optional<std::uint64_t> bytes;
+  if (v.is_string()) {
+    auto size = config::ParseSize(v.get_ref<const std::string&>());
+    if (size.ok()) {
+      bytes = size.value();
+    } else {
+      p.Report("max_memory", size.error().message);
+    }
+  } else if (v.is_number_unsigned() ||
+             (v.is_number_integer() && v.get<std::int64_t>() >= 0)) {
+    bytes = v.get<std::uint64_t>();
+  } else if (v.is_number_integer()) {  // negative
+    p.Report("max_memory", "must be at least 1MiB, not " + v.dump());
+  } else {
+    p.Report("max_memory",
+             "must be a size such as \"64MiB\" (or a number of bytes), "
+             "not " +
+                 DescribeJsonType(v));
+  }
+  if (bytes.has_value() && *bytes < kMinMaxMemory) {
+    p.Report("max_memory",
+             "must be at least 1MiB, not " + std::to_string(*bytes) + " bytes");
+    return std::nullopt;
+  }
+  return bytes;
+}
+
 // Checks everything but the script itself, reporting into `p`. Returns
 // nullopt when there is no script to check.
 std::optional<LuaParams> ReadParams(Params& p) {
   LuaParams out;
   if (const json* v = p.Get("max_instructions")) {
-    // is_number_integer() also holds for unsigned values; read each kind
-    // as itself so a huge unsigned does not wrap.
-    const bool in_range =
-        v->is_number_unsigned()
-            ? (v->get<std::uint64_t>() >= 1 &&
-               v->get<std::uint64_t>() <=
-                   static_cast<std::uint64_t>(kMaxMaxInstructions))
-            : (v->is_number_integer() && v->get<std::int64_t>() >= 1 &&
-               v->get<std::int64_t>() <= kMaxMaxInstructions);
-    if (!v->is_number_integer()) {
-      p.Report("max_instructions",
-               "must be an integer (VM instructions per item), not " +
-                   DescribeJsonType(*v));
-    } else if (!in_range) {
-      p.Report("max_instructions", "must be from 1 to " +
-                                       std::to_string(kMaxMaxInstructions) +
-                                       ", not " + v->dump());
-    } else {
-      out.limits.max_instructions = v->get<int>();
-    }
+    if (auto n = ReadMaxInstructions(p, *v)) out.limits.max_instructions = *n;
   }
   if (const json* v = p.Get("max_memory")) {
-    std::optional<std::uint64_t> bytes;
-    if (v->is_string()) {
-      auto size = config::ParseSize(v->get_ref<const std::string&>());
-      if (size.ok()) {
-        bytes = size.value();
-      } else {
-        p.Report("max_memory", size.error().message);
-      }
-    } else if (v->is_number_unsigned() ||
-               (v->is_number_integer() && v->get<std::int64_t>() >= 0)) {
-      bytes = v->get<std::uint64_t>();
-    } else if (v->is_number_integer()) {  // negative
-      p.Report("max_memory", "must be at least 1MiB, not " + v->dump());
-    } else {
-      p.Report("max_memory",
-               "must be a size such as \"64MiB\" (or a number of bytes), "
-               "not " +
-                   DescribeJsonType(*v));
-    }
-    if (bytes.has_value() && *bytes < kMinMaxMemory) {
-      p.Report("max_memory", "must be at least 1MiB, not " +
-                                 std::to_string(*bytes) + " bytes");
-    } else if (bytes.has_value()) {
-      out.limits.max_memory = *bytes;
-    }
+    if (auto bytes = ReadMaxMemory(p, *v)) out.limits.max_memory = *bytes;
   }
   const json* script = p.Get("script");
   const json* file = p.Get("file");
