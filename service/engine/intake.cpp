@@ -241,67 +241,11 @@ std::optional<Envelope> Intake::NextLocked(
     JobContext& c = *in->context;
     const jobs::Job* key = c.job.get();
 
-    if (c.job->cancel_requested()) {
-      // Everything still queued ends as cancelled in one control envelope,
-      // then the input ends.
-      const std::uint64_t first = in->next_seq;
-      const std::uint64_t n = in->queued();
-      in->next_seq += n;
-      c.fed.store(in->next_seq, std::memory_order_seq_cst);
-      if (in->on_room) wakes.push_back(std::move(in->on_room));
-      Envelope end = Control(*in, Envelope::Kind::kEnd, in->next_seq, 0);
-      std::optional<Envelope> result;
-      if (n > 0) {
-        result = Control(*in, Envelope::Kind::kCancelRange, first, n);
-        outbox_.push_back(std::move(end));
-      } else {
-        result = std::move(end);
-      }
-      inputs_.erase(key);
-      return result;
-    }
-
+    if (c.job->cancel_requested()) return EndCancelledLocked(*in, wakes);
     if (in->queued() > 0) {
-      if (c.ordered) {
-        auto backlog = [&] {
-          return in->next_seq - c.released.load(std::memory_order_seq_cst);
-        };
-        if (backlog() >= ordered_window_) {
-          in->parked = true;
-          c.parked.store(true, std::memory_order_seq_cst);
-          // The aggregator checks `parked` after publishing `released`;
-          // re-checking here after setting it means one of us sees the other.
-          if (backlog() >= ordered_window_) continue;
-          in->parked = false;
-          c.parked.store(false, std::memory_order_seq_cst);
-        }
-      }
-      if (in->next_seq == 0) c.job->MarkRunning();
-      Envelope e;
-      e.context = in->context;
-      e.seq = in->next_seq++;
-      e.value = std::move(in->queue[in->head++]);
-      c.fed.store(in->next_seq, std::memory_order_seq_cst);
-      if (in->head == in->queue.size()) {
-        in->queue.clear();
-        in->head = 0;
-      } else if (in->head >= 1024 && in->head * 2 >= in->queue.size()) {
-        // Streams append forever: drop the fed prefix now and then.
-        in->queue.erase(
-            in->queue.begin(),
-            in->queue.begin() + static_cast<std::ptrdiff_t>(in->head));
-        in->head = 0;
-      }
-      if (in->on_room && in->queued() <= in->room_mark) {
-        wakes.push_back(std::move(in->on_room));
-        in->on_room = nullptr;
-      }
-      // Back of the ring: one item per job per turn. A closed input comes
-      // round once more to emit its kEnd.
-      if (in->queued() > 0 || in->input_closed) EnqueueLocked(*in);
-      return e;
+      if (c.ordered && ParkIfWindowFullLocked(*in)) continue;
+      return FeedLocked(*in, wakes);
     }
-
     if (in->input_closed) {
       if (in->next_seq == 0) c.job->MarkRunning();  // an empty job
       Envelope end = Control(*in, Envelope::Kind::kEnd, in->next_seq, 0);
@@ -310,6 +254,73 @@ std::optional<Envelope> Intake::NextLocked(
     }
     // An open stream with nothing queued: its next Push enqueues it again.
   }
+}
+
+std::optional<Envelope> Intake::EndCancelledLocked(
+    Input& in, std::vector<std::function<void()>>& wakes) {
+  JobContext& c = *in.context;
+  const jobs::Job* key = c.job.get();
+  // Everything still queued ends as cancelled in one control envelope, then
+  // the input ends.
+  const std::uint64_t first = in.next_seq;
+  const std::uint64_t n = in.queued();
+  in.next_seq += n;
+  c.fed.store(in.next_seq, std::memory_order_seq_cst);
+  if (in.on_room) wakes.push_back(std::move(in.on_room));
+  Envelope end = Control(in, Envelope::Kind::kEnd, in.next_seq, 0);
+  std::optional<Envelope> result;
+  if (n > 0) {
+    result = Control(in, Envelope::Kind::kCancelRange, first, n);
+    outbox_.push_back(std::move(end));
+  } else {
+    result = std::move(end);
+  }
+  inputs_.erase(key);  // `in` dies here
+  return result;
+}
+
+bool Intake::ParkIfWindowFullLocked(Input& in) {
+  JobContext& c = *in.context;
+  auto backlog = [&] {
+    return in.next_seq - c.released.load(std::memory_order_seq_cst);
+  };
+  if (backlog() < ordered_window_) return false;
+  in.parked = true;
+  c.parked.store(true, std::memory_order_seq_cst);
+  // The aggregator checks `parked` after publishing `released`; re-checking
+  // here after setting it means one of us sees the other.
+  if (backlog() >= ordered_window_) return true;
+  in.parked = false;
+  c.parked.store(false, std::memory_order_seq_cst);
+  return false;
+}
+
+Envelope Intake::FeedLocked(Input& in,
+                            std::vector<std::function<void()>>& wakes) {
+  JobContext& c = *in.context;
+  if (in.next_seq == 0) c.job->MarkRunning();
+  Envelope e;
+  e.context = in.context;
+  e.seq = in.next_seq++;
+  e.value = std::move(in.queue[in.head++]);
+  c.fed.store(in.next_seq, std::memory_order_seq_cst);
+  if (in.head == in.queue.size()) {
+    in.queue.clear();
+    in.head = 0;
+  } else if (in.head >= 1024 && in.head * 2 >= in.queue.size()) {
+    // Streams append forever: drop the fed prefix now and then.
+    in.queue.erase(in.queue.begin(),
+                   in.queue.begin() + static_cast<std::ptrdiff_t>(in.head));
+    in.head = 0;
+  }
+  if (in.on_room && in.queued() <= in.room_mark) {
+    wakes.push_back(std::move(in.on_room));
+    in.on_room = nullptr;
+  }
+  // Back of the ring: one item per job per turn. A closed input comes round
+  // once more to emit its kEnd.
+  if (in.queued() > 0 || in.input_closed) EnqueueLocked(in);
+  return e;
 }
 
 }  // namespace sluice::engine

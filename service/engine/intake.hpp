@@ -151,6 +151,18 @@ class Intake {
   void EnqueueLocked(Input& in) SLUICE_REQUIRES(mu_);
   Envelope Control(Input& in, Envelope::Kind kind, std::uint64_t seq,
                    std::uint64_t weight) SLUICE_REQUIRES(mu_);
+  // NextLocked's three outcomes for the input at the front of the ring.
+  // A cancelled job: its queued items end as one kCancelRange, then kEnd;
+  // the input is erased.
+  std::optional<Envelope> EndCancelledLocked(
+      Input& in, std::vector<std::function<void()>>& wakes)
+      SLUICE_REQUIRES(mu_);
+  // An ordered job whose backlog has reached ordered_window_ parks (leaves
+  // the ring until Unpark) instead of being fed: true when it parked.
+  bool ParkIfWindowFullLocked(Input& in) SLUICE_REQUIRES(mu_);
+  // The input's next item, as the envelope for stage 0.
+  Envelope FeedLocked(Input& in, std::vector<std::function<void()>>& wakes)
+      SLUICE_REQUIRES(mu_);
 
   const std::size_t ordered_window_;
 

@@ -35,6 +35,45 @@ struct EnvelopeKey {
   }
 };
 
+// Processors promise not to throw; a broken one still only fails its item.
+processors::Outcome CallProcessor(processors::Processor* processor,
+                                  nlohmann::json value,
+                                  const std::string& type) {
+  if (processor == nullptr) {
+    return processors::Outcome::Fail("processor type \"" + type +
+                                     "\" is not available");
+  }
+  try {
+    return processor->Process(std::move(value));
+  } catch (const std::exception& ex) {
+    return processors::Outcome::Fail(std::string("processor threw: ") +
+                                     ex.what());
+  } catch (...) {
+    return processors::Outcome::Fail("processor threw");
+  }
+}
+
+// A split: each part carries a share of the weight (so the job still knows
+// when all of it is done) and its index in path (so the results keep the
+// input's order).
+void PushParts(const Envelope& e, std::vector<nlohmann::json>& values,
+               std::vector<Envelope>& out) {
+  const std::size_t n = values.size();
+  const std::uint64_t share = e.weight / n;
+  for (std::size_t i = 0; i < n; ++i) {
+    Envelope part;
+    part.context = e.context;
+    part.seq = e.seq;
+    part.weight = i + 1 < n ? share : e.weight - share * (n - 1);
+    part.kind = Kind::kValue;
+    part.value = std::move(values[i]);
+    part.path.reserve(e.path.size() + 1);
+    part.path = e.path;
+    part.path.push_back(static_cast<std::uint32_t>(i));
+    out.push_back(std::move(part));
+  }
+}
+
 }  // namespace
 
 // ---- StageRuntime ----------------------------------------------------------
@@ -99,22 +138,8 @@ void StageRuntime::Process(Envelope e, std::vector<Envelope>& out) {
   busy_.fetch_add(1, std::memory_order_relaxed);
   m_busy_.Increment();
   const auto start = std::chrono::steady_clock::now();
-  processors::Outcome outcome;
-  if (processor == nullptr) {
-    outcome = processors::Outcome::Fail(
-        "processor type \"" + config_.processor.type + "\" is not available");
-  } else {
-    // Processors promise not to throw; a broken one still only fails its
-    // item.
-    try {
-      outcome = processor->Process(std::move(e.value));
-    } catch (const std::exception& ex) {
-      outcome = processors::Outcome::Fail(std::string("processor threw: ") +
-                                          ex.what());
-    } catch (...) {
-      outcome = processors::Outcome::Fail("processor threw");
-    }
-  }
+  processors::Outcome outcome =
+      CallProcessor(processor, std::move(e.value), config_.processor.type);
   m_duration_.Observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count());
@@ -161,20 +186,7 @@ void StageRuntime::Process(Envelope e, std::vector<Envelope>& out) {
     out.push_back(std::move(e));
     return;
   }
-  // A split: each part carries a share of the weight and its index in path.
-  const std::uint64_t share = e.weight / n;
-  for (std::size_t i = 0; i < n; ++i) {
-    Envelope part;
-    part.context = e.context;
-    part.seq = e.seq;
-    part.weight = i + 1 < n ? share : e.weight - share * (n - 1);
-    part.kind = Kind::kValue;
-    part.value = std::move(outcome.values[i]);
-    part.path.reserve(e.path.size() + 1);
-    part.path = e.path;
-    part.path.push_back(static_cast<std::uint32_t>(i));
-    out.push_back(std::move(part));
-  }
+  PushParts(e, outcome.values, out);
 }
 
 void StageRuntime::SampleGauges() {
