@@ -457,14 +457,70 @@ TEST(EngineTest, OrderedDeliveryUnderRandomDelays) {
   EXPECT_EQ(unordered->counts().out, 4u * kItems);
 }
 
+// EngineOptions::ordered_window bounds the items of an ordered job fed but
+// not yet released. With item 0 held in the first stage nothing is
+// released, so exactly items 0..window-1 may enter the pipeline. An
+// unordered job on the same pipeline keeps the generator turning (one item
+// per job per turn): without the bound, the held job would be fed one item
+// for each of the other's, so by the time the other job has finished, many
+// more of the held job's items would have entered.
 TEST(EngineTest, OrderedWindowBoundsTheBacklogAndStillCompletes) {
-  metrics::Metrics metrics("test");
+  constexpr int kWindow = 8;  // small: the generator parks the job often
+  constexpr int kItems = 400;
+  constexpr int kOtherFrom = 1'000'000;  // the other job's items
+  struct Entered {
+    std::mutex mu;
+    std::set<int> held_job;  // the ordered job's items seen by stage 0
+  };
+  auto entered = std::make_shared<Entered>();
+  Gate gate;
   EngineOptions options = Options();
-  options.ordered_window = 8;  // the generator parks the job often
-  Engine engine(Config({Pipe("ordered", JitterStages(), true)}), metrics,
+  options.ordered_window = kWindow;
+  options.make_processor =
+      [entered, &gate, test = TestFactory()](const config::StageConfig& stage)
+      -> std::unique_ptr<processors::Processor> {
+    if (stage.processor.type != "hold_0") return test(stage);
+    return std::make_unique<FnProcessor>(
+        [entered, &gate](json v) {
+          const int x = v.get<int>();
+          if (x < kOtherFrom) {
+            std::lock_guard<std::mutex> lock(entered->mu);
+            entered->held_job.insert(x);
+          }
+          if (x == 0) gate.Pass();
+          return Outcome::Value(std::move(v));
+        },
+        true);
+  };
+  std::vector<config::StageConfig> stages = JitterStages();
+  stages.insert(stages.begin(), Stage("hold", "hold_0", 4, 8));
+  metrics::Metrics metrics("test");
+  Engine engine(Config({Pipe("ordered", std::move(stages), true)}), metrics,
                 std::move(options));
-  auto job = MustSubmit(engine, {"ordered", Ints(400), std::nullopt});
-  CheckOrdered(job, 400, 4);
+  struct OpenOnExit {  // a failed ASSERT must not leave a worker held
+    Gate& gate;
+    ~OpenOnExit() { gate.Open(); }
+  } open_on_exit{gate};
+  auto entered_now = [&] {
+    std::lock_guard<std::mutex> lock(entered->mu);
+    return entered->held_job;
+  };
+
+  auto job = MustSubmit(engine, {"ordered", Ints(kItems), std::nullopt});
+  ASSERT_TRUE(gate.WaitForWaiting(1)) << "item 0 is held";
+  auto other = MustSubmit(engine, {"ordered", Ints(kItems, kOtherFrom), false});
+  ASSERT_TRUE(WaitFinished(other));
+  EXPECT_EQ(other->counts().out, 4u * kItems);
+  std::set<int> window;
+  for (int x = 0; x < kWindow; ++x) window.insert(x);
+  ASSERT_TRUE(
+      Eventually([&] { return entered_now().size() >= std::size_t{kWindow}; }));
+  EXPECT_EQ(entered_now(), window)
+      << "fed while nothing was released: exactly the window";
+  EXPECT_FALSE(job->finished());
+
+  gate.Open();
+  CheckOrdered(job, kItems, 4);
 }
 
 // ---- fairness ---------------------------------------------------------------
