@@ -51,12 +51,10 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <optional>
 #include <span>
@@ -69,6 +67,7 @@
 #include "sluice/patterns/detail/parker.hpp"
 #include "sluice/patterns/detail/select_core.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 #include "sluice/patterns/runtime.hpp"
 
 namespace sluice {
@@ -242,20 +241,17 @@ class Channel {
   // Closes the channel: no value is accepted after this; values already
   // buffered are still delivered (capacity > 0); every blocked call wakes.
   // Idempotent; returns true only for the call that closed it.
-  bool close() {
-    // On an unbuffered channel the flag changes under the queue lock, so a
-    // waiter either enqueued before it (and is woken here) or sees it.
-    std::unique_lock<std::mutex> rv_lock(rv_mu_, std::defer_lock);
-    if (rendezvous()) rv_lock.lock();
-    const std::uint64_t prev =
-        tail_.fetch_or(kClosedBit, std::memory_order_seq_cst);
-    if ((prev & kClosedBit) != 0) return false;
-    closed_.store(true, std::memory_order_seq_cst);
+  bool close() SLUICE_EXCLUDES(rv_mu_) {
     if (rendezvous()) {
+      // On an unbuffered channel the flag changes under the queue lock, so a
+      // waiter either enqueued before it (and is woken here) or sees it.
+      MutexLock lock(&rv_mu_);
+      if (!mark_closed()) return false;
       wake_all_closed(rv_sendq_);
       wake_all_closed(rv_recvq_);
       return true;
     }
+    if (!mark_closed()) return false;
     not_empty_.wake_all();
     not_full_.wake_all();
     return true;
@@ -393,24 +389,30 @@ class Channel {
   // while nobody waits; a waiter enqueues itself (seq_cst) under `mu`
   // before polling the ring one last time, so no wake-up is lost.
   struct alignas(kCacheLine) WaitSet {
-    std::mutex mu;
-    detail::WaitList list;  // guarded by mu
+    Mutex mu;
+    detail::WaitList list SLUICE_GUARDED_BY(mu);
 
-    void wake_one() {
-      if (list.size_hint() == 0) return;
+    // The list's size, read without the lock on purpose (its counter is
+    // atomic; see above): exempt from the analysis.
+    [[nodiscard]] std::uint32_t waiting() const
+        SLUICE_NO_THREAD_SAFETY_ANALYSIS {
+      return list.size_hint();
+    }
+    void wake_one() SLUICE_EXCLUDES(mu) {
+      if (waiting() == 0) return;
       detail::WaitNode* n = nullptr;
       {
-        std::lock_guard<std::mutex> lock(mu);
+        MutexLock lock(&mu);
         n = list.claim_first();
       }
       if (n != nullptr) n->parker->wake();
     }
-    void wake_all() {
-      std::lock_guard<std::mutex> lock(mu);
+    void wake_all() SLUICE_EXCLUDES(mu) {
+      MutexLock lock(&mu);
       while (detail::WaitNode* n = list.claim_first()) n->parker->wake();
     }
-    void wake_all_if_waiting() {
-      if (list.size_hint() != 0) wake_all();
+    void wake_all_if_waiting() SLUICE_EXCLUDES(mu) {
+      if (waiting() != 0) wake_all();
     }
   };
 
@@ -429,6 +431,15 @@ class Channel {
   }
 
   [[nodiscard]] bool rendezvous() const { return capacity_ == 0; }
+
+  // Sets the closed flag; false if it was already set.
+  bool mark_closed() {
+    const std::uint64_t prev =
+        tail_.fetch_or(kClosedBit, std::memory_order_seq_cst);
+    if ((prev & kClosedBit) != 0) return false;
+    closed_.store(true, std::memory_order_seq_cst);
+    return true;
+  }
 
   // After a receiver took `n` values: room for senders, and, when that
   // emptied a closed channel, the news for receivers still parked. (A value
@@ -691,9 +702,9 @@ class Channel {
 
   // Unbuffered channels only: every blocked sender and receiver, as Go's
   // sendq and recvq.
-  alignas(kCacheLine) std::mutex rv_mu_;
-  detail::WaitList rv_sendq_;  // guarded by rv_mu_
-  detail::WaitList rv_recvq_;  // guarded by rv_mu_
+  alignas(kCacheLine) Mutex rv_mu_;
+  detail::WaitList rv_sendq_ SLUICE_GUARDED_BY(rv_mu_);
+  detail::WaitList rv_recvq_ SLUICE_GUARDED_BY(rv_mu_);
 };
 
 namespace detail {
@@ -710,7 +721,7 @@ class SendOp final : public CaseBase {
   // True once the value was delivered (false: closed, or never ran).
   [[nodiscard]] bool sent() const { return sent_; }
 
-  std::mutex* mutex() override {
+  Mutex* mutex() override {
     return ch_->rendezvous() ? &ch_->rv_mu_ : &ch_->not_full_.mu;
   }
   [[nodiscard]] bool rendezvous() const override { return ch_->rendezvous(); }
@@ -721,6 +732,7 @@ class SendOp final : public CaseBase {
       sent_ = s == Channel<T>::Status::kOk;
       return s != Channel<T>::Status::kFull;
     }
+    ch_->rv_mu_.AssertHeld();  // under mutex()
     if (ch_->closed()) return true;
     WaitNode* r = ch_->rv_recvq_.claim_first();
     if (r == nullptr) return false;
@@ -739,15 +751,23 @@ class SendOp final : public CaseBase {
   }
   void enqueue(WaitNode* n) override {
     n->value = value_;
-    (ch_->rendezvous() ? ch_->rv_sendq_ : ch_->not_full_.list).push(n);
+    queue().push(n);
   }
-  void dequeue(WaitNode* n) override {
-    (ch_->rendezvous() ? ch_->rv_sendq_ : ch_->not_full_.list).remove(n);
-  }
+  void dequeue(WaitNode* n) override { queue().remove(n); }
   void from_peer(const WaitNode& n) override { sent_ = n.ok; }
   void pass_on() override { ch_->not_full_.wake_one(); }
 
  private:
+  // Under mutex(): the queue it guards.
+  WaitList& queue() {
+    if (ch_->rendezvous()) {
+      ch_->rv_mu_.AssertHeld();
+      return ch_->rv_sendq_;
+    }
+    ch_->not_full_.mu.AssertHeld();
+    return ch_->not_full_.list;
+  }
+
   Channel<T>* ch_;
   T* value_;
   Parker* peer_ = nullptr;
@@ -766,7 +786,7 @@ class RecvOp final : public CaseBase {
   // The value received, or nullopt (closed and drained, or never ran).
   std::optional<T> take() { return std::move(value_); }
 
-  std::mutex* mutex() override {
+  Mutex* mutex() override {
     return ch_->rendezvous() ? &ch_->rv_mu_ : &ch_->not_empty_.mu;
   }
   [[nodiscard]] bool rendezvous() const override { return ch_->rendezvous(); }
@@ -776,6 +796,7 @@ class RecvOp final : public CaseBase {
       popped_ = s == Channel<T>::Status::kOk;
       return s != Channel<T>::Status::kEmpty;
     }
+    ch_->rv_mu_.AssertHeld();  // under mutex()
     WaitNode* s = ch_->rv_sendq_.claim_first();
     if (s == nullptr) return ch_->closed();
     T* v = static_cast<T*>(s->value);
@@ -793,15 +814,23 @@ class RecvOp final : public CaseBase {
   }
   void enqueue(WaitNode* n) override {
     n->value = &value_;
-    (ch_->rendezvous() ? ch_->rv_recvq_ : ch_->not_empty_.list).push(n);
+    queue().push(n);
   }
-  void dequeue(WaitNode* n) override {
-    (ch_->rendezvous() ? ch_->rv_recvq_ : ch_->not_empty_.list).remove(n);
-  }
+  void dequeue(WaitNode* n) override { queue().remove(n); }
   void from_peer(const WaitNode& /*n*/) override {}  // value_ is filled
   void pass_on() override { ch_->not_empty_.wake_one(); }
 
  private:
+  // Under mutex(): the queue it guards.
+  WaitList& queue() {
+    if (ch_->rendezvous()) {
+      ch_->rv_mu_.AssertHeld();
+      return ch_->rv_recvq_;
+    }
+    ch_->not_empty_.mu.AssertHeld();
+    return ch_->not_empty_.list;
+  }
+
   Channel<T>* ch_;
   std::optional<T> value_;
   Parker* peer_ = nullptr;

@@ -10,12 +10,11 @@
 #define SLUICE_PATTERNS_FAN_IN_HPP_
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
+#include <stop_token>
 #include <utility>
 #include <vector>
 
@@ -23,6 +22,7 @@
 #include "sluice/patterns/detail/reorder_window.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
 #include "sluice/patterns/detail/thread_group.hpp"
+#include "sluice/patterns/mutex.hpp"
 
 namespace sluice {
 
@@ -64,8 +64,8 @@ class FanIn {
   struct Ordering {
     explicit Ordering(std::size_t window, std::size_t inputs)
         : reorder(window), active(inputs) {}
-    std::mutex mu;
-    std::condition_variable_any room;  // the window moved on
+    Mutex mu;
+    CondVarAny room;  // the window moved on
     detail::ReorderWindow<T> reorder SLUICE_GUARDED_BY(mu);
     std::size_t active SLUICE_GUARDED_BY(mu);  // forwarders still running
     // Seqs forwarders hold outside the window (at most one per input).
@@ -88,31 +88,41 @@ class FanIn {
   // seqs the window waits for cannot arrive any more (seqs increase within
   // each input), so they must be skipped. Sets `lowest` to the smallest seq
   // held outside the window.
-  static bool Stuck(Ordering& o, std::uint64_t& lowest) {
+  static bool Stuck(Ordering& o, std::uint64_t& lowest) SLUICE_REQUIRES(o.mu) {
     if (o.pending.size() != o.active) return false;
     lowest = UINT64_MAX;
     for (std::uint64_t p : o.pending) lowest = p < lowest ? p : lowest;
     return !o.reorder.fits(lowest);
   }
 
-  // Blocks (under o.mu, held by `lock`) until `seq` fits the reorder window,
-  // skipping missing seqs when the merge is stuck. Returns false if stopped
-  // or the output refused values.
-  template <class EmitReady>
-  static bool WaitForRoom(Ordering& o, std::unique_lock<std::mutex>& lock,
-                          std::uint64_t seq, EmitReady& emit_ready,
-                          std::stop_token st) {
+  // Sends every value now in order to the output; emitting under o.mu keeps
+  // batches in order. False if the output refused values.
+  static bool EmitReady(State& s, Ordering& o, const std::stop_token& st)
+      SLUICE_REQUIRES(o.mu) {
+    o.reorder.take_ready(o.ready);
+    const bool complete = s.out.send_many(o.ready, st) == o.ready.size();
+    o.ready.clear();
+    o.room.SignalAll();
+    return complete;
+  }
+
+  // Blocks (under o.mu) until `seq` fits the reorder window, skipping
+  // missing seqs when the merge is stuck. Returns false if stopped or the
+  // output refused values.
+  static bool WaitForRoom(State& s, Ordering& o, std::uint64_t seq,
+                          const std::stop_token& st) SLUICE_REQUIRES(o.mu) {
     o.pending.push_back(seq);
     bool ok = true;
     std::uint64_t lowest = 0;
     while (ok && !o.reorder.fits(seq)) {
       if (Stuck(o, lowest)) {
         o.reorder.skip_to(lowest);
-        ok = emit_ready();
+        ok = EmitReady(s, o, st);
         continue;
       }
-      o.room.wait(lock, st,
-                  [&] { return o.reorder.fits(seq) || Stuck(o, lowest); });
+      o.room.Wait(&o.mu, st, [&]() SLUICE_REQUIRES(o.mu) {
+        return o.reorder.fits(seq) || Stuck(o, lowest);
+      });
       if (st.stop_requested()) ok = false;
     }
     o.pending.erase(std::find(o.pending.begin(), o.pending.end(), seq));
@@ -168,35 +178,30 @@ FanIn<T> fan_in_ordered(std::vector<Channel<Sequenced<T>>*> inputs,
   for (Channel<Sequenced<T>>* in : inputs) {
     s->threads.spawn([s, in](std::stop_token st) {
       Ordering& o = *s->ordering;
-      // Emitting happens under o.mu so that batches leave in order.
-      auto emit_ready = [&] {
-        o.reorder.take_ready(o.ready);
-        const bool complete = s->out.send_many(o.ready, st) == o.ready.size();
-        o.ready.clear();
-        o.room.notify_all();
-        return complete;
-      };
       while (std::optional<Sequenced<T>> item = in->recv(st)) {
-        std::unique_lock<std::mutex> lock(o.mu);
+        MutexLock lock(&o.mu);
         if (!o.reorder.fits(item->seq) &&
-            !FanIn<T>::WaitForRoom(o, lock, item->seq, emit_ready, st)) {
+            !FanIn<T>::WaitForRoom(*s, o, item->seq, st)) {
           break;
         }
         o.reorder.put(item->seq, std::move(item->value));
-        if (!emit_ready()) break;
+        if (!FanIn<T>::EmitReady(*s, o, st)) break;
       }
-      std::unique_lock<std::mutex> lock(o.mu);
-      --o.active;
-      if (o.active == 0) {
-        // Every input has closed: flush what is held, skipping gaps.
-        while (o.reorder.skip_to(UINT64_MAX)) {
-          if (!emit_ready()) break;
+      bool last = false;
+      {
+        MutexLock lock(&o.mu);
+        --o.active;
+        last = o.active == 0;
+        if (last) {
+          // Every input has closed: flush what is held, skipping gaps.
+          while (o.reorder.skip_to(UINT64_MAX)) {
+            if (!FanIn<T>::EmitReady(*s, o, st)) break;
+          }
+        } else {
+          o.room.SignalAll();  // the others may be stuck now
         }
-        lock.unlock();
-        s->out.close();
-      } else {
-        o.room.notify_all();  // the others may be stuck now
       }
+      if (last) s->out.close();
     });
   }
   return FanIn<T>(std::move(state));

@@ -18,7 +18,6 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
@@ -27,6 +26,7 @@
 #include "sluice/patterns/detail/task_group.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
 #include "sluice/patterns/detail/thread_group.hpp"
+#include "sluice/patterns/mutex.hpp"
 #include "sluice/patterns/runtime.hpp"
 
 namespace sluice {
@@ -37,23 +37,23 @@ namespace detail {
 // Thread-safe.
 class ErrorTally {
  public:
-  void record(std::exception_ptr e) {
+  void record(std::exception_ptr e) SLUICE_EXCLUDES(mu_) {
     if (count_.fetch_add(1, std::memory_order_relaxed) == 0) {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       first_ = std::move(e);
     }
   }
   [[nodiscard]] std::size_t count() const {
     return count_.load(std::memory_order_relaxed);
   }
-  [[nodiscard]] std::exception_ptr first() const {
-    std::lock_guard<std::mutex> lock(mu_);
+  [[nodiscard]] std::exception_ptr first() const SLUICE_EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     return first_;
   }
 
  private:
   std::atomic<std::size_t> count_{0};
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::exception_ptr first_ SLUICE_GUARDED_BY(mu_);
 };
 

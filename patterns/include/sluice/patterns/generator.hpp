@@ -12,7 +12,6 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stop_token>
 #include <thread>
@@ -22,6 +21,7 @@
 #include "sluice/patterns/channel.hpp"
 #include "sluice/patterns/detail/task_group.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 #include "sluice/patterns/runtime.hpp"
 
 namespace sluice {
@@ -107,7 +107,7 @@ class Generator {
 
   // What fn threw, once the channel has closed because of it; null otherwise.
   [[nodiscard]] std::exception_ptr error() const {
-    std::lock_guard<std::mutex> lock(state_->mu);
+    MutexLock lock(&state_->mu);
     return state_->error;
   }
 
@@ -117,7 +117,7 @@ class Generator {
   struct State {
     explicit State(std::size_t capacity) : channel(capacity) {}
     Channel<T> channel;
-    mutable std::mutex mu;
+    mutable Mutex mu;
     std::exception_ptr error SLUICE_GUARDED_BY(mu);
     // Last: the producer ends before the channel is destroyed.
     std::unique_ptr<detail::TaskGroup> tasks;  // the task form's producer
@@ -144,7 +144,7 @@ class Generator {
         if (!value || !state.channel.send(std::move(*value), st)) break;
       }
     } catch (...) {
-      std::lock_guard<std::mutex> lock(state.mu);
+      MutexLock lock(&state.mu);
       state.error = std::current_exception();
     }
     state.channel.close();
@@ -174,7 +174,7 @@ class Generator {
       if (!co_await state.channel.async_send(std::move(*value), st)) break;
     }
     if (error) {
-      std::lock_guard<std::mutex> lock(state.mu);
+      MutexLock lock(&state.mu);
       state.error = error;
     }
     state.channel.close();

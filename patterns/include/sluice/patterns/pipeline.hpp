@@ -14,12 +14,10 @@
 #define SLUICE_PATTERNS_PIPELINE_HPP_
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <type_traits>
@@ -32,6 +30,7 @@
 #include "sluice/patterns/detail/thread_group.hpp"
 #include "sluice/patterns/fan_out.hpp"
 #include "sluice/patterns/generator.hpp"
+#include "sluice/patterns/mutex.hpp"
 
 namespace sluice {
 
@@ -156,6 +155,7 @@ class Stage final : public StageBase {
     }
     for (std::size_t i = 0; i < o.workers; ++i) {
       threads_.spawn([this, i](std::stop_token st) {
+        (void)i;  // only the sharded form reads its shard's index
         if constexpr (kSharded) {
           RunShard(*shards_[i], st);
         } else if (opts_.ordered) {
@@ -230,7 +230,7 @@ class Stage final : public StageBase {
       std::uint64_t first = 0;
       {
         // Receiving and numbering are one step, so seqs follow input order.
-        std::lock_guard<std::mutex> lock(seq_mu_);
+        MutexLock lock(&seq_mu_);
         if (in_.recv_many(batch, Share(), st) == 0) return;
         first = next_seq_;
         next_seq_ += batch.size();
@@ -298,11 +298,13 @@ class Stage final : public StageBase {
   // Puts the results of item `seq` into the reorder window and emits every
   // result that is now in order. Emitting under reorder_mu_ keeps the runs
   // of different workers from overtaking each other. False when stopped.
-  bool Deposit(std::uint64_t seq, std::vector<Out>& results,
-               std::stop_token st) {
-    std::unique_lock<std::mutex> lock(reorder_mu_);
+  bool Deposit(std::uint64_t seq, std::vector<Out>& results, std::stop_token st)
+      SLUICE_EXCLUDES(reorder_mu_) {
+    MutexLock lock(&reorder_mu_);
     if (!window_.fits(seq) &&
-        !room_.wait(lock, st, [&] { return window_.fits(seq); })) {
+        !room_.Wait(&reorder_mu_, st, [&]() SLUICE_REQUIRES(reorder_mu_) {
+          return window_.fits(seq);
+        })) {
       return false;
     }
     window_.put(seq, std::move(results));
@@ -314,7 +316,7 @@ class Stage final : public StageBase {
     ready_.clear();
     const bool sent_all = out_.send_many(flat_, st) == flat_.size();
     flat_.clear();
-    room_.notify_all();
+    room_.SignalAll();
     return sent_all;
   }
 
@@ -333,12 +335,12 @@ class Stage final : public StageBase {
   ErrorTally errors_;
 
   // Ordered mode: numbering of inputs.
-  std::mutex seq_mu_;
+  Mutex seq_mu_;
   std::uint64_t next_seq_ SLUICE_GUARDED_BY(seq_mu_) = 0;
 
   // Ordered mode: reordering of results.
-  std::mutex reorder_mu_;
-  std::condition_variable_any room_;  // the window moved on
+  Mutex reorder_mu_;
+  CondVarAny room_;  // the window moved on
   ReorderWindow<std::vector<Out>> window_ SLUICE_GUARDED_BY(reorder_mu_);
   std::vector<std::vector<Out>> ready_ SLUICE_GUARDED_BY(reorder_mu_);
   std::vector<Out> flat_ SLUICE_GUARDED_BY(reorder_mu_);

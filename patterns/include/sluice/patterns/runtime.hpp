@@ -29,7 +29,6 @@
 #include <atomic>
 #include <cassert>
 #include <chrono>
-#include <condition_variable>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -39,7 +38,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stop_token>
 #include <thread>
@@ -48,6 +46,8 @@
 #include <vector>
 
 #include "sluice/patterns/detail/parker.hpp"
+#include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 #include "sluice/patterns/task.hpp"
 
 namespace sluice {
@@ -79,10 +79,10 @@ class Scheduler {
   Scheduler& operator=(const Scheduler&) = delete;
   ~Scheduler() {
     {
-      std::lock_guard<std::mutex> lock(idle_mu_);
+      MutexLock lock(&idle_mu_);
       stopping_ = true;
     }
-    idle_cv_.notify_all();
+    idle_cv_.SignalAll();
     for (Worker& w : workers_) w.thread.join();
   }
 
@@ -110,10 +110,10 @@ class Scheduler {
     }
   }
 
-  void add_timer(TimerNode* t) {
+  void add_timer(TimerNode* t) SLUICE_EXCLUDES(timer_mu_) {
     bool earliest = false;
     {
-      std::lock_guard<std::mutex> lock(timer_mu_);
+      MutexLock lock(&timer_mu_);
       t->pos = timers_.emplace(t->deadline, t);
       t->armed = true;
       earliest = t->pos == timers_.begin();
@@ -124,8 +124,8 @@ class Scheduler {
   }
 
   // Removes `t` if it has not fired. Call only after claiming its parker.
-  void cancel_timer(TimerNode* t) {
-    std::lock_guard<std::mutex> lock(timer_mu_);
+  void cancel_timer(TimerNode* t) SLUICE_EXCLUDES(timer_mu_) {
+    MutexLock lock(&timer_mu_);
     if (!t->armed) return;
     timers_.erase(t->pos);
     t->armed = false;
@@ -145,8 +145,8 @@ class Scheduler {
     std::coroutine_handle<> next;  // only its own thread touches it
     std::uint32_t next_streak = 0;
     std::uint32_t tick = 0;
-    std::mutex mu;
-    std::deque<std::coroutine_handle<>> queue;  // guarded by mu
+    Mutex mu;
+    std::deque<std::coroutine_handle<>> queue SLUICE_GUARDED_BY(mu);
   };
 
   static Worker*& current_worker() {
@@ -154,9 +154,9 @@ class Scheduler {
     return w;
   }
 
-  void push_global(std::coroutine_handle<> h) {
+  void push_global(std::coroutine_handle<> h) SLUICE_EXCLUDES(global_mu_) {
     {
-      std::lock_guard<std::mutex> lock(global_mu_);
+      MutexLock lock(&global_mu_);
       global_.push_back(h);
     }
     wake_idle();
@@ -164,7 +164,7 @@ class Scheduler {
 
   void push_local(Worker& w, std::coroutine_handle<> h) {
     {
-      std::lock_guard<std::mutex> lock(w.mu);
+      MutexLock lock(&w.mu);
       w.queue.push_back(h);
     }
     wake_idle();  // another thread may steal it
@@ -173,13 +173,13 @@ class Scheduler {
   // Dekker pairing with park(): a parking thread counts itself idle before
   // it looks at the queues one last time; a pusher publishes first, then
   // reads the count, so one of the two sees the other.
-  void wake_idle() {
+  void wake_idle() SLUICE_EXCLUDES(idle_mu_) {
     if (idle_.load(std::memory_order_seq_cst) == 0) return;
-    std::lock_guard<std::mutex> lock(idle_mu_);
-    idle_cv_.notify_one();
+    MutexLock lock(&idle_mu_);
+    idle_cv_.Signal();
   }
 
-  void publish_next_deadline() {  // requires timer_mu_
+  void publish_next_deadline() SLUICE_REQUIRES(timer_mu_) {
     next_deadline_.store(
         timers_.empty() ? INT64_MAX
                         : timers_.begin()->first.time_since_epoch().count(),
@@ -189,14 +189,14 @@ class Scheduler {
   // Fires every timer that is due: claims its parker under timer_mu_ (so a
   // stop callback that claims instead finds the timer still armed and
   // removes it), then wakes the winners outside the lock.
-  void fire_timers() {
+  void fire_timers() SLUICE_EXCLUDES(timer_mu_) {
     const std::int64_t next = next_deadline_.load(std::memory_order_relaxed);
     if (next == INT64_MAX || next > Clock::now().time_since_epoch().count()) {
       return;
     }
     std::vector<Parker*> due;
     {
-      std::lock_guard<std::mutex> lock(timer_mu_);
+      MutexLock lock(&timer_mu_);
       const auto now = Clock::now();
       while (!timers_.empty() && timers_.begin()->first <= now) {
         TimerNode* t = timers_.begin()->second;
@@ -209,8 +209,8 @@ class Scheduler {
     for (Parker* p : due) p->wake();
   }
 
-  std::coroutine_handle<> pop_global() {
-    std::lock_guard<std::mutex> lock(global_mu_);
+  std::coroutine_handle<> pop_global() SLUICE_EXCLUDES(global_mu_) {
+    MutexLock lock(&global_mu_);
     if (global_.empty()) return {};
     std::coroutine_handle<> h = global_.front();
     global_.pop_front();
@@ -218,7 +218,7 @@ class Scheduler {
   }
 
   static std::coroutine_handle<> pop_local(Worker& w) {
-    std::lock_guard<std::mutex> lock(w.mu);
+    MutexLock lock(&w.mu);
     if (w.queue.empty()) return {};
     std::coroutine_handle<> h = w.queue.front();
     w.queue.pop_front();
@@ -232,7 +232,7 @@ class Scheduler {
       if (&victim == &self) continue;
       std::vector<std::coroutine_handle<>> taken;
       {
-        std::lock_guard<std::mutex> lock(victim.mu);
+        MutexLock lock(&victim.mu);
         const std::size_t n = (victim.queue.size() + 1) / 2;
         for (std::size_t i = 0; i < n; ++i) {
           taken.push_back(victim.queue.front());
@@ -241,7 +241,7 @@ class Scheduler {
       }
       if (taken.empty()) continue;
       if (taken.size() > 1) {
-        std::lock_guard<std::mutex> lock(self.mu);
+        MutexLock lock(&self.mu);
         self.queue.insert(self.queue.end(), taken.begin() + 1, taken.end());
       }
       return taken.front();
@@ -269,13 +269,13 @@ class Scheduler {
     return steal(w);
   }
 
-  bool has_work(Worker& self) {
+  bool has_work(Worker& self) SLUICE_EXCLUDES(global_mu_) {
     {
-      std::lock_guard<std::mutex> lock(global_mu_);
+      MutexLock lock(&global_mu_);
       if (!global_.empty()) return true;
     }
     for (Worker& w : workers_) {
-      std::lock_guard<std::mutex> lock(w.mu);
+      MutexLock lock(&w.mu);
       if (!w.queue.empty()) return true;
     }
     (void)self;
@@ -284,16 +284,16 @@ class Scheduler {
   }
 
   // Sleeps until work may be there. False once the scheduler stops.
-  bool park(Worker& w) {
-    std::unique_lock<std::mutex> lock(idle_mu_);
+  bool park(Worker& w) SLUICE_EXCLUDES(idle_mu_) {
+    MutexLock lock(&idle_mu_);
     if (stopping_) return false;
     idle_.fetch_add(1, std::memory_order_seq_cst);
     if (!has_work(w)) {
       const std::int64_t next = next_deadline_.load(std::memory_order_seq_cst);
       if (next == INT64_MAX) {
-        idle_cv_.wait(lock);
+        idle_cv_.Wait(&idle_mu_);
       } else {
-        idle_cv_.wait_until(lock, Clock::time_point(Clock::duration(next)));
+        idle_cv_.WaitUntil(&idle_mu_, Clock::time_point(Clock::duration(next)));
       }
     }
     idle_.fetch_sub(1, std::memory_order_seq_cst);
@@ -322,16 +322,17 @@ class Scheduler {
   }
 
   std::vector<Worker> workers_;
-  std::mutex global_mu_;
-  std::deque<std::coroutine_handle<>> global_;  // guarded by global_mu_
+  Mutex global_mu_;
+  std::deque<std::coroutine_handle<>> global_ SLUICE_GUARDED_BY(global_mu_);
 
-  std::mutex idle_mu_;
-  std::condition_variable idle_cv_;
+  Mutex idle_mu_;
+  CondVar idle_cv_;
   std::atomic<std::uint32_t> idle_{0};
-  bool stopping_ = false;  // guarded by idle_mu_
+  bool stopping_ SLUICE_GUARDED_BY(idle_mu_) = false;
 
-  std::mutex timer_mu_;
-  std::multimap<Clock::time_point, TimerNode*> timers_;  // guarded by timer_mu_
+  Mutex timer_mu_;
+  std::multimap<Clock::time_point, TimerNode*> timers_
+      SLUICE_GUARDED_BY(timer_mu_);
   std::atomic<std::int64_t> next_deadline_{INT64_MAX};
 };
 
@@ -444,11 +445,10 @@ class Runtime {
 
   // Blocks until every spawned task has ended. Requires: not called from
   // one of this runtime's threads (it would wait for itself).
-  void wait() {
+  void wait() SLUICE_EXCLUDES(wait_mu_) {
     assert(detail::Scheduler::current() != &sched_);
-    std::unique_lock<std::mutex> lock(wait_mu_);
-    wait_cv_.wait(lock,
-                  [&] { return live_.load(std::memory_order_acquire) == 0; });
+    MutexLock lock(&wait_mu_);
+    while (live_.load(std::memory_order_acquire) != 0) wait_cv_.Wait(&wait_mu_);
   }
 
  private:
@@ -459,23 +459,23 @@ class Runtime {
     return n == 0 ? 1 : n;
   }
 
-  void task_ended() {
+  void task_ended() SLUICE_EXCLUDES(wait_mu_) {
     if (live_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    std::lock_guard<std::mutex> lock(wait_mu_);
-    wait_cv_.notify_all();
+    MutexLock lock(&wait_mu_);
+    wait_cv_.SignalAll();
   }
 
   std::atomic<std::size_t> live_{0};
-  std::mutex wait_mu_;
-  std::condition_variable wait_cv_;
+  Mutex wait_mu_;
+  CondVar wait_cv_;
   detail::Scheduler sched_;  // last: its threads stop before the rest dies
 };
 
 inline void detail::RootTask::promise_type::Final::await_suspend(
-    std::coroutine_handle<promise_type> h) noexcept {
-  Runtime* rt = h.promise().rt;
-  h.destroy();  // f and its arguments die before wait() returns
-  rt->task_ended();
+    std::coroutine_handle<promise_type> self) noexcept {
+  Runtime* runtime = self.promise().rt;
+  self.destroy();  // f and its arguments die before wait() returns
+  runtime->task_ended();
 }
 
 // co_await sluice::yield(): lets every other ready task run first (also on

@@ -18,10 +18,11 @@
 #include <condition_variable>
 #include <coroutine>
 #include <cstdint>
-#include <mutex>
 #include <optional>
 
 #include "sluice/patterns/detail/backoff.hpp"
+#include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 
 namespace sluice::detail {
 
@@ -53,7 +54,7 @@ class Parker {
   // again as soon as it is clear.
   void reset() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       done_ = false;
     }
     spin_.store(false, std::memory_order_relaxed);
@@ -84,10 +85,10 @@ class Parker {
       return;
     }
     spin_.store(true, std::memory_order_release);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     done_ = true;
-    cv_.notify_one();  // under the lock: the owner may free us once it sees
-                       // done_, which it can only read after we unlock
+    cv_.Signal();  // under the lock: the owner may free us once it sees
+                   // done_, which it can only read after we unlock
   }
 
   // Task side, last step of await_suspend: true if the task must stay
@@ -103,12 +104,15 @@ class Parker {
   bool sleep_until(
       std::optional<std::chrono::steady_clock::time_point> deadline) {
     spin_briefly();
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!deadline) {
-      cv_.wait(lock, [&] { return done_; });
-      return true;
+    MutexLock lock(&mu_);
+    while (!done_) {
+      if (!deadline) {
+        cv_.Wait(&mu_);
+      } else if (cv_.WaitUntil(&mu_, *deadline) == std::cv_status::timeout) {
+        return done_;
+      }
     }
-    return cv_.wait_until(lock, *deadline, [&] { return done_; });
+    return true;
   }
   void wait_woken() { sleep_until(std::nullopt); }
 
@@ -136,9 +140,9 @@ class Parker {
   std::atomic<std::uint32_t> gate_{0};
   // Thread owners.
   std::atomic<bool> spin_{false};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;  // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  bool done_ SLUICE_GUARDED_BY(mu_) = false;
 };
 
 // WaitNode: one operation's place in one channel's queue. Owned by the

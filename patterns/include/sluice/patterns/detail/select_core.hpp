@@ -24,23 +24,26 @@
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
+#include <functional>
 #include <optional>
 #include <span>
 #include <stop_token>
 
 #include "sluice/patterns/detail/parker.hpp"
+#include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 #include "sluice/patterns/runtime.hpp"
 
 namespace sluice::detail {
 
 // One channel operation of a wait. Each implementation is used by one
 // waiting thread or task at a time; the methods marked "under mutex()" are
-// called with that mutex held.
+// called with that mutex held (by PlanLocks, which the thread-safety analysis
+// cannot follow: implementations say so with Mutex::AssertHeld()).
 class CaseBase {
  public:
   // The channel lock that guards this case's queue.
-  virtual std::mutex* mutex() = 0;
+  virtual Mutex* mutex() = 0;
   // True on an unbuffered channel: peers complete the operation for us.
   [[nodiscard]] virtual bool rendezvous() const = 0;
   // Under mutex(): performs the operation if it can proceed now (or reports
@@ -86,29 +89,32 @@ inline std::uint32_t random_below(std::uint32_t n) {
 }
 
 // Holds the distinct mutexes of a plan's cases, locked in address order.
+// The set is only known at run time, which clang's thread-safety analysis
+// cannot express: locking and unlocking are exempt from it, and the cases'
+// methods assert the lock they are called under (see CaseBase).
 class PlanLocks {
  public:
-  explicit PlanLocks(const WaitPlan& plan) {
+  explicit PlanLocks(const WaitPlan& plan) SLUICE_NO_THREAD_SAFETY_ANALYSIS {
     for (CaseBase* c : plan.cases) {
       if (c == nullptr) continue;
-      std::mutex* m = c->mutex();
+      Mutex* m = c->mutex();
       if (std::find(mus_, mus_ + n_, m) == mus_ + n_) mus_[n_++] = m;
     }
-    std::sort(mus_, mus_ + n_, std::less<std::mutex*>());
-    for (std::size_t i = 0; i < n_; ++i) mus_[i]->lock();
+    std::sort(mus_, mus_ + n_, std::less<Mutex*>());
+    for (std::size_t i = 0; i < n_; ++i) mus_[i]->Lock();
   }
   PlanLocks(const PlanLocks&) = delete;
   PlanLocks& operator=(const PlanLocks&) = delete;
   ~PlanLocks() { unlock(); }
-  void unlock() {
-    for (std::size_t i = n_; i > 0; --i) mus_[i - 1]->unlock();
+  void unlock() SLUICE_NO_THREAD_SAFETY_ANALYSIS {
+    for (std::size_t i = n_; i > 0; --i) mus_[i - 1]->Unlock();
     n_ = 0;
   }
 
   static constexpr std::size_t kMaxCases = 64;
 
  private:
-  std::mutex* mus_[kMaxCases] = {};
+  Mutex* mus_[kMaxCases] = {};
   std::size_t n_ = 0;
 };
 

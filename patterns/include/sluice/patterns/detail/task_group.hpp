@@ -4,13 +4,13 @@
 #ifndef SLUICE_PATTERNS_DETAIL_TASK_GROUP_HPP_
 #define SLUICE_PATTERNS_DETAIL_TASK_GROUP_HPP_
 
-#include <condition_variable>
 #include <cstddef>
-#include <mutex>
 #include <stop_token>
 #include <type_traits>
 #include <utility>
 
+#include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 #include "sluice/patterns/runtime.hpp"
 #include "sluice/patterns/task.hpp"
 
@@ -33,9 +33,9 @@ class TaskGroup {
   // Spawns fn(std::stop_token), which returns Task<void>, as a task of the
   // group. fn is kept alive in the task's frame until it ends.
   template <class Fn>
-  void spawn(Fn fn) {
+  void spawn(Fn fn) SLUICE_EXCLUDES(mu_) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       ++live_;
       ++size_;
     }
@@ -53,30 +53,30 @@ class TaskGroup {
   }
 
   // Waits until every task of the group has ended. Idempotent.
-  void join() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return live_ == 0; });
+  void join() SLUICE_EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
+    while (live_ != 0) cv_.Wait(&mu_);
   }
 
-  [[nodiscard]] std::size_t size() const {
-    std::lock_guard<std::mutex> lock(mu_);
+  [[nodiscard]] std::size_t size() const SLUICE_EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     return size_;
   }
 
  private:
   // The notify happens under the lock, so join() cannot return (and the
   // owner cannot destroy us) before this task is done touching the group.
-  void task_ended() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (--live_ == 0) cv_.notify_all();
+  void task_ended() SLUICE_EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
+    if (--live_ == 0) cv_.SignalAll();
   }
 
   Runtime* rt_;
   std::stop_source stop_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::size_t live_ = 0;  // guarded by mu_
-  std::size_t size_ = 0;  // guarded by mu_
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::size_t live_ SLUICE_GUARDED_BY(mu_) = 0;
+  std::size_t size_ SLUICE_GUARDED_BY(mu_) = 0;
 };
 
 // A worker function's result as a task: Task<U> for a function returning

@@ -2,7 +2,9 @@
 //
 // Under clang they expand to the attributes `-Wthread-safety` checks; under
 // other compilers they expand to nothing and serve as documentation of which
-// lock protects which field.
+// lock protects which field. The analysis only follows locks whose type
+// carries them: sluice::Mutex and sluice::MutexLock
+// (sluice/patterns/mutex.hpp), not std::mutex.
 #ifndef SLUICE_PATTERNS_DETAIL_THREAD_ANNOTATIONS_HPP_
 #define SLUICE_PATTERNS_DETAIL_THREAD_ANNOTATIONS_HPP_
 
@@ -13,12 +15,17 @@
 #endif
 
 #define SLUICE_CAPABILITY(x) SLUICE_THREAD_ANNOTATION(capability(x))
+#define SLUICE_SCOPED_CAPABILITY SLUICE_THREAD_ANNOTATION(scoped_lockable)
 #define SLUICE_GUARDED_BY(x) SLUICE_THREAD_ANNOTATION(guarded_by(x))
 #define SLUICE_PT_GUARDED_BY(x) SLUICE_THREAD_ANNOTATION(pt_guarded_by(x))
 #define SLUICE_ACQUIRE(...) \
   SLUICE_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
 #define SLUICE_RELEASE(...) \
   SLUICE_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
+#define SLUICE_TRY_ACQUIRE(...) \
+  SLUICE_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
+#define SLUICE_ASSERT_CAPABILITY(x) \
+  SLUICE_THREAD_ANNOTATION(assert_capability(x))
 #define SLUICE_REQUIRES(...) \
   SLUICE_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
 #define SLUICE_EXCLUDES(...) \
