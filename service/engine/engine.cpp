@@ -95,7 +95,7 @@ Result<std::shared_ptr<jobs::Job>> Engine::NewJob(PipelineRuntime& runtime,
   {
     // Counted under the same lock Shutdown sets draining_ under, so a job
     // admitted here is one Shutdown waits for.
-    std::lock_guard<std::mutex> lock(idle_mu_);
+    MutexLock lock(&idle_mu_);
     if (draining_.load(std::memory_order_relaxed)) return DrainingError();
     ++active_jobs_;
   }
@@ -225,7 +225,7 @@ bool Engine::overloaded() const {
 std::uint64_t Engine::pending_items() const { return admission_->pending(); }
 
 int Engine::retry_after_seconds() const {
-  std::lock_guard<std::mutex> lock(rate_mu_);
+  MutexLock lock(&rate_mu_);
   const auto now = std::chrono::steady_clock::now();
   const std::uint64_t completed = admission_->completed_total();
   const double elapsed = std::chrono::duration<double>(now - rate_at_).count();
@@ -252,31 +252,31 @@ void Engine::SampleGauges() {
 void Engine::OnJobFinished(const std::shared_ptr<jobs::Job>& job) {
   store_.OnFinished(job);
   {
-    std::lock_guard<std::mutex> lock(idle_mu_);
+    MutexLock lock(&idle_mu_);
     --active_jobs_;
   }
-  idle_cv_.notify_all();
+  idle_cv_.SignalAll();
 }
 
 bool Engine::WaitIdle(
     std::optional<std::chrono::steady_clock::time_point> deadline) {
-  std::unique_lock<std::mutex> lock(idle_mu_);
-  // Runs with idle_mu_ held (inside the wait).
-  auto idle = [this]() SLUICE_NO_THREAD_SAFETY_ANALYSIS {
-    return active_jobs_ == 0;
-  };
-  if (!deadline) {
-    idle_cv_.wait(lock, idle);
-    return true;
+  MutexLock lock(&idle_mu_);
+  while (active_jobs_ != 0) {
+    if (!deadline) {
+      idle_cv_.Wait(&idle_mu_);
+    } else if (idle_cv_.WaitUntil(&idle_mu_, *deadline) ==
+               std::cv_status::timeout) {
+      return active_jobs_ == 0;
+    }
   }
-  return idle_cv_.wait_until(lock, *deadline, idle);
+  return true;
 }
 
 void Engine::Shutdown(std::chrono::milliseconds grace) {
-  std::lock_guard<std::mutex> lock(shutdown_mu_);
+  MutexLock lock(&shutdown_mu_);
   if (shut_down_) return;
   {
-    std::lock_guard<std::mutex> idle_lock(idle_mu_);
+    MutexLock idle_lock(&idle_mu_);
     draining_.store(true, std::memory_order_release);
   }
   const auto deadline = std::chrono::steady_clock::now() + grace;

@@ -8,13 +8,11 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -28,6 +26,7 @@
 #include "service/processors/processor.hpp"
 #include "service/util/result.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 
 namespace sluice::metrics {
 class Metrics;
@@ -210,7 +209,8 @@ class Engine {
   Result<std::shared_ptr<jobs::Job>> NewJob(PipelineRuntime& runtime,
                                             std::uint64_t accepted);
   // Waits until no job is active or `deadline`; true when none is.
-  bool WaitIdle(std::optional<std::chrono::steady_clock::time_point> deadline);
+  bool WaitIdle(std::optional<std::chrono::steady_clock::time_point> deadline)
+      SLUICE_EXCLUDES(idle_mu_);
 
   const config::Config config_;
   metrics::Metrics& metrics_;
@@ -227,19 +227,19 @@ class Engine {
   std::atomic<bool> draining_{false};
 
   // Jobs admitted and not yet finished; Shutdown waits on it.
-  mutable std::mutex idle_mu_;
-  std::condition_variable idle_cv_;
+  mutable Mutex idle_mu_;
+  CondVar idle_cv_;
   std::uint64_t active_jobs_ SLUICE_GUARDED_BY(idle_mu_) = 0;
 
   // Serialises Shutdown callers.
-  std::mutex shutdown_mu_;
+  Mutex shutdown_mu_;
   bool shut_down_ SLUICE_GUARDED_BY(shutdown_mu_) = false;
 
   // retry_after_seconds(): the completion rate between two samples.
   // Steady-clock ns of the last 429 (0: none yet); only a hint for /readyz.
   std::atomic<std::int64_t> last_refusal_ns_{0};
 
-  mutable std::mutex rate_mu_;
+  mutable Mutex rate_mu_;
   mutable std::chrono::steady_clock::time_point rate_at_
       SLUICE_GUARDED_BY(rate_mu_);
   mutable std::uint64_t rate_completed_ SLUICE_GUARDED_BY(rate_mu_) = 0;

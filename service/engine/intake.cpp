@@ -38,7 +38,7 @@ std::uint64_t Admission::TryAcquireSomeOrWait(std::uint64_t n,
                                               std::function<void()>& on_room) {
   if (n == 0) return 0;
   if (const std::uint64_t got = TryAcquireUpTo(n)) return got;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   waiters_.push_back(std::move(on_room));
   has_waiters_.store(true, std::memory_order_seq_cst);
   // A Release that ran before the flag was set did not see us: re-check.
@@ -58,7 +58,7 @@ void Admission::Release(std::uint64_t n, bool completed) {
   if (!has_waiters_.load(std::memory_order_seq_cst)) return;
   std::vector<std::function<void()>> wake;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     wake.swap(waiters_);
     has_waiters_.store(false, std::memory_order_seq_cst);
   }
@@ -74,7 +74,7 @@ Intake::Intake(std::size_t ordered_window)
 
 bool Intake::Add(std::shared_ptr<JobContext> context,
                  std::vector<nlohmann::json> items, bool open) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (closed_) return false;
   const jobs::Job* key = context->job.get();
   Input& in = inputs_[key];
@@ -93,7 +93,7 @@ Intake::PushResult Intake::Push(const JobContext& context,
   // A replaced on_room is destroyed after the lock is released: it may hold
   // the last reference to a session whose destructor calls CloseInput.
   std::function<void()> replaced;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = inputs_.find(context.job.get());
   if (closed_ || it == inputs_.end() || it->second.input_closed ||
       context.job->cancel_requested()) {
@@ -127,7 +127,7 @@ Intake::PushResult Intake::Push(const JobContext& context,
 
 void Intake::CloseInput(const JobContext& context) {
   std::function<void()> dropped;  // destroyed unlocked, as in Push
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = inputs_.find(context.job.get());
   if (it == inputs_.end() || it->second.input_closed) return;
   it->second.input_closed = true;
@@ -137,14 +137,14 @@ void Intake::CloseInput(const JobContext& context) {
 }
 
 bool Intake::InputClosed(const JobContext& context) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = inputs_.find(context.job.get());
   return closed_ || it == inputs_.end() || it->second.input_closed ||
          context.job->cancel_requested();
 }
 
 void Intake::Cancel(const jobs::Job& job) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = inputs_.find(&job);
   if (it == inputs_.end()) return;
   Input& in = it->second;
@@ -154,7 +154,7 @@ void Intake::Cancel(const jobs::Job& job) {
 }
 
 void Intake::Unpark(const JobContext& context) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = inputs_.find(context.job.get());
   if (it == inputs_.end() || !it->second.parked) return;
   it->second.parked = false;
@@ -164,10 +164,10 @@ void Intake::Unpark(const JobContext& context) {
 
 void Intake::Close() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     closed_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 bool Intake::Next(std::vector<Envelope>& out, std::size_t max,
@@ -175,15 +175,15 @@ bool Intake::Next(std::vector<Envelope>& out, std::size_t max,
   std::vector<std::function<void()>> wakes;
   bool more = false;
   {
-    std::unique_lock<std::mutex> lock(mu_);
-    std::optional<Envelope> e = NextLocked(lock, st, /*block=*/true, wakes);
+    MutexLock lock(&mu_);
+    std::optional<Envelope> e = NextLocked(st, /*block=*/true, wakes);
     if (e) {
       more = true;
       out.push_back(std::move(*e));
       // Only what is ready now: an envelope must never wait here for
       // another job's input to arrive.
       for (std::size_t n = 1; n < max; ++n) {
-        e = NextLocked(lock, st, /*block=*/false, wakes);
+        e = NextLocked(st, /*block=*/false, wakes);
         if (!e) break;
         out.push_back(std::move(*e));
       }
@@ -200,7 +200,7 @@ void Intake::EnqueueLocked(Input& in) {
   if (in.in_ring || in.parked) return;
   in.in_ring = true;
   ring_.push_back(&in);
-  cv_.notify_one();
+  cv_.Signal();
 }
 
 Envelope Intake::Control(Input& in, Envelope::Kind kind, std::uint64_t seq,
@@ -214,7 +214,7 @@ Envelope Intake::Control(Input& in, Envelope::Kind kind, std::uint64_t seq,
 }
 
 std::optional<Envelope> Intake::NextLocked(
-    std::unique_lock<std::mutex>& lock, std::stop_token st, bool block,
+    const std::stop_token& st, bool block,
     std::vector<std::function<void()>>& wakes) {
   for (;;) {
     if (!outbox_.empty()) {
@@ -226,11 +226,11 @@ std::optional<Envelope> Intake::NextLocked(
       if (!block) return std::nullopt;
       // Ends only when nothing registered can produce anything any more;
       // Engine::Shutdown has every job finished before it closes us.
-      auto ready = [this] {
+      auto ready = [this]() SLUICE_REQUIRES(mu_) {
         return !ring_.empty() || !outbox_.empty() ||
                (closed_ && inputs_.empty());
       };
-      if (!cv_.wait(lock, st, ready)) return std::nullopt;  // stopped
+      if (!cv_.Wait(&mu_, st, ready)) return std::nullopt;  // stopped
       if (ring_.empty() && outbox_.empty()) return std::nullopt;
       continue;
     }

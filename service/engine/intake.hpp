@@ -6,13 +6,11 @@
 #define SLUICE_SERVICE_ENGINE_INTAKE_HPP_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stop_token>
@@ -21,6 +19,7 @@
 
 #include "service/engine/envelope.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 
 namespace sluice::engine {
 
@@ -38,12 +37,13 @@ class Admission {
   // returns how many; when none fit, keeps `on_room` (moved from only then)
   // to be called once, after some Release, with no lock held, and returns 0.
   std::uint64_t TryAcquireSomeOrWait(std::uint64_t n,
-                                     std::function<void()>& on_room);
+                                     std::function<void()>& on_room)
+      SLUICE_EXCLUDES(mu_);
 
   // Gives back `n` items (completed ones when `completed`, else items taken
   // and then not used) and calls the waiters kept so far (on this thread,
   // with no lock held).
-  void Release(std::uint64_t n, bool completed = true);
+  void Release(std::uint64_t n, bool completed = true) SLUICE_EXCLUDES(mu_);
 
   std::uint64_t pending() const {
     return pending_.load(std::memory_order_relaxed);
@@ -66,7 +66,7 @@ class Admission {
   // the flag after its decrement and a waiter re-tries after setting it
   // (both seq_cst), so a waiter either sees the room or gets called.
   std::atomic<bool> has_waiters_{false};
-  std::mutex mu_;
+  Mutex mu_;
   std::vector<std::function<void()>> waiters_ SLUICE_GUARDED_BY(mu_);
 };
 
@@ -86,7 +86,7 @@ class Intake {
   // open for Push when `open` (a stream), else it is complete now. Returns
   // false, taking nothing, once Close() was called.
   bool Add(std::shared_ptr<JobContext> context,
-           std::vector<nlohmann::json> items, bool open);
+           std::vector<nlohmann::json> items, bool open) SLUICE_EXCLUDES(mu_);
 
   enum class PushResult { kAccepted, kFull, kClosed };
   // Appends to an open job's input (StreamFeed::TryPush) as many items, from
@@ -99,31 +99,32 @@ class Intake {
   // nothing more taken, nothing kept).
   PushResult Push(const JobContext& context, std::vector<nlohmann::json>& items,
                   std::size_t queue_limit, Admission& admission,
-                  std::function<void()>& on_room);
+                  std::function<void()>& on_room) SLUICE_EXCLUDES(mu_);
 
   // Closes a job's input (StreamFeed::End). Idempotent.
-  void CloseInput(const JobContext& context);
+  void CloseInput(const JobContext& context) SLUICE_EXCLUDES(mu_);
   // True when Push can only return kClosed.
-  bool InputClosed(const JobContext& context) const;
+  bool InputClosed(const JobContext& context) const SLUICE_EXCLUDES(mu_);
 
   // After job->RequestCancel(): makes sure the generator visits the job soon
   // to drop its queued items as cancelled. A no-op for a job with no input
   // left here.
-  void Cancel(const jobs::Job& job);
+  void Cancel(const jobs::Job& job) SLUICE_EXCLUDES(mu_);
 
   // The aggregator released items of a parked ordered job: feed it again.
-  void Unpark(const JobContext& context);
+  void Unpark(const JobContext& context) SLUICE_EXCLUDES(mu_);
 
   // Generator thread: appends to `out` the next envelopes for stage 0, one
   // item per job per turn of the ring: blocks until there is at least one,
   // then takes whatever else is ready without blocking, up to `max` (>= 1)
   // in all. Returns false (appending nothing) once Close() was called and
   // every registered job's input has ended, or when `st` is stopped.
-  bool Next(std::vector<Envelope>& out, std::size_t max, std::stop_token st);
+  bool Next(std::vector<Envelope>& out, std::size_t max, std::stop_token st)
+      SLUICE_EXCLUDES(mu_);
 
   // No more jobs: Add fails from now on, and Next returns false once the
   // inputs still registered have ended. Idempotent.
-  void Close();
+  void Close() SLUICE_EXCLUDES(mu_);
 
  private:
   // One job's input. Its address is stable (a node of inputs_), so ring_
@@ -144,8 +145,7 @@ class Intake {
 
   // One envelope; waits for one only when `block`. Feeds' on_room callbacks
   // due are moved to `wakes` (to be called without the lock).
-  std::optional<Envelope> NextLocked(std::unique_lock<std::mutex>& lock,
-                                     std::stop_token st, bool block,
+  std::optional<Envelope> NextLocked(const std::stop_token& st, bool block,
                                      std::vector<std::function<void()>>& wakes)
       SLUICE_REQUIRES(mu_);
   void EnqueueLocked(Input& in) SLUICE_REQUIRES(mu_);
@@ -166,8 +166,8 @@ class Intake {
 
   const std::size_t ordered_window_;
 
-  mutable std::mutex mu_;
-  std::condition_variable_any cv_;  // work arrived, or Close()
+  mutable Mutex mu_;
+  CondVarAny cv_;  // work arrived, or Close()
   std::unordered_map<const jobs::Job*, Input> inputs_ SLUICE_GUARDED_BY(mu_);
   std::deque<Input*> ring_ SLUICE_GUARDED_BY(mu_);
   std::deque<Envelope> outbox_ SLUICE_GUARDED_BY(mu_);  // control envelopes

@@ -109,7 +109,7 @@ processors::Processor* StageRuntime::ClaimProcessor() {
   if (i < processors_.size()) {
     p = processors_[i].get();
   } else {
-    std::lock_guard<std::mutex> lock(extra_mu_);
+    MutexLock lock(&extra_mu_);
     extra_.push_back(factory_(config_));
     p = extra_.back().get();
   }
@@ -309,7 +309,7 @@ std::size_t PipelineRuntime::stream_queue_limit() const {
 }
 
 void PipelineRuntime::SampleGauges() {
-  std::lock_guard<std::mutex> lock(channels_mu_);
+  MutexLock lock(&channels_mu_);
   if (channels_gone_) return;
   for (auto& stage : stages_) stage->SampleGauges();
 }
@@ -325,7 +325,7 @@ nlohmann::json PipelineRuntime::Json() const {
   }
   nlohmann::json stages = nlohmann::json::array();
   {
-    std::lock_guard<std::mutex> lock(channels_mu_);
+    MutexLock lock(&channels_mu_);
     for (const auto& stage : stages_) stages.push_back(stage->Json());
   }
   return {{"name", config_.name},
@@ -337,7 +337,7 @@ nlohmann::json PipelineRuntime::Json() const {
 }
 
 void PipelineRuntime::Stop() {
-  std::lock_guard<std::mutex> lock(stop_mu_);
+  MutexLock lock(&stop_mu_);
   if (!pipeline_) return;
   // The generator ends once every registered input has ended, closing stage
   // 0's channel; each stage's workers drain their input and the last one
@@ -348,7 +348,7 @@ void PipelineRuntime::Stop() {
   intake_->Close();
   if (generator_.joinable()) generator_.join();
   if (aggregator_.joinable()) aggregator_.join();
-  std::lock_guard<std::mutex> channels_lock(channels_mu_);
+  MutexLock channels_lock(&channels_mu_);
   for (auto& stage : stages_) stage->set_input(nullptr);
   channels_gone_ = true;
   pipeline_.reset();

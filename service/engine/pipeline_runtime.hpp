@@ -24,7 +24,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -36,6 +35,7 @@
 #include "service/engine/envelope.hpp"
 #include "service/engine/intake.hpp"
 #include "sluice/patterns/channel.hpp"
+#include "sluice/patterns/mutex.hpp"
 #include "sluice/patterns/pipeline.hpp"
 
 namespace prometheus {
@@ -81,7 +81,7 @@ class StageRuntime {
   std::atomic<std::size_t> next_claim_{0};
   // Extra processors in case more threads than workers ever call Process
   // (never with sluice::Pipeline; kept so the claim cannot fail).
-  std::mutex extra_mu_;
+  Mutex extra_mu_;
   std::vector<std::unique_ptr<processors::Processor>> extra_
       SLUICE_GUARDED_BY(extra_mu_);
 
@@ -195,10 +195,10 @@ class PipelineRuntime {
   std::uint64_t completed_in_batch_ = 0;
   std::vector<std::shared_ptr<JobContext>> timed_windows_;
 
-  std::mutex stop_mu_;  // serialises Stop()
+  Mutex stop_mu_;  // serialises Stop()
   // Held while reading the stages' input channels from outside the pipeline
   // (queue depths) and while Stop() destroys them.
-  mutable std::mutex channels_mu_;
+  mutable Mutex channels_mu_;
   bool channels_gone_ SLUICE_GUARDED_BY(channels_mu_) = false;
   // Stage 0's input, fed and closed by the generator thread.
   std::unique_ptr<Channel<Envelope>> source_;

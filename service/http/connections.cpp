@@ -7,7 +7,7 @@
 namespace sluice::http {
 
 std::uint64_t ConnectionRegistry::TryReserve() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (stopping_ || open_.size() >= max_) return 0;
   std::uint64_t id = next_id_++;
   open_.emplace(id, std::weak_ptr<Connection>());
@@ -18,7 +18,7 @@ void ConnectionRegistry::Bind(std::uint64_t id,
                               std::weak_ptr<Connection> connection) {
   std::shared_ptr<Connection> stop_now;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     auto it = open_.find(id);
     if (it == open_.end()) return;
     // A connection handed over after StopAll() must still be told to stop.
@@ -31,7 +31,7 @@ void ConnectionRegistry::Bind(std::uint64_t id,
 void ConnectionRegistry::Remove(std::uint64_t id) {
   std::function<void()> on_empty;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (open_.erase(id) == 0) return;
     if (stopping_ && open_.empty()) on_empty = std::move(on_empty_);
   }
@@ -42,7 +42,7 @@ void ConnectionRegistry::StopAll(std::function<void()> on_empty) {
   std::vector<std::shared_ptr<Connection>> to_stop;
   std::function<void()> call_now;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
     if (open_.empty()) {
       call_now = std::move(on_empty);
@@ -59,7 +59,7 @@ void ConnectionRegistry::StopAll(std::function<void()> on_empty) {
 }
 
 std::size_t ConnectionRegistry::size() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return open_.size();
 }
 

@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <unordered_map>
+
+#include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 
 namespace sluice::http {
 
@@ -35,27 +37,29 @@ class ConnectionRegistry {
   // Reserves a place for a new connection. Returns 0 (refused) when
   // max_connections are already open or StopAll() was called; otherwise an
   // id (> 0) to Bind() and Remove().
-  std::uint64_t TryReserve();
+  std::uint64_t TryReserve() SLUICE_EXCLUDES(mu_);
   // Points the reserved id at the connection now serving it (called again
   // when an HTTP session hands its socket to a WebSocket session).
-  void Bind(std::uint64_t id, std::weak_ptr<Connection> connection);
+  void Bind(std::uint64_t id, std::weak_ptr<Connection> connection)
+      SLUICE_EXCLUDES(mu_);
   // Frees the place. Calls the on_empty callback (outside the lock) when
   // this was the last connection after StopAll().
-  void Remove(std::uint64_t id);
+  void Remove(std::uint64_t id) SLUICE_EXCLUDES(mu_);
   // Refuses new connections and calls Stop() on every open one (outside the
   // lock). `on_empty` runs once, on the thread that removes the last
   // connection, or right here when none is open.
-  void StopAll(std::function<void()> on_empty);
+  void StopAll(std::function<void()> on_empty) SLUICE_EXCLUDES(mu_);
 
-  std::size_t size() const;
+  std::size_t size() const SLUICE_EXCLUDES(mu_);
 
  private:
   const std::size_t max_;
-  mutable std::mutex mu_;
-  std::uint64_t next_id_ = 1;
-  bool stopping_ = false;
-  std::function<void()> on_empty_;
-  std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> open_;
+  mutable Mutex mu_;
+  std::uint64_t next_id_ SLUICE_GUARDED_BY(mu_) = 1;
+  bool stopping_ SLUICE_GUARDED_BY(mu_) = false;
+  std::function<void()> on_empty_ SLUICE_GUARDED_BY(mu_);
+  std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> open_
+      SLUICE_GUARDED_BY(mu_);
 };
 
 // RAII ownership of one reserved place in a ConnectionRegistry: removes it

@@ -29,7 +29,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <mutex>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -41,6 +40,8 @@
 #include "service/http/router.hpp"
 #include "service/http/session.hpp"
 #include "service/metrics/metrics.hpp"
+#include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 
 namespace sluice::http {
 namespace {
@@ -261,7 +262,7 @@ struct Server::Impl {
   void BeginShutdown() {
     if (shutdown_started.exchange(true)) return;
     router->SetDraining();
-    std::lock_guard lock(mu);
+    MutexLock lock(&mu);
     drain_thread = std::thread([this] {
       // Blocks up to shutdown_grace (+ the time cancelled items take to
       // end): this thread is not an io thread, so serving goes on.
@@ -335,10 +336,10 @@ struct Server::Impl {
   net::steady_timer stop_timer;
 
   std::atomic<bool> shutdown_started{false};
-  std::mutex mu;  // guards the thread objects below
-  bool started = false;
-  std::vector<std::thread> io_threads;
-  std::thread drain_thread;
+  Mutex mu;
+  bool started SLUICE_GUARDED_BY(mu) = false;
+  std::vector<std::thread> io_threads SLUICE_GUARDED_BY(mu);
+  std::thread drain_thread SLUICE_GUARDED_BY(mu);
 };
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -414,7 +415,7 @@ std::string Server::address() const {
 
 void Server::Start() {
   Impl& s = *impl_;
-  std::lock_guard lock(s.mu);
+  MutexLock lock(&s.mu);
   if (s.started) return;
   s.started = true;
   if (s.options.handle_signals) {
@@ -435,13 +436,13 @@ void Server::Wait() {
   Impl& s = *impl_;
   std::vector<std::thread> io_threads;
   {
-    std::lock_guard lock(s.mu);
+    MutexLock lock(&s.mu);
     io_threads = std::move(s.io_threads);
   }
   for (auto& t : io_threads) t.join();
   std::thread drain;
   {
-    std::lock_guard lock(s.mu);
+    MutexLock lock(&s.mu);
     drain = std::move(s.drain_thread);
   }
   if (drain.joinable()) drain.join();

@@ -47,7 +47,7 @@ bool ResultBudget::TryTake(std::uint64_t n) {
 
 ResultBudget::Charge ResultBudget::TryCharge(std::uint64_t n) {
   if (TryTake(n)) return {.ok = true, .retry_at = std::nullopt};
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Charge charge;
   // Chargers on the fast path may take the room reclaim made before this
   // thread does; a few rounds, then the caller is told to retry now.
@@ -64,7 +64,7 @@ ResultBudget::Charge ResultBudget::TryCharge(std::uint64_t n) {
 }
 
 void ResultBudget::SetReclaim(Reclaim reclaim) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   reclaim_ = std::move(reclaim);
 }
 
@@ -109,8 +109,8 @@ nlohmann::json ToJson(const ResultRecord& record) {
 std::string NewJobId() {
   // One generator for the process, seeded once from the OS; a mutex is
   // cheaper than it sounds next to the rest of admitting a job.
-  static std::mutex mu;
-  static std::mt19937_64 rng = [] {
+  static Mutex mu;
+  static std::mt19937_64 rng SLUICE_GUARDED_BY(mu) = [] {
     std::random_device rd;
     std::seed_seq seed{
         rd(), rd(), rd(), rd(),
@@ -120,7 +120,7 @@ std::string NewJobId() {
   }();
   std::uint64_t bits = 0;
   {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     bits = rng();
   }
   char buf[17];
@@ -148,32 +148,32 @@ Job::~Job() {
 }
 
 JobState Job::state() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return state_;
 }
 
 Counts Job::counts() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return counts_;
 }
 
 bool Job::finished() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return IsFinal(state_);
 }
 
 std::optional<Job::Clock::time_point> Job::finished_at() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return finished_at_;
 }
 
 nlohmann::json Job::aggregate() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return aggregate_;
 }
 
 nlohmann::json Job::Status() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   nlohmann::json items = {{"in", counts_.in},
                           {"out", counts_.out},
                           {"filtered", counts_.filtered},
@@ -193,12 +193,12 @@ nlohmann::json Job::Status() const {
 }
 
 nlohmann::json Job::error() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return error_;
 }
 
 std::size_t Job::result_count() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return results_.size();
 }
 
@@ -219,7 +219,7 @@ std::vector<ResultRecord> Job::CopyLocked(std::size_t offset, std::size_t limit,
 
 std::vector<ResultRecord> Job::Results(std::size_t offset, std::size_t limit,
                                        std::size_t max_bytes) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return CopyLocked(offset, limit, max_bytes);
 }
 
@@ -227,7 +227,7 @@ std::vector<ResultRecord> Job::ReadFrom(std::size_t offset, std::size_t max,
                                         bool* finished,
                                         std::function<void()> wake,
                                         std::size_t max_bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   *finished = false;
   if (offset < results_.size()) {
     return CopyLocked(offset, std::max<std::size_t>(max, 1), max_bytes);
@@ -241,29 +241,29 @@ std::vector<ResultRecord> Job::ReadFrom(std::size_t offset, std::size_t max,
 }
 
 bool Job::NotifyWhenFinished(std::function<void()> fn) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (IsFinal(state_)) return false;
   finish_waiters_.push_back(std::move(fn));
   return true;
 }
 
 std::size_t Job::retained_bytes() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return charged_;
 }
 
 std::size_t Job::result_bytes() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return result_bytes_;
 }
 
 void Job::AddAccepted(std::uint64_t n) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   counts_.in += n;
 }
 
 void Job::MarkRunning(Clock::time_point now) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (state_ != JobState::kQueued) return;
   state_ = JobState::kRunning;
   started_at_ = now;
@@ -286,7 +286,7 @@ bool Job::Append(std::vector<ResultRecord>& records, std::uint64_t filtered,
   std::vector<std::function<void()>> wake;
   bool failed_now = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (IsFinal(state_)) return false;
     // How many of the records fit the job's own cap, and what they cost.
     std::size_t keep = 0;
@@ -360,7 +360,7 @@ bool Job::Append(std::vector<ResultRecord>& records, std::uint64_t filtered,
 }
 
 bool Job::RequestCancel() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (IsFinal(state_)) return false;
   cancel_requested_.store(true, std::memory_order_release);
   return true;
@@ -372,7 +372,7 @@ std::optional<JobState> Job::Finish(nlohmann::json aggregate, bool failed,
   std::vector<std::function<void()>> done;
   JobState final_state = JobState::kDone;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (IsFinal(state_)) return std::nullopt;
     if (failed || !error_.is_null()) {
       final_state = JobState::kFailed;

@@ -22,7 +22,6 @@
 #include <functional>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -30,6 +29,7 @@
 #include <vector>
 
 #include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 
 namespace sluice::jobs {
 
@@ -142,7 +142,7 @@ class ResultBudget {
 
   const std::uint64_t limit_;
   std::atomic<std::uint64_t> used_{0};
-  std::mutex mu_;
+  Mutex mu_;
   Reclaim reclaim_ SLUICE_GUARDED_BY(mu_);
 };
 
@@ -305,7 +305,7 @@ class Job {
   // Finish sees it consistently.
   std::atomic<bool> cancel_requested_{false};
 
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   JobState state_ SLUICE_GUARDED_BY(mu_) = JobState::kQueued;
   Counts counts_ SLUICE_GUARDED_BY(mu_);
   std::optional<Clock::time_point> started_at_ SLUICE_GUARDED_BY(mu_);

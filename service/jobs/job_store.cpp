@@ -21,7 +21,7 @@ ResultLimits JobStore::job_limits() const {
 }
 
 bool JobStore::Add(std::shared_ptr<Job> job) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Entry entry;
   entry.job = job;
   entry.order = next_order_;
@@ -35,7 +35,7 @@ void JobStore::OnFinished(const std::shared_ptr<Job>& job) {
   const std::uint64_t bytes = job->retained_bytes();
   const std::optional<Job::Clock::time_point> finished_at = job->finished_at();
   const bool finished = finished_at.has_value();
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = by_id_.find(job->id());
   if (!finished || it == by_id_.end() || it->second.job != job ||
       it->second.finished) {
@@ -50,14 +50,14 @@ void JobStore::OnFinished(const std::shared_ptr<Job>& job) {
 }
 
 std::shared_ptr<Job> JobStore::Find(std::string_view id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   SweepLocked(Job::Clock::now());
   auto it = by_id_.find(std::string(id));
   return it == by_id_.end() ? nullptr : it->second.job;
 }
 
 std::vector<std::shared_ptr<Job>> JobStore::List(std::size_t limit) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   SweepLocked(Job::Clock::now());
   std::vector<std::shared_ptr<Job>> out;
   out.reserve(std::min(limit, by_order_.size()));
@@ -71,7 +71,7 @@ std::vector<std::shared_ptr<Job>> JobStore::List(std::size_t limit) {
 std::vector<std::shared_ptr<Job>> JobStore::Unfinished() const {
   std::vector<std::shared_ptr<Job>> all;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     all.reserve(by_id_.size() - finished_.size());
     for (const auto& [id, entry] : by_id_) {
       if (!entry.finished) all.push_back(entry.job);
@@ -89,23 +89,23 @@ std::vector<std::shared_ptr<Job>> JobStore::Unfinished() const {
 }
 
 std::size_t JobStore::Sweep(Job::Clock::time_point now) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return SweepLocked(now);
 }
 
 std::size_t JobStore::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return by_id_.size();
 }
 
 std::uint64_t JobStore::finished_bytes() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return finished_bytes_;
 }
 
 std::optional<Job::Clock::time_point> JobStore::Reclaim(
     std::uint64_t need, Job::Clock::time_point now) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::optional<Job::Clock::time_point> retry_at;
   SweepLocked(now, need, &retry_at);
   return retry_at;

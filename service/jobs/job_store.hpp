@@ -11,7 +11,6 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,6 +19,7 @@
 
 #include "service/jobs/job.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 
 namespace sluice::jobs {
 
@@ -118,7 +118,7 @@ class JobStore {
   const Limits limits_;
   const std::shared_ptr<ResultBudget> budget_;
 
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::uint64_t next_order_ SLUICE_GUARDED_BY(mu_) = 0;
   std::unordered_map<std::string, Entry> by_id_ SLUICE_GUARDED_BY(mu_);
   // Creation order -> job, for List (newest = last).

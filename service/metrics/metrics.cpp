@@ -203,7 +203,7 @@ prometheus::Histogram& Metrics::HttpClientDuration(std::string_view pipeline,
 }
 
 void Metrics::SetScrapeHook(std::function<void()> hook) {
-  std::lock_guard lock(hook_mu_);
+  MutexLock lock(&hook_mu_);
   scrape_hook_ = std::move(hook);
 }
 
@@ -211,7 +211,7 @@ std::string Metrics::Serialize() const {
   {
     // Held while the hook runs so SetScrapeHook({}) (e.g. from a shutting
     // down engine) waits for a running hook instead of racing it.
-    std::lock_guard lock(hook_mu_);
+    MutexLock lock(&hook_mu_);
     if (scrape_hook_) scrape_hook_();
   }
   return prometheus::TextSerializer().Serialize(registry_->Collect());

@@ -12,9 +12,11 @@
 
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
+
+#include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 
 namespace sluice::config {
 struct PipelineConfig;
@@ -106,11 +108,11 @@ class Metrics {
   // sample queue depths just before a scrape). Replaces any previous hook;
   // pass an empty function to remove it. The hook runs on the scraping
   // thread and must not call Serialize() or SetScrapeHook().
-  void SetScrapeHook(std::function<void()> hook);
+  void SetScrapeHook(std::function<void()> hook) SLUICE_EXCLUDES(hook_mu_);
 
   // The registry in the Prometheus text exposition format 0.0.4 (serve with
   // Content-Type "text/plain; version=0.0.4; charset=utf-8").
-  std::string Serialize() const;
+  std::string Serialize() const SLUICE_EXCLUDES(hook_mu_);
 
   // The underlying registry, for tests and extra collectors.
   prometheus::Registry& registry() { return *registry_; }
@@ -131,8 +133,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* http_client_requests_;
   prometheus::Family<prometheus::Histogram>* http_client_duration_;
 
-  mutable std::mutex hook_mu_;  // guards scrape_hook_
-  std::function<void()> scrape_hook_;
+  mutable Mutex hook_mu_;
+  std::function<void()> scrape_hook_ SLUICE_GUARDED_BY(hook_mu_);
 };
 
 }  // namespace sluice::metrics
