@@ -592,7 +592,11 @@ std::string mpmc_name(const ::testing::TestParamInfo<MpmcParam>& p) {
 class ChannelMpmcTest : public ::testing::TestWithParam<MpmcParam> {};
 
 TEST_P(ChannelMpmcTest, EveryValueExactlyOnceInPerProducerOrder) {
-  const auto [producers, consumers, capacity] = GetParam();
+  // Not a structured binding: clang 14 cannot capture one in a lambda.
+  const auto param = GetParam();
+  const auto producers = std::get<0>(param);
+  const auto consumers = std::get<1>(param);
+  const auto capacity = std::get<2>(param);
   const int per_producer = (capacity == 0 ? 1000 : 2000) / producers;
   constexpr std::uint64_t kStride = 1'000'000;
   Channel<std::uint64_t> ch(capacity);
@@ -668,7 +672,11 @@ INSTANTIATE_TEST_SUITE_P(
 class ChannelBatchMpmcTest : public ::testing::TestWithParam<MpmcParam> {};
 
 TEST_P(ChannelBatchMpmcTest, SendManyRecvManyExactlyOnce) {
-  const auto [producers, consumers, capacity] = GetParam();
+  // Not a structured binding: clang 14 cannot capture one in a lambda.
+  const auto param = GetParam();
+  const auto producers = std::get<0>(param);
+  const auto consumers = std::get<1>(param);
+  const auto capacity = std::get<2>(param);
   constexpr int kPerProducer = 500;
   constexpr int kBatch = 13;
   Channel<int> ch(capacity);

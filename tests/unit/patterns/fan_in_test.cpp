@@ -69,7 +69,10 @@ using InputsCapacity = std::tuple<std::size_t, std::size_t>;
 class FanInMergeTest : public ::testing::TestWithParam<InputsCapacity> {};
 
 TEST_P(FanInMergeTest, EveryValueOnceWithPerInputOrderKept) {
-  const auto [n_inputs, capacity] = GetParam();
+  // Not a structured binding: clang 14 cannot capture one in a lambda.
+  const auto param = GetParam();
+  const auto n_inputs = std::get<0>(param);
+  const auto capacity = std::get<1>(param);
   const int per_input = 2000 / static_cast<int>(n_inputs);
   Inputs<int> inputs(n_inputs, 4);
   auto fi = fan_in(inputs.pointers, capacity);
@@ -276,7 +279,10 @@ using InputsWindow = std::tuple<std::size_t, std::size_t>;
 class FanInOrderedMergeTest : public ::testing::TestWithParam<InputsWindow> {};
 
 TEST_P(FanInOrderedMergeTest, EmitsInSeqOrderUnderRandomDelays) {
-  const auto [n_inputs, window] = GetParam();
+  // Not a structured binding: clang 14 cannot capture one in a lambda.
+  const auto param = GetParam();
+  const auto n_inputs = std::get<0>(param);
+  const auto window = std::get<1>(param);
   constexpr std::size_t kItems = 1000;
   Inputs<Sequenced<std::uint64_t>> inputs(n_inputs, 2);
   auto fi = fan_in_ordered<std::uint64_t>(inputs.pointers, 4, window);

@@ -78,7 +78,10 @@ std::string workers_capacity_name(
 class FanOutWorkersTest : public ::testing::TestWithParam<WorkersCapacity> {};
 
 TEST_P(FanOutWorkersTest, EveryItemProcessedExactlyOnce) {
-  const auto [workers, out_capacity] = GetParam();
+  // Not a structured binding: clang 14 cannot capture one in a lambda.
+  const auto param = GetParam();
+  const auto workers = std::get<0>(param);
+  const auto out_capacity = std::get<1>(param);
   constexpr int kItems = 3000;
   Channel<int> in(64);
   std::atomic<int> calls{0};
@@ -379,7 +382,10 @@ static_assert(std::is_same_v<decltype(fan_out(std::declval<Channel<int>&>(), 1,
 class FanOutVoidParamTest : public ::testing::TestWithParam<WorkersCapacity> {};
 
 TEST_P(FanOutVoidParamTest, EveryItemProcessedExactlyOnce) {
-  const auto [workers, out_capacity] = GetParam();
+  // Not a structured binding: clang 14 cannot capture one in a lambda.
+  const auto param = GetParam();
+  const auto workers = std::get<0>(param);
+  const auto out_capacity = std::get<1>(param);
   constexpr int kItems = 3000;
   Channel<int> in(16);
   std::vector<std::atomic<int>> seen(kItems);

@@ -88,7 +88,10 @@ std::string workers_batch_name(
 class PipelineStageTest : public ::testing::TestWithParam<WorkersBatch> {};
 
 TEST_P(PipelineStageTest, MapProcessesEveryItemOnce) {
-  const auto [workers, batch] = GetParam();
+  // Not a structured binding: clang 14 cannot capture one in a lambda.
+  const auto param = GetParam();
+  const auto workers = std::get<0>(param);
+  const auto batch = std::get<1>(param);
   constexpr int kItems = 3000;
   Channel<int> src(64);
   auto p = Pipeline<int>::from(src).map(
@@ -103,7 +106,10 @@ TEST_P(PipelineStageTest, MapProcessesEveryItemOnce) {
 }
 
 TEST_P(PipelineStageTest, FilterWithOptionalResult) {
-  const auto [workers, batch] = GetParam();
+  // Not a structured binding: clang 14 cannot capture one in a lambda.
+  const auto param = GetParam();
+  const auto workers = std::get<0>(param);
+  const auto batch = std::get<1>(param);
   constexpr int kItems = 2000;
   Channel<int> src(64);
   auto p = Pipeline<int>::from(src).filter(
@@ -120,7 +126,10 @@ TEST_P(PipelineStageTest, FilterWithOptionalResult) {
 }
 
 TEST_P(PipelineStageTest, FilterWithBoolPredicate) {
-  const auto [workers, batch] = GetParam();
+  // Not a structured binding: clang 14 cannot capture one in a lambda.
+  const auto param = GetParam();
+  const auto workers = std::get<0>(param);
+  const auto batch = std::get<1>(param);
   constexpr int kItems = 2000;
   Channel<int> src(64);
   auto p =
@@ -134,7 +143,10 @@ TEST_P(PipelineStageTest, FilterWithBoolPredicate) {
 }
 
 TEST_P(PipelineStageTest, SplitIntoZeroOrMoreParts) {
-  const auto [workers, batch] = GetParam();
+  // Not a structured binding: clang 14 cannot capture one in a lambda.
+  const auto param = GetParam();
+  const auto workers = std::get<0>(param);
+  const auto batch = std::get<1>(param);
   constexpr int kItems = 1000;
   Channel<int> src(64);
   // x -> x % 4 copies of x (0 parts for multiples of four).
@@ -152,7 +164,10 @@ TEST_P(PipelineStageTest, SplitIntoZeroOrMoreParts) {
 }
 
 TEST_P(PipelineStageTest, ThreeStagesChained) {
-  const auto [workers, batch] = GetParam();
+  // Not a structured binding: clang 14 cannot capture one in a lambda.
+  const auto param = GetParam();
+  const auto workers = std::get<0>(param);
+  const auto batch = std::get<1>(param);
   constexpr int kItems = 2000;
   Channel<int> src(16);
   const StageOptions o{.workers = workers, .buffer = 8, .batch = batch};
@@ -191,7 +206,11 @@ using OrderedParam = std::tuple<std::size_t, std::size_t,
 class PipelineOrderedTest : public ::testing::TestWithParam<OrderedParam> {
  protected:
   StageOptions options() const {
-    const auto [workers, batch, window] = GetParam();
+    // Not a structured binding: clang 14 cannot capture one in a lambda.
+    const auto param = GetParam();
+    const auto workers = std::get<0>(param);
+    const auto batch = std::get<1>(param);
+    const auto window = std::get<2>(param);
     return {.workers = workers,
             .buffer = 16,
             .ordered = true,

@@ -64,7 +64,10 @@ using WorkersQueue = std::tuple<std::size_t, std::size_t>;
 class WorkerPoolJobsTest : public ::testing::TestWithParam<WorkersQueue> {};
 
 TEST_P(WorkerPoolJobsTest, EveryJobGetsOneResultWithItsId) {
-  const auto [workers, queue] = GetParam();
+  // Not a structured binding: clang 14 cannot capture one in a lambda.
+  const auto param = GetParam();
+  const auto workers = std::get<0>(param);
+  const auto queue = std::get<1>(param);
   constexpr int kJobs = 1000;
   WorkerPool<int, std::int64_t> pool(workers, queue, square_plus_one, 16);
   EXPECT_EQ(pool.workers(), workers);
