@@ -45,6 +45,7 @@
 #include "service/config/config.hpp"
 #include "service/engine/engine.hpp"
 #include "service/metrics/metrics.hpp"
+#include "service/processors/checks.hpp"
 
 namespace {
 
@@ -141,7 +142,8 @@ sluice::config::Config StageConfig(const std::string& processor, int workers) {
       "      - { name: call, processor: " +
       processor + ", workers: " + std::to_string(workers) +
       ", buffer: 1024 }\n";
-  auto loaded = sluice::config::LoadConfigText(yaml);
+  auto loaded = sluice::config::LoadConfigText(
+      yaml, ::sluice::processors::ConfigChecks());
   if (auto* errors =
           std::get_if<std::vector<sluice::config::ConfigError>>(&loaded)) {
     std::string all;

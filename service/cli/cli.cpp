@@ -5,8 +5,9 @@
 #include <optional>
 #include <variant>
 
+#include "service/app/app.hpp"
 #include "service/config/config.hpp"
-#include "service/http/server.hpp"
+#include "service/processors/checks.hpp"
 
 namespace sluice::cli {
 namespace {
@@ -41,7 +42,8 @@ int Check(const std::vector<std::string>& args, std::ostream& out,
     err << "sluice check: expected exactly one FILE\n" << kUsage;
     return 2;
   }
-  auto config = Unwrap(config::LoadConfigFile(args[1]), err);
+  auto config =
+      Unwrap(config::LoadConfigFile(args[1], processors::ConfigChecks()), err);
   if (!config) return 1;
   out << config::Summary(*config);
   return 0;
@@ -50,9 +52,9 @@ int Check(const std::vector<std::string>& args, std::ostream& out,
 int Serve(const std::vector<std::string>& args, std::ostream& out,
           std::ostream& err) {
   std::optional<std::string> config_file;
-  http::ServerOptions options;
+  app::AppOptions options;
   options.version = SLUICE_VERSION;
-  options.handle_signals = true;
+  options.server.handle_signals = true;
   for (std::size_t i = 1; i < args.size(); ++i) {
     const std::string& arg = args[i];
     auto value = [&](std::string_view name) -> std::optional<std::string> {
@@ -79,20 +81,22 @@ int Serve(const std::vector<std::string>& args, std::ostream& out,
         err << "sluice serve: --listen needs HOST:PORT\n";
         return 2;
       }
-      options.listen = *listen;
+      options.server.listen = *listen;
     } else {
       err << "sluice serve: unknown argument " << arg << "\n" << kUsage;
       return 2;
     }
   }
 
-  auto config =
-      Unwrap(config_file ? config::LoadConfigFile(*config_file)
-                         : config::LoadConfigText(config::DefaultConfigText()),
-             err);
+  auto config = Unwrap(
+      config_file
+          ? config::LoadConfigFile(*config_file, processors::ConfigChecks())
+          : config::LoadConfigText(config::DefaultConfigText(),
+                                   processors::ConfigChecks()),
+      err);
   if (!config) return 1;
 
-  auto server = http::Server::Create(std::move(*config), std::move(options));
+  auto server = app::App::Create(std::move(*config), std::move(options));
   if (!server.ok()) {
     err << "sluice: " << server.error().message << '\n';
     return 1;

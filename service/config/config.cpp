@@ -13,8 +13,6 @@
 #include <sstream>
 
 #include "service/config/units.hpp"
-#include "service/processors/aggregate.hpp"
-#include "service/processors/processor.hpp"
 #include "service/util/json_pointer.hpp"
 #include "service/util/text.hpp"
 
@@ -177,6 +175,8 @@ struct Field {
 // Walks the YAML document into a Config, collecting every error.
 class Loader {
  public:
+  explicit Loader(const SpecChecks& checks) : checks_(checks) {}
+
   Errors errors;
 
   // What ToJson has built, and whether it hit a bound (see there).
@@ -531,7 +531,7 @@ class Loader {
              "must be a map with a type (or a type name), not " + Describe(v));
       return;
     }
-    Adopt(path, processors::ValidateProcessorSpec(*spec));
+    if (checks_.processor) Adopt(path, checks_.processor(*spec));
   }
 
   void ReadAggregate(const YAML::Node& n, const std::string& path,
@@ -574,7 +574,7 @@ class Loader {
       }
       if (agg->type.empty()) return;  // wrong type: already reported
     }
-    Adopt(path, processors::ValidateAggregateSpec(*agg));
+    if (checks_.aggregate) Adopt(path, checks_.aggregate(*agg));
   }
 
   // `{ items: N }` or `{ every: 1s }`: exactly one of them.
@@ -748,6 +748,8 @@ class Loader {
       Report("pipelines", "is required (a non-empty list of pipelines)");
     }
   }
+ private:
+  const SpecChecks& checks_;
 };
 
 // Records where each document of a YAML stream starts; builds nothing.
@@ -804,7 +806,7 @@ std::string ToString(const ConfigError& error) {
 }
 
 std::variant<Config, std::vector<ConfigError>> LoadConfigText(
-    std::string_view text) {
+    std::string_view text, const SpecChecks& checks) {
   try {
     auto substituted = SubstituteEnv(text);
     if (!substituted.ok()) {
@@ -826,7 +828,7 @@ std::variant<Config, std::vector<ConfigError>> LoadConfigText(
       return Errors{{"", "the config must be a single YAML document (found " +
                              std::to_string(documents) + ")"}};
     }
-    Loader loader;
+    Loader loader(checks);
     Config config;
     loader.ReadRoot(root, &config);
     if (!loader.errors.empty()) return std::move(loader.errors);
@@ -839,14 +841,14 @@ std::variant<Config, std::vector<ConfigError>> LoadConfigText(
 }
 
 std::variant<Config, std::vector<ConfigError>> LoadConfigFile(
-    const std::string& path) {
+    const std::string& path, const SpecChecks& checks) {
   try {
     std::ifstream in(path, std::ios::binary);
     if (!in) return Errors{{path, "cannot open the file"}};
     std::ostringstream text;
     text << in.rdbuf();
     if (in.bad()) return Errors{{path, "cannot read the file"}};
-    return LoadConfigText(text.str());
+    return LoadConfigText(text.str(), checks);
   } catch (const std::exception& e) {
     return Errors{{path, std::string("cannot read the file: ") + e.what()}};
   }

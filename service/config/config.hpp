@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -65,7 +66,7 @@ struct JobsConfig {
 struct ProcessorSpec {
   std::string type;
   // The processor map minus "type" (always a JSON object), validated by
-  // processors::ValidateProcessorSpec when it came from LoadConfig*.
+  // SpecChecks::processor when it came from LoadConfig*.
   nlohmann::json params = nlohmann::json::object();
 };
 
@@ -129,20 +130,31 @@ struct ConfigError {
 // format `sluice check` prints, one error per line.
 std::string ToString(const ConfigError& error);
 
+// What the options of a processor or an aggregate mean is the processors'
+// business; config knows only where they sit. The loader hands every spec
+// to these checks and prefixes what they report (paths relative to the
+// spec's map) with the spec's key path. processors::ConfigChecks() returns
+// the real ones (processors/checks.hpp); an empty function accepts every
+// spec, which only tests of the document's shape want. Each check must be
+// thread-safe and must not throw. Thread-compatible.
+struct SpecChecks {
+  std::function<std::vector<ConfigError>(const ProcessorSpec&)> processor;
+  std::function<std::vector<ConfigError>(const AggregateSpec&)> aggregate;
+};
+
 // Parses YAML (or JSON, which is YAML) `text` after ${VAR} / ${VAR:-default}
 // substitution ($$ is a literal $), then validates everything: unknown keys,
-// wrong types, value ranges, every processor's params (through
-// processors::ValidateProcessorSpec) and every aggregate (through
-// processors::ValidateAggregateSpec). Missing keys take the defaults above.
+// wrong types, value ranges, and every processor's params and every
+// aggregate through `checks`. Missing keys take the defaults above.
 // Returns the Config, or every error found (never an empty vector), in
 // document order. Never throws.
 std::variant<Config, std::vector<ConfigError>> LoadConfigText(
-    std::string_view text);
+    std::string_view text, const SpecChecks& checks);
 
 // Reads the file at `path` and calls LoadConfigText. An unreadable file is
 // one ConfigError whose path is `path`. Never throws.
 std::variant<Config, std::vector<ConfigError>> LoadConfigFile(
-    const std::string& path);
+    const std::string& path, const SpecChecks& checks);
 
 // A human-readable multi-line description of a loaded config (listen
 // address, each pipeline's stages, workers, buffers and aggregate): what

@@ -1,6 +1,6 @@
-// Implementation of sluice::http::Server (see server.hpp): the listener and
-// the lifecycle. The per-connection protocol lives in session.cpp and
-// ws/session.cpp; request logic in router.cpp.
+// Implementation of sluice::http::Server (see server.hpp): the listener, the
+// io threads and the lifecycle. The per-connection protocol lives in
+// session_impl.hpp and ws/session_impl.hpp; request logic in router.cpp.
 
 // GCC's -Wnull-dereference misfires, when optimizing, inside Boost.Asio's
 // any_executor comparison instantiated for our strands: a false positive in
@@ -9,13 +9,6 @@
 #pragma GCC diagnostic ignored "-Wnull-dereference"
 
 #include "service/http/server.hpp"
-
-#include <openssl/bio.h>
-#include <openssl/crypto.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/ssl.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -39,7 +32,6 @@
 #include "service/http/fail.hpp"
 #include "service/http/router.hpp"
 #include "service/http/session.hpp"
-#include "service/metrics/metrics.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
 #include "sluice/patterns/mutex.hpp"
 
@@ -76,152 +68,20 @@ Result<tcp::endpoint> ResolveListen(net::io_context& ioc,
   return results.begin()->endpoint();
 }
 
-// TLS 1.2 cipher suites: forward-secret AEAD only (Mozilla's "intermediate"
-// list without DHE, for which we load no parameters). TLS 1.3 keeps
-// OpenSSL's default suites, which are all of that kind.
-constexpr const char* kTls12Ciphers =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-
-// The whole of a (small) PEM file, or why it cannot be read.
-Result<std::string> ReadPemFile(const std::string& path,
-                                std::string_view key_path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    return Error{"tls", std::string(key_path) + ": cannot read \"" + path +
-                            "\": " + std::generic_category().message(errno)};
-  }
-  std::string text;
-  char chunk[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(chunk, 1, sizeof chunk, f)) > 0) {
-    text.append(chunk, n);
-    // A certificate chain or key is a few KiB; refuse to slurp, say, a
-    // device file named by mistake.
-    if (text.size() > (std::size_t{1} << 20)) break;
-  }
-  // errno as fread left it: a directory, say, opens but reads EISDIR.
-  const int read_errno = std::ferror(f) != 0 ? errno : 0;
-  std::fclose(f);
-  if (read_errno != 0 || text.size() > (std::size_t{1} << 20)) {
-    OPENSSL_cleanse(text.data(), text.size());
-    return Error{
-        "tls",
-        std::string(key_path) + ": cannot read \"" + path + "\": " +
-            (read_errno != 0 ? std::generic_category().message(read_errno)
-                             : "larger than 1 MiB")};
-  }
-  return text;
-}
-
-// Whether `pem` holds a private key OpenSSL can parse without a passphrase
-// (to tell "not a key" from "a key of another certificate").
-bool ParsesAsPrivateKey(const std::string& pem) {
-  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
-  if (bio == nullptr) return false;
-  // No passphrase prompt: an encrypted key simply does not parse.
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(
-      bio, nullptr, [](char*, int, int, void*) { return 0; }, nullptr);
-  BIO_free(bio);
-  ERR_clear_error();
-  if (key == nullptr) return false;
-  EVP_PKEY_free(key);
-  return true;
-}
-
-// The TLS context of server.tls: TLS 1.2 or newer, no compression, no
-// renegotiation, the server's cipher preference, the certificate chain and
-// its private key. Fails with an Error{"tls", ...} whose message starts with
-// the config key at fault (server.tls.cert or server.tls.key) and names the
-// file.
-Result<std::unique_ptr<net::ssl::context>> MakeTlsContext(
-    const config::TlsConfig& tls) {
-  namespace ssl = net::ssl;
-  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
-  boost::system::error_code ec;
-  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
-                       ssl::context::no_tlsv1_1 | ssl::context::no_compression |
-                       ssl::context::single_dh_use,
-                   ec);
-  SSL_CTX* native = ctx->native_handle();
-  if (ec || SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION) != 1 ||
-      SSL_CTX_set_cipher_list(native, kTls12Ciphers) != 1) {
-    ERR_clear_error();
-    return Error{"tls", "server.tls: cannot set up TLS (OpenSSL)"};
-  }
-  SSL_CTX_set_options(
-      native, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-  // OpenSSL's default for an encrypted key is to prompt on the terminal;
-  // a server must fail instead.
-  ctx->set_password_callback(
-      [](std::size_t, ssl::context::password_purpose) { return std::string(); },
-      ec);
-
-  auto cert = ReadPemFile(tls.cert, "server.tls.cert");
-  if (!cert.ok()) return cert.error();
-  ctx->use_certificate_chain(net::buffer(*cert), ec);
-  if (ec) {
-    return Error{"tls",
-                 "server.tls.cert: \"" + tls.cert +
-                     "\" holds no valid PEM certificate: " + ec.message()};
-  }
-
-  auto key = ReadPemFile(tls.key, "server.tls.key");
-  if (!key.ok()) return key.error();
-  ctx->use_private_key(net::buffer(*key), ssl::context::pem, ec);
-  const std::string mismatch =
-      "server.tls.key: the private key in \"" + tls.key +
-      "\" does not match the certificate in server.tls.cert (\"" + tls.cert +
-      "\")";
-  std::string error;
-  if (ec) {
-    // PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") or traditional
-    // ("Proc-Type: 4,ENCRYPTED") encryption.
-    if (key->find("ENCRYPTED PRIVATE KEY-----") != std::string::npos ||
-        key->find("Proc-Type: 4,ENCRYPTED") != std::string::npos) {
-      error = "server.tls.key: \"" + tls.key +
-              "\" is encrypted; sluice needs an unencrypted key (protect it "
-              "with file permissions)";
-    } else if (ParsesAsPrivateKey(*key)) {
-      error = mismatch;
-    } else {
-      error = "server.tls.key: \"" + tls.key +
-              "\" holds no valid PEM private key: " + ec.message();
-    }
-  } else if (SSL_CTX_check_private_key(native) != 1) {
-    // A key of another type than the certificate's is accepted above and
-    // only found out here.
-    error = mismatch;
-  }
-  // Wipe our copy of the key's text (OpenSSL keeps the parsed key).
-  OPENSSL_cleanse(key->data(), key->size());
-  ERR_clear_error();
-  if (!error.empty()) return Error{"tls", error};
-  return ctx;
-}
-
-std::vector<std::string> TokensFromEnv(const config::AuthConfig& auth) {
-  if (auth.tokens_env.empty()) return {};
-  // Read once, at start-up, before any thread of ours runs.
-  const char* value =
-      std::getenv(auth.tokens_env.c_str());  // NOLINT(concurrency-mt-unsafe)
-  if (value == nullptr) return {};
-  return ParseTokens(value);
-}
-
 }  // namespace
 
 // Everything the server owns. Member order is destruction order reversed:
-// the io_context goes before the registry, router and metrics its pending
-// handlers (sessions) refer to.
+// the io_context goes before the registry and the session context its
+// pending handlers (sessions) refer to; the parts (router, metrics) are the
+// App's and outlive the server.
 struct Server::Impl {
-  Impl(config::Config cfg, ServerOptions opts)
-      : config(std::move(cfg)),
+  Impl(const config::ServerConfig& cfg, ServerParts parts_in,
+       ServerOptions opts)
+      : config(cfg),
+        parts(parts_in),
         options(std::move(opts)),
-        connections(config.server.max_connections),
-        ioc(std::max(1, config.server.io_threads)),
+        connections(config.max_connections),
+        ioc(std::max(1, config.io_threads)),
         control(net::make_strand(ioc)),
         acceptor(control),
         accept_retry(control),
@@ -261,12 +121,12 @@ struct Server::Impl {
 
   void BeginShutdown() {
     if (shutdown_started.exchange(true)) return;
-    router->SetDraining();
+    parts.engine.BeginDrain();
     MutexLock lock(&mu);
     drain_thread = std::thread([this] {
       // Blocks up to shutdown_grace (+ the time cancelled items take to
       // end): this thread is not an io thread, so serving goes on.
-      engine->Shutdown(config.server.shutdown_grace);
+      parts.engine.Shutdown(config.shutdown_grace);
       net::post(control, [this] { FinishShutdown(); });
     });
   }
@@ -282,7 +142,7 @@ struct Server::Impl {
         std::_Exit(1);
       }
       Log(std::string("received ") + name + ": draining (up to " +
-          config::FormatDuration(config.server.shutdown_grace) + ")");
+          config::FormatDuration(config.shutdown_grace) + ")");
       BeginShutdown();
       WaitForSignal();
     });
@@ -316,14 +176,10 @@ struct Server::Impl {
     }
   }
 
-  config::Config config;
+  const config::ServerConfig config;
+  const ServerParts parts;
   ServerOptions options;
-  std::unique_ptr<metrics::Metrics> metrics;
-  std::unique_ptr<engine::Engine> engine;
-  std::unique_ptr<Router> router;
   ConnectionRegistry connections;
-  // server.tls's certificate and settings; null when the port is plain.
-  std::unique_ptr<net::ssl::context> tls;
   std::unique_ptr<SessionContext> ctx;
   tcp::endpoint endpoint;
 
@@ -344,19 +200,13 @@ struct Server::Impl {
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Result<std::unique_ptr<Server>> Server::Create(config::Config config,
-                                               ServerOptions options) {
+Result<std::unique_ptr<Server>> Server::Create(
+    const config::ServerConfig& config, ServerParts parts,
+    ServerOptions options) {
   const std::string listen =
-      options.listen.empty() ? config.server.listen : options.listen;
-  auto impl = std::make_unique<Impl>(std::move(config), std::move(options));
+      options.listen.empty() ? config.listen : options.listen;
+  auto impl = std::make_unique<Impl>(config, parts, std::move(options));
   Impl& s = *impl;
-
-  // Before binding anything: a bad certificate is a config error.
-  if (!s.config.server.tls.cert.empty() || !s.config.server.tls.key.empty()) {
-    auto tls = MakeTlsContext(s.config.server.tls);
-    if (!tls.ok()) return tls.error();
-    s.tls = std::move(tls.value());
-  }
 
   auto endpoint = ResolveListen(s.ioc, listen);
   if (!endpoint.ok()) return endpoint.error();
@@ -369,38 +219,15 @@ Result<std::unique_ptr<Server>> Server::Create(config::Config config,
   if (ec) {
     return Error{"listen", "cannot listen on " + listen + ": " + ec.message()};
   }
-
-  try {
-    s.metrics = std::make_unique<metrics::Metrics>(s.options.version);
-    s.engine = std::make_unique<engine::Engine>(s.config, *s.metrics);
-  } catch (const std::exception& e) {
-    return Error{"engine", std::string("cannot start the engine: ") + e.what()};
-  }
-  engine::Engine* engine_ptr = s.engine.get();
-  s.metrics->SetScrapeHook([engine_ptr] { engine_ptr->SampleGauges(); });
-  std::vector<std::string> tokens = TokensFromEnv(s.config.server.auth);
-  if (!s.config.server.auth.tokens_env.empty() && tokens.empty()) {
-    // Auth asked for but given nothing: documented as "off" (an empty
-    // variable is how compose leaves it off), which an operator must not
-    // miss. Names the variable, never a value.
-    Log("server.auth.tokens_env names " + s.config.server.auth.tokens_env +
-        ", which is unset or holds no token: auth is OFF");
-  }
-  s.router = std::make_unique<Router>(*s.engine, *s.metrics,
-                                      RouterOptions{std::move(tokens)});
-  s.ctx = std::make_unique<SessionContext>(SessionContext{
-      *s.router, *s.metrics, s.connections, s.config.server, s.tls.get()});
+  s.ctx = std::make_unique<SessionContext>(
+      SessionContext{parts.router, parts.metrics, s.connections, s.config,
+                     parts.tls, parts.websocket});
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
 Server::~Server() {
   Shutdown();
   Wait();
-  // No scrape may reach a destroyed engine; then stop the engine (joining
-  // its threads) before the io_context and its pending handlers go, so no
-  // engine thread posts to a destroyed io_context.
-  impl_->metrics->SetScrapeHook({});
-  impl_->engine.reset();
 }
 
 std::uint16_t Server::port() const { return impl_->endpoint.port(); }
@@ -424,7 +251,7 @@ void Server::Start() {
     s.WaitForSignal();
   }
   net::post(s.control, [&s] { s.DoAccept(); });
-  const int threads = std::max(1, s.config.server.io_threads);
+  const int threads = std::max(1, s.config.io_threads);
   for (int i = 0; i < threads; ++i) {
     s.io_threads.emplace_back([&s] { s.RunIoThread(); });
   }
@@ -447,8 +274,5 @@ void Server::Wait() {
   }
   if (drain.joinable()) drain.join();
 }
-
-engine::Engine& Server::engine() { return *impl_->engine; }
-metrics::Metrics& Server::metrics() { return *impl_->metrics; }
 
 }  // namespace sluice::http

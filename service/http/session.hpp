@@ -10,6 +10,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <chrono>
 
 #include "service/config/config.hpp"
 #include "service/http/connections.hpp"
@@ -27,6 +28,22 @@ namespace sluice::http {
 using PlainStream = boost::beast::tcp_stream;
 using TlsStream = boost::beast::ssl_stream<boost::beast::tcp_stream>;
 
+struct SessionContext;
+
+// Who takes over a connection the router upgraded to WebSocket: the ws
+// room's StartWebSocketSession (ws/session.hpp), wired in by the app root so
+// that http does not depend on ws. Each function gets the stream (no timer
+// running), the upgrade request and decision, the context, the
+// connection's slot and when the request was read; it must return at once.
+// Thread-compatible (two function pointers).
+struct WebSocketHandoff {
+  using Clock = std::chrono::steady_clock;
+  void (*plain)(PlainStream, Request, Upgrade, SessionContext&, ConnectionSlot,
+                Clock::time_point) = nullptr;
+  void (*tls)(TlsStream, Request, Upgrade, SessionContext&, ConnectionSlot,
+              Clock::time_point) = nullptr;
+};
+
 // What every session of one server shares. The referenced objects are
 // owned by the Server and outlive every session (the server joins its io
 // threads and destroys pending handlers before them). Thread-safe to use
@@ -40,6 +57,7 @@ struct SessionContext {
   // The server's certificate and TLS settings when server.tls is set: every
   // connection then speaks TLS. nullptr: plain HTTP and WebSocket.
   boost::asio::ssl::context* tls = nullptr;
+  WebSocketHandoff websocket;
 };
 
 // Serves HTTP on `socket` (whose executor must be a strand of the server's

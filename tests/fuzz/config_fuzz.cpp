@@ -18,6 +18,7 @@
 
 #include "fuzz_support.hpp"
 #include "service/config/config.hpp"
+#include "service/processors/checks.hpp"
 
 namespace {
 
@@ -63,7 +64,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
   std::variant<sluice::config::Config, std::vector<sluice::config::ConfigError>>
       loaded;
   try {
-    loaded = sluice::config::LoadConfigText(AsText(data, size));
+    loaded = sluice::config::LoadConfigText(
+        AsText(data, size), ::sluice::processors::ConfigChecks());
   } catch (const std::exception& e) {
     sluice::fuzz::Fail("LoadConfigText threw", e.what());
   }

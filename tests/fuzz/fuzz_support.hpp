@@ -26,6 +26,7 @@
 #include "service/engine/engine.hpp"
 #include "service/http/router.hpp"
 #include "service/metrics/metrics.hpp"
+#include "service/processors/checks.hpp"
 
 namespace sluice::fuzz {
 
@@ -70,7 +71,8 @@ inline std::string_view AsText(const std::uint8_t* data, std::size_t size) {
 
 // Loads a config the fuzzer itself needs; a bad one is a bug in the target.
 inline config::Config LoadConfigOrDie(std::string_view text) {
-  auto loaded = config::LoadConfigText(text);
+  auto loaded =
+      config::LoadConfigText(text, ::sluice::processors::ConfigChecks());
   if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
     std::string all;
     for (const auto& e : *errors) all += config::ToString(e) + "\n";

@@ -21,6 +21,7 @@
 #include <variant>
 
 #include "service/config/config.hpp"
+#include "service/processors/checks.hpp"
 
 namespace sluice::itest {
 namespace {
@@ -220,6 +221,7 @@ std::string RawExchangeToEnd(std::uint16_t port, const std::string& bytes,
 
 std::vector<int> RawStatuses(const std::string& raw) {
   std::vector<int> statuses;
+  if (raw.empty()) return statuses;  // memcpy from a null data() is UB
   beast::flat_buffer buffer;
   auto space = buffer.prepare(raw.size());
   std::memcpy(space.data(), raw.data(), raw.size());
@@ -374,17 +376,17 @@ int WsClient::received_close_code() const {
 // ---- server and helpers ----------------------------------------------------
 
 TestServer::TestServer(const std::string& yaml) {
-  auto loaded = config::LoadConfigText(yaml);
+  auto loaded = config::LoadConfigText(yaml, processors::ConfigChecks());
   if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
     std::string all;
     for (const auto& e : *errors) all += config::ToString(e) + "\n";
     throw std::runtime_error("bad test config:\n" + all);
   }
-  http::ServerOptions options;
+  app::AppOptions options;
   options.version = "itest";
-  options.listen = "127.0.0.1:0";
-  auto server = http::Server::Create(
-      std::get<config::Config>(std::move(loaded)), options);
+  options.server.listen = "127.0.0.1:0";
+  auto server =
+      app::App::Create(std::get<config::Config>(std::move(loaded)), options);
   if (!server.ok()) throw std::runtime_error(server.error().message);
   server_ = std::move(server.value());
   server_->Start();

@@ -1,7 +1,7 @@
 // Test clients for the integration suite: a Beast HTTP/1.1 client, raw
 // socket exchanges (for requests a well-behaved client would never send),
 // a Beast WebSocket client with read timeouts, and TestServer, which runs
-// the real http::Server on 127.0.0.1:0. The interface is std-only so test
+// the real service (app::App) on 127.0.0.1:0. The interface is std-only so test
 // files stay cheap to compile; Beast lives in client.cpp.
 #ifndef SLUICE_TESTS_INTEGRATION_CLIENT_HPP_
 #define SLUICE_TESTS_INTEGRATION_CLIENT_HPP_
@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "service/http/server.hpp"
+#include "service/app/app.hpp"
 
 namespace sluice::itest {
 
@@ -121,17 +121,17 @@ class WsClient {
 };
 
 // The real server on 127.0.0.1:<any port>, started. Shut down (drained) on
-// destruction. Thread-safe as http::Server.
+// destruction. Thread-safe as app::App.
 class TestServer {
  public:
   // `yaml`: a config (see kTestConfig); server.listen is overridden.
   explicit TestServer(const std::string& yaml);
   ~TestServer();
   std::uint16_t port() const { return server_->port(); }
-  http::Server& server() { return *server_; }
+  app::App& server() { return *server_; }
 
  private:
-  std::unique_ptr<http::Server> server_;
+  std::unique_ptr<app::App> server_;
 };
 
 // Pipelines every test can use:

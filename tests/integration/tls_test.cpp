@@ -4,7 +4,7 @@
 // CN=127.0.0.1 with subjectAltName IP:127.0.0.1), checked by TLS clients
 // that trust only that certificate and verify the host name; the plain and
 // TLS ports refusing each other's clients; bad certificates and keys failing
-// Server::Create and `sluice serve`; the drain over WSS. Every wait is
+// App::Create and `sluice serve`; the drain over WSS. Every wait is
 // bounded: each client operation runs under a tcp_stream deadline.
 
 // GCC's -Wnull-dereference misfires, when optimizing, inside Boost.Asio's
@@ -50,8 +50,9 @@
 #include <vector>
 
 #include "client.hpp"
+#include "service/app/app.hpp"
 #include "service/config/config.hpp"
-#include "service/http/server.hpp"
+#include "service/processors/checks.hpp"
 
 extern char** environ;
 
@@ -754,16 +755,17 @@ TEST_F(TlsTest, ShutdownWithAnOpenWssStreamEndsInDoneAndClose) {
 
 // ---- bad certificates and keys --------------------------------------------
 
-// Server::Create's error for server.tls = (cert, key), or "" if it starts.
+// App::Create's error for server.tls = (cert, key), or "" if it starts.
 std::string CreateError(const std::string& cert, const std::string& key) {
-  auto loaded = config::LoadConfigText(TlsConfig(cert, key));
+  auto loaded =
+      config::LoadConfigText(TlsConfig(cert, key), processors::ConfigChecks());
   if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
     return "config: " + config::ToString(errors->front());
   }
-  http::ServerOptions options;
-  options.listen = "127.0.0.1:0";
-  auto server = http::Server::Create(
-      std::get<config::Config>(std::move(loaded)), options);
+  app::AppOptions options;
+  options.server.listen = "127.0.0.1:0";
+  auto server =
+      app::App::Create(std::get<config::Config>(std::move(loaded)), options);
   if (server.ok()) return "";
   EXPECT_EQ(server.error().code, "tls");
   return server.error().message;
@@ -838,7 +840,8 @@ TEST(TlsConfigErrors, BadCertificateOrKeyFailsCreateNamingTheKey) {
   // The loader insists on both.
   auto loaded = config::LoadConfigText(
       "server: { tls: { cert: " + cert +
-      " } }\npipelines: [{name: p, stages: [{processor: passthrough}]}]\n");
+          " } }\npipelines: [{name: p, stages: [{processor: passthrough}]}]\n",
+      processors::ConfigChecks());
   auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded);
   ASSERT_NE(errors, nullptr);
   EXPECT_EQ(config::ToString(errors->front()),

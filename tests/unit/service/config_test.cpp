@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "service/processors/aggregate.hpp"
+#include "service/processors/checks.hpp"
 #include "service/processors/processor.hpp"
 
 namespace sluice::config {
@@ -28,7 +29,7 @@ pipelines:
 )";
 
 Config Load(std::string_view text) {
-  auto r = LoadConfigText(text);
+  auto r = LoadConfigText(text, processors::ConfigChecks());
   if (auto* errors = std::get_if<std::vector<ConfigError>>(&r)) {
     for (const auto& e : *errors) ADD_FAILURE() << ToString(e);
     return {};
@@ -37,7 +38,7 @@ Config Load(std::string_view text) {
 }
 
 std::vector<std::string> Errors(std::string_view text) {
-  auto r = LoadConfigText(text);
+  auto r = LoadConfigText(text, processors::ConfigChecks());
   std::vector<std::string> out;
   if (auto* errors = std::get_if<std::vector<ConfigError>>(&r)) {
     for (const auto& e : *errors) out.push_back(ToString(e));
@@ -258,10 +259,11 @@ TEST(LoadConfig, FileLoadingAndUnreadableFiles) {
     std::ofstream out(path);
     out << kPipelines;
   }
-  auto ok = LoadConfigFile(path.string());
+  auto ok = LoadConfigFile(path.string(), processors::ConfigChecks());
   EXPECT_TRUE(std::holds_alternative<Config>(ok));
   std::filesystem::remove(path);
-  auto missing = LoadConfigFile("/nonexistent/sluice.yaml");
+  auto missing =
+      LoadConfigFile("/nonexistent/sluice.yaml", processors::ConfigChecks());
   ASSERT_TRUE(std::holds_alternative<std::vector<ConfigError>>(missing));
   const auto& errors = std::get<std::vector<ConfigError>>(missing);
   ASSERT_EQ(errors.size(), 1u);
@@ -499,15 +501,17 @@ TEST(JobsErrors, ResultBoundsMustNest) {
 }
 
 TEST(JobsDefaults, ResultBoundsFollowTheOtherKeys) {
-  auto r = LoadConfigText(
-      WithJobs("  max_retained_bytes: 64MiB\n  retention: 3s\n"));
+  auto r =
+      LoadConfigText(WithJobs("  max_retained_bytes: 64MiB\n  retention: 3s\n"),
+                     processors::ConfigChecks());
   ASSERT_TRUE(std::holds_alternative<Config>(r));
   const Config& c = std::get<Config>(r);
   EXPECT_EQ(c.jobs.max_job_result_bytes, 16u << 20);
   EXPECT_EQ(c.jobs.min_retention, std::chrono::seconds{3});
   auto set = LoadConfigText(
       WithJobs("  max_retained_bytes: 64MiB\n  max_job_result_bytes: 64MiB\n"
-               "  min_retention: 0s\n"));
+               "  min_retention: 0s\n"),
+      processors::ConfigChecks());
   ASSERT_TRUE(std::holds_alternative<Config>(set));
   EXPECT_EQ(std::get<Config>(set).jobs.max_job_result_bytes, 64u << 20);
   EXPECT_EQ(std::get<Config>(set).jobs.min_retention,
@@ -897,7 +901,8 @@ const std::filesystem::path kSourceDir = SLUICE_SOURCE_DIR;
 
 TEST(ShippedConfigs, DefaultYamlLoadsCleanly) {
   unsetenv("SLUICE_LISTEN");
-  auto r = LoadConfigFile((kSourceDir / "config/default.yaml").string());
+  auto r = LoadConfigFile((kSourceDir / "config/default.yaml").string(),
+                          processors::ConfigChecks());
   if (auto* errors = std::get_if<std::vector<ConfigError>>(&r)) {
     for (const auto& e : *errors) ADD_FAILURE() << ToString(e);
     return;
@@ -912,7 +917,8 @@ TEST(ShippedConfigs, DefaultYamlLoadsCleanly) {
 
 TEST(ShippedConfigs, DefaultYamlListenIsOverridable) {
   ASSERT_EQ(setenv("SLUICE_LISTEN", "127.0.0.1:9999", 1), 0);
-  auto r = LoadConfigFile((kSourceDir / "config/default.yaml").string());
+  auto r = LoadConfigFile((kSourceDir / "config/default.yaml").string(),
+                          processors::ConfigChecks());
   unsetenv("SLUICE_LISTEN");
   ASSERT_TRUE(std::holds_alternative<Config>(r));
   EXPECT_EQ(std::get<Config>(r).server.listen, "127.0.0.1:9999");
@@ -934,7 +940,7 @@ TEST(ShippedConfigs, EveryExampleLoadsCleanly) {
       continue;
     }
     ++count;
-    auto r = LoadConfigFile(entry.path().string());
+    auto r = LoadConfigFile(entry.path().string(), processors::ConfigChecks());
     if (auto* errors = std::get_if<std::vector<ConfigError>>(&r)) {
       for (const auto& e : *errors) {
         ADD_FAILURE() << entry.path().filename() << ": " << ToString(e);
@@ -952,7 +958,7 @@ TEST(ShippedConfigs, EveryExampleLoadsCleanly) {
 // and filtered items dropped) and returns the aggregate.
 json RunPipeline(const std::filesystem::path& file, std::string_view name,
                  std::string_view items) {
-  auto r = LoadConfigFile(file.string());
+  auto r = LoadConfigFile(file.string(), processors::ConfigChecks());
   if (!std::holds_alternative<Config>(r)) {
     ADD_FAILURE() << file << " does not load";
     return nullptr;

@@ -19,6 +19,7 @@
 #include "service/config/config.hpp"
 #include "service/engine/engine.hpp"
 #include "service/metrics/metrics.hpp"
+#include "service/processors/checks.hpp"
 #include "tests/support/wait_finished.hpp"
 
 namespace sluice::engine {
@@ -28,7 +29,7 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 
 config::Config Load(const std::string& yaml) {
-  auto loaded = config::LoadConfigText(yaml);
+  auto loaded = config::LoadConfigText(yaml, processors::ConfigChecks());
   if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
     for (const auto& e : *errors) ADD_FAILURE() << config::ToString(e);
     return {};
@@ -205,7 +206,8 @@ pipelines:
   - name: p
     stages: [ { processor: passthrough } ]
     aggregate: { type: collect, window: { items: 5 } }
-)");
+)",
+                                       processors::ConfigChecks());
   auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded);
   ASSERT_NE(errors, nullptr);
   ASSERT_EQ(errors->size(), 1U);
@@ -228,7 +230,8 @@ TEST(EngineWindowTest, BadWindowsNameTheirKeys) {
     auto loaded = config::LoadConfigText(
         "pipelines:\n  - name: p\n    stages: [ { processor: passthrough } ]\n"
         "    aggregate: { type: count, window: " +
-        window + " }\n");
+            window + " }\n",
+        processors::ConfigChecks());
     auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded);
     ASSERT_NE(errors, nullptr) << window;
     ASSERT_FALSE(errors->empty());
@@ -372,7 +375,8 @@ TEST(EngineKeyTest, BadKeyPointerIsAConfigError) {
 pipelines:
   - name: p
     stages: [ { processor: passthrough, key: user } ]
-)");
+)",
+                                       processors::ConfigChecks());
   auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded);
   ASSERT_NE(errors, nullptr);
   ASSERT_EQ(errors->size(), 1U);

@@ -25,6 +25,7 @@
 #include "service/engine/engine.hpp"
 #include "service/metrics/metrics.hpp"
 #include "service/processors/aggregate.hpp"
+#include "service/processors/checks.hpp"
 #include "service/processors/processor.hpp"
 #include "tests/support/wait_finished.hpp"
 
@@ -771,7 +772,8 @@ pipelines:
               local a = 1
               y x
             end
-)");
+)",
+                                  processors::ConfigChecks());
   ASSERT_TRUE(std::holds_alternative<std::vector<config::ConfigError>>(r));
   const auto& errors = std::get<std::vector<config::ConfigError>>(r);
   ASSERT_EQ(errors.size(), 1u);
@@ -908,8 +910,9 @@ TEST(LuaProcessorTest, IsAnAvailableType) {
 // by stage (split parts continue on their own; errors fail the test) and
 // returns the aggregate.
 json RunExample(std::string_view pipeline, std::string_view items) {
-  auto loaded = config::LoadConfigFile(std::string(SLUICE_SOURCE_DIR) +
-                                       "/config/examples/lua.yaml");
+  auto loaded = config::LoadConfigFile(
+      std::string(SLUICE_SOURCE_DIR) + "/config/examples/lua.yaml",
+      processors::ConfigChecks());
   if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
     for (const auto& e : *errors) ADD_FAILURE() << config::ToString(e);
     return nullptr;
@@ -949,8 +952,9 @@ TEST(LuaProcessorTest, ExampleConfigDoesWhatItsCommentsSay) {
                        R"([{"id": 12345678901234567890, "price": 2.5,
                             "quantity": 4}, {"price": 1, "quantity": 1}])"),
             11);
-  auto loaded = config::LoadConfigFile(std::string(SLUICE_SOURCE_DIR) +
-                                       "/config/examples/lua.yaml");
+  auto loaded = config::LoadConfigFile(
+      std::string(SLUICE_SOURCE_DIR) + "/config/examples/lua.yaml",
+      processors::ConfigChecks());
   ASSERT_TRUE(std::holds_alternative<config::Config>(loaded));
   auto enrich = MakeProcessor(
       std::get<config::Config>(loaded).pipelines[1].stages[0].processor);
@@ -993,7 +997,8 @@ pipelines:
       - name: after
         processor: passthrough
     aggregate: count
-)");
+)",
+                                       processors::ConfigChecks());
   ASSERT_TRUE(std::holds_alternative<config::Config>(loaded));
   metrics::Metrics metrics("test");
   engine::Engine engine(std::get<config::Config>(loaded), metrics);
@@ -1057,7 +1062,8 @@ pipelines:
             end
             function process(x) return {depth = depth(x.text)} end
     aggregate: count
-)lua");
+)lua",
+                                       processors::ConfigChecks());
   ASSERT_TRUE(std::holds_alternative<config::Config>(loaded));
   metrics::Metrics metrics("test");
   engine::Engine engine(std::get<config::Config>(loaded), metrics);

@@ -1,8 +1,12 @@
-// Implementation of the WebSocket sessions (see session.hpp): a common base
-// with the handshake, the read loop and the bounded one-write-in-flight
-// outbound queue, and the two endpoints built on it, all templates over the
-// stream (plain TCP or TLS) as in Beast's advanced_server_flex example.
-#include "service/ws/session.hpp"
+// Private to service/ws: the WebSocket sessions behind StartWebSocketSession
+// (session.hpp): a common base with the handshake, the read loop and the
+// bounded one-write-in-flight outbound queue, and the two endpoints built on
+// it, all templates over the stream (plain TCP or TLS) as in Beast's
+// advanced_server_flex example. Each stream's instantiation is compiled in
+// its own file (session_plain.cpp, session_tls.cpp), so the two build in
+// parallel.
+#ifndef SLUICE_SERVICE_WS_SESSION_IMPL_HPP_
+#define SLUICE_SERVICE_WS_SESSION_IMPL_HPP_
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
@@ -22,9 +26,9 @@
 #include "service/metrics/metrics.hpp"
 #include "service/util/text.hpp"
 #include "service/ws/ingest_frame.hpp"
+#include "service/ws/session.hpp"
 
-namespace sluice::ws {
-namespace {
+namespace sluice::ws::detail {
 
 namespace beast = boost::beast;
 namespace net = boost::asio;
@@ -45,7 +49,7 @@ constexpr std::size_t kMaxQueuedBytes = std::size_t{1} << 20;
 constexpr std::size_t kJobStreamReadMax = std::size_t{64} * 1024;
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 
-std::string RecordFrame(const jobs::ResultRecord& r) {
+inline std::string RecordFrame(const jobs::ResultRecord& r) {
   if (r.window) return DumpLenient(jobs::ToJson(r));
   if (r.is_error) {
     return DumpLenient({{"type", "error"},
@@ -56,8 +60,8 @@ std::string RecordFrame(const jobs::ResultRecord& r) {
   return DumpLenient({{"type", "result"}, {"seq", r.seq}, {"value", r.value}});
 }
 
-std::string ProtocolErrorFrame(std::string_view code,
-                               std::string_view message) {
+inline std::string ProtocolErrorFrame(std::string_view code,
+                                      std::string_view message) {
   return DumpLenient({{"type", "error"}, {"code", code}, {"message", message}});
 }
 
@@ -508,22 +512,6 @@ void Start(Stream stream, http::Request request, http::Upgrade upgrade,
   }
 }
 
-}  // namespace
+}  // namespace sluice::ws::detail
 
-void StartWebSocketSession(http::PlainStream stream, http::Request request,
-                           http::Upgrade upgrade, http::SessionContext& ctx,
-                           http::ConnectionSlot slot,
-                           std::chrono::steady_clock::time_point received) {
-  Start(std::move(stream), std::move(request), std::move(upgrade), ctx,
-        std::move(slot), received);
-}
-
-void StartWebSocketSession(http::TlsStream stream, http::Request request,
-                           http::Upgrade upgrade, http::SessionContext& ctx,
-                           http::ConnectionSlot slot,
-                           std::chrono::steady_clock::time_point received) {
-  Start(std::move(stream), std::move(request), std::move(upgrade), ctx,
-        std::move(slot), received);
-}
-
-}  // namespace sluice::ws
+#endif  // SLUICE_SERVICE_WS_SESSION_IMPL_HPP_
