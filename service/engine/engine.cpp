@@ -13,14 +13,14 @@
 namespace sluice::engine {
 namespace {
 
-Error DrainingError() {
-  return Error{std::string(kDraining),
-               "the service is shutting down and admits no new jobs"};
+Refusal DrainingRefusal() {
+  return {Refusal::Reason::kDraining,
+          "the service is shutting down and admits no new jobs"};
 }
 
-Error UnknownPipelineError(std::string_view name) {
-  return Error{std::string(kUnknownPipeline),
-               "unknown pipeline \"" + std::string(name) + "\""};
+Refusal UnknownPipelineRefusal(std::string_view name) {
+  return {Refusal::Reason::kUnknownPipeline,
+          "unknown pipeline \"" + std::string(name) + "\""};
 }
 
 // Nanoseconds on the steady clock; never 0 in practice (0 means "never").
@@ -90,13 +90,13 @@ bool Engine::HasPipeline(std::string_view name) const {
   return RuntimeFor(name) != nullptr;
 }
 
-Result<std::shared_ptr<jobs::Job>> Engine::NewJob(PipelineRuntime& runtime,
+Result<std::shared_ptr<jobs::Job>, Refusal> Engine::NewJob(PipelineRuntime& runtime,
                                                   std::uint64_t accepted) {
   {
     // Counted under the same lock Shutdown sets draining_ under, so a job
     // admitted here is one Shutdown waits for.
     MutexLock lock(&idle_mu_);
-    if (draining_.load(std::memory_order_relaxed)) return DrainingError();
+    if (draining_.load(std::memory_order_relaxed)) return DrainingRefusal();
     ++active_jobs_;
   }
   std::shared_ptr<jobs::Job> job;
@@ -109,32 +109,33 @@ Result<std::shared_ptr<jobs::Job>> Engine::NewJob(PipelineRuntime& runtime,
   return job;
 }
 
-Result<std::shared_ptr<jobs::Job>> Engine::Submit(SubmitRequest request) {
+Result<std::shared_ptr<jobs::Job>, Refusal> Engine::Submit(
+    SubmitRequest request) {
   PipelineRuntime* runtime = RuntimeFor(request.pipeline);
-  if (runtime == nullptr) return UnknownPipelineError(request.pipeline);
-  if (draining()) return DrainingError();
+  if (runtime == nullptr) return UnknownPipelineRefusal(request.pipeline);
+  if (draining()) return DrainingRefusal();
   const std::uint64_t n = request.items.size();
   if (n > admission_->max_pending()) {
     // It could never fit, however long the client waits; and it says
     // nothing about load (no 429, not counted as a rejection).
-    return Error{std::string(kJobTooLarge),
-                 "the job has " + std::to_string(n) +
-                     " items, more than jobs.max_pending_items (" +
-                     std::to_string(admission_->max_pending()) +
-                     ") allows at once; split it into smaller jobs"};
+    return Refusal{Refusal::Reason::kJobTooLarge,
+                   "the job has " + std::to_string(n) +
+                       " items, more than jobs.max_pending_items (" +
+                       std::to_string(admission_->max_pending()) +
+                       ") allows at once; split it into smaller jobs"};
   }
   if (!admission_->TryAcquire(n)) {
     runtime->admission_rejections().Increment();
     last_refusal_ns_.store(SteadyNowNs(), std::memory_order_relaxed);
-    return Error{std::string(kOverCapacity),
-                 "over capacity: " + std::to_string(admission_->pending()) +
-                     " items pending, " + std::to_string(n) +
-                     " more would exceed jobs.max_pending_items (" +
-                     std::to_string(admission_->max_pending()) +
-                     "); retry after " + std::to_string(retry_after_seconds()) +
-                     " s"};
+    return Refusal{
+        Refusal::Reason::kOverCapacity,
+        "over capacity: " + std::to_string(admission_->pending()) +
+            " items pending, " + std::to_string(n) +
+            " more would exceed jobs.max_pending_items (" +
+            std::to_string(admission_->max_pending()) + "); retry after " +
+            std::to_string(retry_after_seconds()) + " s"};
   }
-  Result<std::shared_ptr<jobs::Job>> job = NewJob(*runtime, n);
+  Result<std::shared_ptr<jobs::Job>, Refusal> job = NewJob(*runtime, n);
   if (!job.ok()) {
     admission_->Release(n, /*completed=*/false);
     return job;
@@ -151,17 +152,17 @@ Result<std::shared_ptr<jobs::Job>> Engine::Submit(SubmitRequest request) {
     job.value()->Finish(nullptr);
     runtime->jobs_active().Decrement();
     OnJobFinished(job.value());
-    return DrainingError();
+    return DrainingRefusal();
   }
   return job;
 }
 
-Result<std::shared_ptr<StreamFeed>> Engine::OpenStream(
+Result<std::shared_ptr<StreamFeed>, Refusal> Engine::OpenStream(
     std::string_view pipeline) {
   PipelineRuntime* runtime = RuntimeFor(pipeline);
-  if (runtime == nullptr) return UnknownPipelineError(pipeline);
-  if (draining()) return DrainingError();
-  Result<std::shared_ptr<jobs::Job>> job = NewJob(*runtime, 0);
+  if (runtime == nullptr) return UnknownPipelineRefusal(pipeline);
+  if (draining()) return DrainingRefusal();
+  Result<std::shared_ptr<jobs::Job>, Refusal> job = NewJob(*runtime, 0);
   if (!job.ok()) return job.error();
   std::shared_ptr<JobContext> context =
       runtime->MakeContext(job.value(), std::nullopt);
@@ -170,7 +171,7 @@ Result<std::shared_ptr<StreamFeed>> Engine::OpenStream(
     job.value()->Finish(nullptr);
     runtime->jobs_active().Decrement();
     OnJobFinished(job.value());
-    return DrainingError();
+    return DrainingRefusal();
   }
   return std::make_shared<StreamFeed>(runtime->intake(), admission_,
                                       std::move(context),
@@ -204,6 +205,13 @@ nlohmann::json Engine::PipelinesJson() const {
     }
   }
   return {{"pipelines", std::move(pipelines)}};
+}
+
+void Engine::BeginDrain() {
+  // Under idle_mu_, as NewJob reads it: a job is either admitted before the
+  // drain (and counted, so Shutdown waits for it) or refused.
+  MutexLock idle_lock(&idle_mu_);
+  draining_.store(true, std::memory_order_release);
 }
 
 bool Engine::draining() const {
@@ -275,10 +283,7 @@ bool Engine::WaitIdle(
 void Engine::Shutdown(std::chrono::milliseconds grace) {
   MutexLock lock(&shutdown_mu_);
   if (shut_down_) return;
-  {
-    MutexLock idle_lock(&idle_mu_);
-    draining_.store(true, std::memory_order_release);
-  }
+  BeginDrain();
   const auto deadline = std::chrono::steady_clock::now() + grace;
   if (!WaitIdle(deadline)) {
     // Out of grace: cancel what is left. Repeat, in case a job admitted just

@@ -34,11 +34,19 @@ class Metrics;
 
 namespace sluice::engine {
 
-// Error codes of Submit / OpenStream (Error::code).
-inline constexpr std::string_view kUnknownPipeline = "unknown_pipeline";  // 404
-inline constexpr std::string_view kOverCapacity = "over_capacity";        // 429
-inline constexpr std::string_view kJobTooLarge = "job_too_large";         // 413
-inline constexpr std::string_view kDraining = "draining";                 // 503
+// Why Submit or OpenStream refused a job. Each reason has exactly one HTTP
+// status and error code, mapped in one place (http/router.cpp:
+// HttpErrorOf). Thread-compatible (plain value).
+struct Refusal {
+  enum class Reason {
+    kUnknownPipeline,  // no pipeline of that name (404 unknown_pipeline)
+    kOverCapacity,     // jobs.max_pending_items is full for now (429)
+    kJobTooLarge,      // more items than jobs.max_pending_items (413)
+    kDraining,         // the shutdown began (503 draining)
+  };
+  Reason reason;
+  std::string message;  // for people: says what and which limit
+};
 
 // A finite job: `items` go to `pipeline`; `ordered` overrides the pipeline's
 // `ordered` for this job when set. Thread-compatible (plain value).
@@ -145,17 +153,18 @@ class Engine {
   // Admits a job: its items are queued in memory for the pipeline's
   // generator and the (queued) job is returned at once. Any JSON value is an
   // item; an empty list makes a job that finishes done with no results.
-  // Errors (Error::code): kUnknownPipeline; kDraining once Shutdown began;
-  // kJobTooLarge when the job alone has more items than
-  // jobs.max_pending_items (it could never fit: retrying is pointless);
-  // kOverCapacity when the items accepted but not yet complete over all
-  // jobs, plus these, would exceed jobs.max_pending_items (nothing is
-  // accepted then; see retry_after_seconds()).
-  Result<std::shared_ptr<jobs::Job>> Submit(SubmitRequest request);
+  // Refusals (Refusal::Reason): kUnknownPipeline; kDraining once the drain
+  // began (BeginDrain or Shutdown); kJobTooLarge when the job alone has more
+  // items than jobs.max_pending_items (it could never fit: retrying is
+  // pointless); kOverCapacity when the items accepted but not yet complete
+  // over all jobs, plus these, would exceed jobs.max_pending_items (nothing
+  // is accepted then; see retry_after_seconds()).
+  Result<std::shared_ptr<jobs::Job>, Refusal> Submit(SubmitRequest request);
 
-  // Opens an open-ended job fed through the returned StreamFeed. Errors:
+  // Opens an open-ended job fed through the returned StreamFeed. Refusals:
   // kUnknownPipeline, kDraining.
-  Result<std::shared_ptr<StreamFeed>> OpenStream(std::string_view pipeline);
+  Result<std::shared_ptr<StreamFeed>, Refusal> OpenStream(
+      std::string_view pipeline);
 
   // The job with this id (running, or finished and still retained), or
   // nullptr.
@@ -178,7 +187,13 @@ class Engine {
 
   bool HasPipeline(std::string_view name) const;
 
-  // For /readyz: draining() once Shutdown began; overloaded() while the
+  // The drain state of the whole process (there is no other): draining()
+  // turns true at BeginDrain() or Shutdown() and stays true; from then on
+  // Submit and OpenStream refuse with kDraining and /readyz answers 503.
+  // BeginDrain is idempotent and never blocks.
+  void BeginDrain();
+
+  // For /readyz: draining() once the drain began; overloaded() while the
   // pending items are at jobs.max_pending_items, or while items are pending
   // and a job that fits the limit was refused (429) in the last second.
   bool draining() const;
@@ -195,7 +210,7 @@ class Engine {
   // do it every sample_interval). Cheap; e.g. from a metrics scrape hook.
   void SampleGauges();
 
-  // contract §C6: stops admitting (draining() turns true), waits up to `grace`
+  // contract §C6: BeginDrain() (stops admitting), waits up to `grace`
   // for running jobs (and open streams) to finish, cancels what remains and
   // waits for it to end, then stops every pipeline: the generator ends
   // (closing stage 0's channel), each stage drains and ends, then the
@@ -206,8 +221,8 @@ class Engine {
  private:
   PipelineRuntime* RuntimeFor(std::string_view pipeline) const;
   void OnJobFinished(const std::shared_ptr<jobs::Job>& job);
-  Result<std::shared_ptr<jobs::Job>> NewJob(PipelineRuntime& runtime,
-                                            std::uint64_t accepted);
+  Result<std::shared_ptr<jobs::Job>, Refusal> NewJob(PipelineRuntime& runtime,
+                                                     std::uint64_t accepted);
   // Waits until no job is active or `deadline`; true when none is.
   bool WaitIdle(std::optional<std::chrono::steady_clock::time_point> deadline)
       SLUICE_EXCLUDES(idle_mu_);

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cmath>
 #include <exception>
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -103,25 +104,6 @@ std::string_view MatchRoute(const std::vector<std::string>& s,
   return kRouteUnmatched;
 }
 
-// The methods each route allows (the Allow header of a 405).
-std::string_view AllowedMethods(std::string_view route) {
-  if (route == kRouteJobs) return "GET, HEAD, POST";
-  if (route == kRouteJob) return "GET, HEAD, DELETE";
-  if (route == kRouteJobStream || route == kRouteStream) return "GET";
-  return "GET, HEAD";
-}
-
-bool MethodAllowed(std::string_view route, bhttp::verb method) {
-  using bhttp::verb;
-  if (route == kRouteJobStream || route == kRouteStream) {
-    return method == verb::get;
-  }
-  if (method == verb::get || method == verb::head) return true;
-  if (route == kRouteJobs) return method == verb::post;
-  if (route == kRouteJob) return method == verb::delete_;
-  return false;
-}
-
 // Parses a non-negative decimal integer; nullopt on anything else.
 std::optional<std::size_t> ParseCount(std::string_view text) {
   std::size_t value = 0;
@@ -196,27 +178,35 @@ std::string JobPath(std::string_view id) {
   return std::string("/v1/jobs/") + std::string(id);
 }
 
-// Maps an engine error to its HTTP status (contract §C2).
-bhttp::status StatusOfEngineError(std::string_view code) {
-  if (code == "unknown_pipeline" || code == "unknown_job" ||
-      code == "not_found") {
-    return bhttp::status::not_found;
+// The one place an engine refusal becomes HTTP (contract §C2): its status
+// and its error code.
+struct HttpError {
+  bhttp::status status;
+  std::string_view code;
+};
+
+HttpError HttpErrorOf(engine::Refusal::Reason reason) {
+  using Reason = engine::Refusal::Reason;
+  switch (reason) {
+    case Reason::kUnknownPipeline:
+      return {bhttp::status::not_found, "unknown_pipeline"};
+    case Reason::kOverCapacity:
+      return {bhttp::status::too_many_requests, "over_capacity"};
+    case Reason::kJobTooLarge:
+      // It can never fit jobs.max_pending_items: no Retry-After.
+      return {bhttp::status::payload_too_large, "job_too_large"};
+    case Reason::kDraining:
+      return {bhttp::status::service_unavailable, "draining"};
   }
-  if (code == "over_capacity") return bhttp::status::too_many_requests;
-  // A job that can never fit jobs.max_pending_items: no Retry-After.
-  if (code == "job_too_large") return bhttp::status::payload_too_large;
-  if (code == "draining") return bhttp::status::service_unavailable;
-  if (code == "invalid_request" || code == "invalid_json") {
-    return bhttp::status::bad_request;
-  }
-  return bhttp::status::internal_server_error;
+  return {bhttp::status::internal_server_error, "internal"};
 }
 
-Response EngineErrorResponse(const Error& error, const Request& req,
-                             const engine::Engine& engine) {
-  Response res = MakeError(StatusOfEngineError(error.code), error.code,
-                           error.message, req.version(), req.keep_alive());
-  if (res.result() == bhttp::status::too_many_requests) {
+Response RefusalResponse(const engine::Refusal& refusal, const Request& req,
+                         const engine::Engine& engine) {
+  const HttpError error = HttpErrorOf(refusal.reason);
+  Response res = MakeError(error.status, error.code, refusal.message,
+                           req.version(), req.keep_alive());
+  if (refusal.reason == engine::Refusal::Reason::kOverCapacity) {
     res.set(bhttp::field::retry_after,
             std::to_string(std::max(1, engine.retry_after_seconds())));
   }
@@ -240,6 +230,334 @@ bool KeepAlive(const RequestHeader& header) {
   bhttp::token_list tokens{header[bhttp::field::connection]};
   if (header.version() >= 11) return !tokens.exists("close");
   return tokens.exists("keep-alive");
+}
+
+// ---------------------------------------------------------------------------
+// The routes: one small handler each, chosen by the table below.
+// ---------------------------------------------------------------------------
+
+// A Reply that is just a response (the route is set by Dispatch).
+Reply Answer(Response response) {
+  Reply reply;
+  reply.response = std::move(response);
+  return reply;
+}
+
+// One request on its way through a handler: what every handler may use.
+struct Call {
+  const Request& req;
+  const Query& query;
+  const std::string& id;  // the {id} of the job routes, else empty
+  engine::Engine& engine;
+  metrics::Metrics& metrics;
+
+  unsigned version() const { return req.version(); }
+  bool keep_alive() const { return req.keep_alive(); }
+  Reply Json(bhttp::status status, const nlohmann::json& body) const {
+    return Answer(MakeJson(status, body, version(), keep_alive()));
+  }
+  Reply Fail(bhttp::status status, std::string_view code,
+             std::string_view message) const {
+    return Answer(MakeError(status, code, message, version(), keep_alive()));
+  }
+  Reply BadRequest(std::string_view message) const {
+    return Fail(bhttp::status::bad_request, "invalid_request", message);
+  }
+  Reply UnknownJob() const {
+    return Fail(bhttp::status::not_found, "unknown_job",
+                "no job with id " + id);
+  }
+};
+
+// ?<key>=N with 0 <= N <= max, `fallback` when absent; nullopt (after
+// setting *error) when malformed.
+std::optional<std::size_t> CountParam(const Call& call, std::string_view key,
+                                      std::size_t fallback, std::size_t max,
+                                      std::optional<Reply>* error) {
+  auto text = QueryParam(call.query, key);
+  if (!text) return fallback;
+  auto n = ParseCount(*text);
+  if (n && *n <= max) return n;
+  const std::string range =
+      max == std::numeric_limits<std::size_t>::max()
+          ? " must be a non-negative integer"
+          : " must be an integer from 0 to " + std::to_string(max);
+  *error = call.BadRequest(std::string(key) + range);
+  return std::nullopt;
+}
+
+Reply Healthz(const Call& call) {
+  return call.Json(bhttp::status::ok, {{"status", "ok"}});
+}
+
+Reply Readyz(const Call& call) {
+  if (call.engine.draining()) {
+    return call.Json(bhttp::status::service_unavailable,
+                     {{"status", "draining"}});
+  }
+  if (call.engine.overloaded()) {
+    return call.Json(bhttp::status::service_unavailable,
+                     {{"status", "overloaded"}});
+  }
+  return call.Json(bhttp::status::ok, {{"status", "ready"}});
+}
+
+Reply MetricsText(const Call& call) {
+  return Answer(Text(bhttp::status::ok, call.metrics.Serialize(), kMetricsType,
+                     call.req));
+}
+
+Reply Pipelines(const Call& call) {
+  // Already {"pipelines":[...]}.
+  return call.Json(bhttp::status::ok, call.engine.PipelinesJson());
+}
+
+Reply ListJobs(const Call& call) {
+  std::optional<Reply> error;
+  auto limit = CountParam(call, "limit", kDefaultJobsListLimit,
+                          kMaxJobsListLimit, &error);
+  if (!limit) return std::move(*error);
+  nlohmann::json jobs = nlohmann::json::array();
+  for (const auto& job : call.engine.List(*limit)) {
+    jobs.push_back(job->Status());
+  }
+  return call.Json(bhttp::status::ok, {{"jobs", std::move(jobs)}});
+}
+
+Reply PostJob(const Call& call);  // below: the longest
+
+Reply GetJob(const Call& call) {
+  std::shared_ptr<jobs::Job> job = call.engine.Find(call.id);
+  if (!job) return call.UnknownJob();
+  return call.Json(bhttp::status::ok, job->Status());
+}
+
+Reply CancelJob(const Call& call) {
+  std::shared_ptr<jobs::Job> job = call.engine.Find(call.id);
+  if (!job) return call.UnknownJob();
+  // Cancelling a finished job changes nothing; either way the answer is the
+  // job's status after the request.
+  call.engine.Cancel(call.id);
+  return call.Json(bhttp::status::ok, job->Status());
+}
+
+Reply GetResults(const Call& call) {
+  std::shared_ptr<jobs::Job> job = call.engine.Find(call.id);
+  if (!job) return call.UnknownJob();
+  std::optional<Reply> error;
+  auto offset = CountParam(call, "offset", 0,
+                           std::numeric_limits<std::size_t>::max(), &error);
+  if (!offset) return std::move(*error);
+  auto limit =
+      CountParam(call, "limit", kDefaultResultsLimit, kMaxResultsLimit, &error);
+  if (!limit) return std::move(*error);
+  // Bounded by bytes as well as by limit (results_page.hpp).
+  const bool ndjson = AcceptsNdjson(call.req[bhttp::field::accept]);
+  ResultsPage page = BuildResultsPage(*job, *offset, *limit, ndjson);
+  Reply reply = Answer(Text(bhttp::status::ok, std::move(page.body),
+                            ndjson ? kNdjsonType : kJsonType, call.req));
+  if (ndjson) {
+    reply.response.set("X-Total-Count", std::to_string(page.total));
+    reply.response.set("X-Next-Offset", std::to_string(page.next_offset));
+  }
+  return reply;
+}
+
+// A plain GET on a WebSocket endpoint (upgrades go to HandleUpgrade).
+Reply UpgradeRequired(const Call& call) {
+  if (!call.id.empty() && !call.engine.Find(call.id)) return call.UnknownJob();
+  Reply reply = call.Fail(bhttp::status::upgrade_required, "upgrade_required",
+                          "this endpoint is a WebSocket: send an upgrade "
+                          "request");
+  reply.response.set(bhttp::field::upgrade, "websocket");
+  reply.response.set(bhttp::field::connection, "Upgrade");
+  reply.response.keep_alive(call.keep_alive());
+  return reply;
+}
+
+using Handler = Reply (*)(const Call&);
+
+// Every route and method the API serves (contract §C2). HEAD is served by
+// the GET handler (and the HEAD rule strips the body), except on the
+// WebSocket endpoints; a method not listed for a route gets 405 with the
+// route's Allow header, derived from this table too.
+struct RouteEntry {
+  std::string_view route;
+  bhttp::verb method;
+  Handler handle;
+};
+constexpr RouteEntry kRouteTable[] = {
+    {kRouteHealthz, bhttp::verb::get, &Healthz},
+    {kRouteReadyz, bhttp::verb::get, &Readyz},
+    {kRouteMetrics, bhttp::verb::get, &MetricsText},
+    {kRoutePipelines, bhttp::verb::get, &Pipelines},
+    {kRouteJobs, bhttp::verb::get, &ListJobs},
+    {kRouteJobs, bhttp::verb::post, &PostJob},
+    {kRouteJob, bhttp::verb::get, &GetJob},
+    {kRouteJob, bhttp::verb::delete_, &CancelJob},
+    {kRouteJobResults, bhttp::verb::get, &GetResults},
+    {kRouteJobStream, bhttp::verb::get, &UpgradeRequired},
+    {kRouteStream, bhttp::verb::get, &UpgradeRequired},
+};
+
+bool IsWebSocketRoute(std::string_view route) {
+  return route == kRouteJobStream || route == kRouteStream;
+}
+
+// The handler of `method` on `route`, or nullptr (405).
+Handler HandlerFor(std::string_view route, bhttp::verb method) {
+  const bool head_as_get =
+      method == bhttp::verb::head && !IsWebSocketRoute(route);
+  for (const RouteEntry& entry : kRouteTable) {
+    if (entry.route != route) continue;
+    if (entry.method == method ||
+        (head_as_get && entry.method == bhttp::verb::get)) {
+      return entry.handle;
+    }
+  }
+  return nullptr;
+}
+
+// The Allow header of a 405 on `route`: "GET, HEAD, POST" and the like.
+std::string AllowedMethods(std::string_view route) {
+  std::string allow;
+  for (const RouteEntry& entry : kRouteTable) {
+    if (entry.route != route) continue;
+    if (!allow.empty()) allow += ", ";
+    allow += bhttp::to_string(entry.method);
+    if (entry.method == bhttp::verb::get && !IsWebSocketRoute(route)) {
+      allow += ", HEAD";
+    }
+  }
+  return allow;
+}
+
+// POST /v1/jobs's body: the items and the options, or the 400 to send.
+std::variant<engine::SubmitRequest, Reply> ParseJobBody(const Call& call) {
+  engine::SubmitRequest submit;
+  std::optional<std::string> query_pipeline =
+      QueryParam(call.query, "pipeline");
+  std::optional<std::string> body_pipeline;
+  const std::string& body = call.req.body();
+
+  if (MediaType(call.req[bhttp::field::content_type]) == kNdjsonType) {
+    // One JSON value per line; blank lines are skipped.
+    std::size_t start = 0;
+    while (start < body.size()) {
+      std::size_t end = body.find('\n', start);
+      if (end == std::string::npos) end = body.size();
+      std::string_view line(body.data() + start, end - start);
+      if (line.find_first_not_of(" \t\r") != std::string_view::npos) {
+        auto parsed = ParseJson(line);
+        if (auto* error = std::get_if<JsonSyntaxError>(&parsed)) {
+          error->offset += start;
+          return Answer(JsonSyntaxResponse(*error, call.req));
+        }
+        submit.items.push_back(std::move(std::get<nlohmann::json>(parsed)));
+      }
+      start = end + 1;
+    }
+  } else {
+    auto parsed = ParseJson(body);
+    if (auto* error = std::get_if<JsonSyntaxError>(&parsed)) {
+      return Answer(JsonSyntaxResponse(*error, call.req));
+    }
+    auto& doc = std::get<nlohmann::json>(parsed);
+    if (doc.is_array()) {
+      submit.items.assign(std::make_move_iterator(doc.begin()),
+                          std::make_move_iterator(doc.end()));
+    } else if (doc.is_object()) {
+      for (auto& [key, value] : doc.items()) {
+        if (key == "pipeline") {
+          if (!value.is_string()) {
+            return call.BadRequest("pipeline must be a string");
+          }
+          body_pipeline = value.get<std::string>();
+        } else if (key == "items") {
+          if (!value.is_array())
+            return call.BadRequest("items must be an array");
+        } else if (key == "ordered") {
+          if (!value.is_boolean()) {
+            return call.BadRequest("ordered must be a boolean");
+          }
+          submit.ordered = value.get<bool>();
+        } else {
+          return call.BadRequest("unknown key \"" + key +
+                                 "\" (expected pipeline, items, ordered)");
+        }
+      }
+      auto items = doc.find("items");
+      if (items == doc.end()) return call.BadRequest("items is missing");
+      submit.items.assign(std::make_move_iterator(items->begin()),
+                          std::make_move_iterator(items->end()));
+    } else {
+      return call.BadRequest(
+          "body must be a JSON array of items or an object "
+          "{\"pipeline\",\"items\",\"ordered\"}");
+    }
+  }
+
+  if (query_pipeline && body_pipeline && *query_pipeline != *body_pipeline) {
+    return call.BadRequest("pipeline given twice: \"" + *query_pipeline +
+                           "\" in the query, \"" + *body_pipeline +
+                           "\" in the body");
+  }
+  if (!query_pipeline && !body_pipeline) {
+    return call.BadRequest(
+        "missing pipeline (?pipeline=NAME or \"pipeline\" in the body)");
+  }
+  submit.pipeline = query_pipeline ? *query_pipeline : *body_pipeline;
+  return submit;
+}
+
+// The 200 with the finished job's status, or the 202 as it was.
+Response CompleteWaitResponse(Reply reply) {
+  if (reply.wait_job && reply.wait_job->finished()) {
+    Response res =
+        MakeJson(bhttp::status::ok, reply.wait_job->Status(),
+                 reply.response.version(), reply.response.keep_alive());
+    res.set(bhttp::field::location, JobPath(reply.wait_job->id()));
+    return res;
+  }
+  return std::move(reply.response);
+}
+
+Reply PostJob(const Call& call) {
+  std::optional<std::chrono::milliseconds> wait;
+  if (auto text = QueryParam(call.query, "wait")) {
+    wait = ParseWait(*text);
+    if (!wait) {
+      return call.BadRequest("wait must be a number of seconds from 0 to " +
+                             std::to_string(static_cast<int>(kMaxWaitSeconds)));
+    }
+  }
+  auto parsed = ParseJobBody(call);
+  if (auto* refused = std::get_if<Reply>(&parsed)) return std::move(*refused);
+  auto& submit = std::get<engine::SubmitRequest>(parsed);
+  const std::size_t count = submit.items.size();
+  auto submitted = call.engine.Submit(std::move(submit));
+  if (!submitted.ok()) {
+    return Answer(RefusalResponse(submitted.error(), call.req, call.engine));
+  }
+  std::shared_ptr<jobs::Job> job = std::move(submitted.value());
+  const std::string self = JobPath(job->id());
+  Reply reply =
+      call.Json(bhttp::status::accepted, {{"id", job->id()},
+                                          {"pipeline", job->pipeline()},
+                                          {"items", count},
+                                          {"links",
+                                           {{"self", self},
+                                            {"results", self + "/results"},
+                                            {"stream", self + "/stream"}}}});
+  reply.response.set(bhttp::field::location, self);
+  if (!wait) return reply;
+  if (job->finished() || wait->count() == 0) {
+    return Answer(CompleteWaitResponse(
+        Reply{std::move(reply.response), kRouteJobs, job, *wait}));
+  }
+  reply.wait_job = std::move(job);
+  reply.wait_for = *wait;
+  return reply;
 }
 
 }  // namespace
@@ -381,298 +699,47 @@ Reply Router::Handle(const Request& req) {
 }
 
 Reply Router::Dispatch(const Request& req) {
-  Reply reply;
   try {
     if (auto denied = CheckHeader(req.base())) return std::move(*denied);
     Target target = ParseTarget(req.target());
     if (!target.ok) {
-      reply.response = MakeError(bhttp::status::bad_request, "invalid_request",
-                                 "malformed request target", req.version(),
-                                 req.keep_alive());
-      return reply;
+      return Answer(MakeError(bhttp::status::bad_request, "invalid_request",
+                              "malformed request target", req.version(),
+                              req.keep_alive()));
     }
     if (auto key = RepeatedParam(target.query)) {
-      reply.response = RepeatedParamResponse(*key, req, req.keep_alive());
-      return reply;
+      return Answer(RepeatedParamResponse(*key, req, req.keep_alive()));
     }
     std::string id;
-    std::string_view route = MatchRoute(target.segments, &id);
-    reply.route = route;
+    const std::string_view route = MatchRoute(target.segments, &id);
+    const Call call{req, target.query, id, engine_, metrics_};
+    Reply reply;
     if (route == kRouteUnmatched) {
-      reply.response = MakeError(
-          bhttp::status::not_found, "not_found",
-          "no route for " +
-              std::string(req.target().substr(0, req.target().find('?'))),
-          req.version(), req.keep_alive());
-      return reply;
-    }
-    if (!MethodAllowed(route, req.method())) {
-      reply.response =
-          MakeError(bhttp::status::method_not_allowed, "method_not_allowed",
-                    std::string(req.method_string()) + " is not allowed on " +
-                        std::string(route),
-                    req.version(), req.keep_alive());
-      reply.response.set(bhttp::field::allow, AllowedMethods(route));
-      return reply;
-    }
-    const unsigned version = req.version();
-    const bool keep_alive = req.keep_alive();
-
-    if (route == kRouteHealthz) {
-      reply.response =
-          MakeJson(bhttp::status::ok, {{"status", "ok"}}, version, keep_alive);
-    } else if (route == kRouteReadyz) {
-      if (draining() || engine_.draining()) {
-        reply.response =
-            MakeJson(bhttp::status::service_unavailable,
-                     {{"status", "draining"}}, version, keep_alive);
-      } else if (engine_.overloaded()) {
-        reply.response =
-            MakeJson(bhttp::status::service_unavailable,
-                     {{"status", "overloaded"}}, version, keep_alive);
-      } else {
-        reply.response = MakeJson(bhttp::status::ok, {{"status", "ready"}},
-                                  version, keep_alive);
-      }
-    } else if (route == kRouteMetrics) {
-      reply.response =
-          Text(bhttp::status::ok, metrics_.Serialize(), kMetricsType, req);
-    } else if (route == kRoutePipelines) {
-      // Already {"pipelines":[...]}.
-      reply.response = MakeJson(bhttp::status::ok, engine_.PipelinesJson(),
-                                version, keep_alive);
-    } else if (route == kRouteJobs && req.method() == bhttp::verb::post) {
-      return HandleJobsPost(req, target.query);
-    } else if (route == kRouteJobs) {
-      std::size_t limit = kDefaultJobsListLimit;
-      if (auto text = QueryParam(target.query, "limit")) {
-        auto n = ParseCount(*text);
-        if (!n || *n > kMaxJobsListLimit) {
-          reply.response =
-              MakeError(bhttp::status::bad_request, "invalid_request",
-                        "limit must be an integer from 0 to " +
-                            std::to_string(kMaxJobsListLimit),
-                        version, keep_alive);
-          return reply;
-        }
-        limit = *n;
-      }
-      nlohmann::json jobs = nlohmann::json::array();
-      for (const auto& job : engine_.List(limit)) jobs.push_back(job->Status());
-      reply.response = MakeJson(bhttp::status::ok, {{"jobs", std::move(jobs)}},
-                                version, keep_alive);
-    } else if (route == kRouteJobStream || route == kRouteStream) {
-      // A plain GET on a WebSocket endpoint (upgrades go to HandleUpgrade).
-      if (route == kRouteJobStream && !engine_.Find(id)) {
-        reply.response = MakeError(bhttp::status::not_found, "unknown_job",
-                                   "no job with id " + id, version, keep_alive);
-        return reply;
-      }
-      reply.response =
-          MakeError(bhttp::status::upgrade_required, "upgrade_required",
-                    "this endpoint is a WebSocket: send an upgrade request",
-                    version, keep_alive);
-      reply.response.set(bhttp::field::upgrade, "websocket");
-      reply.response.set(bhttp::field::connection, "Upgrade");
-      reply.response.keep_alive(keep_alive);
+      const std::string_view path =
+          req.target().substr(0, req.target().find('?'));
+      reply = call.Fail(bhttp::status::not_found, "not_found",
+                        "no route for " + std::string(path));
+    } else if (Handler handle = HandlerFor(route, req.method())) {
+      reply = handle(call);
     } else {
-      // The three routes of one job.
-      std::shared_ptr<jobs::Job> job = engine_.Find(id);
-      if (!job) {
-        reply.response = MakeError(bhttp::status::not_found, "unknown_job",
-                                   "no job with id " + id, version, keep_alive);
-        return reply;
-      }
-      if (route == kRouteJob && req.method() == bhttp::verb::delete_) {
-        // Cancelling a finished job changes nothing; either way the answer
-        // is the job's status after the request.
-        engine_.Cancel(id);
-        reply.response =
-            MakeJson(bhttp::status::ok, job->Status(), version, keep_alive);
-      } else if (route == kRouteJob) {
-        reply.response =
-            MakeJson(bhttp::status::ok, job->Status(), version, keep_alive);
-      } else {
-        std::size_t offset = 0;
-        std::size_t limit = kDefaultResultsLimit;
-        if (auto text = QueryParam(target.query, "offset")) {
-          auto n = ParseCount(*text);
-          if (!n) {
-            reply.response = MakeError(
-                bhttp::status::bad_request, "invalid_request",
-                "offset must be a non-negative integer", version, keep_alive);
-            return reply;
-          }
-          offset = *n;
-        }
-        if (auto text = QueryParam(target.query, "limit")) {
-          auto n = ParseCount(*text);
-          if (!n || *n > kMaxResultsLimit) {
-            reply.response =
-                MakeError(bhttp::status::bad_request, "invalid_request",
-                          "limit must be an integer from 0 to " +
-                              std::to_string(kMaxResultsLimit),
-                          version, keep_alive);
-            return reply;
-          }
-          limit = *n;
-        }
-        // Bounded by bytes as well as by limit (results_page.hpp).
-        const bool ndjson = AcceptsNdjson(req[bhttp::field::accept]);
-        ResultsPage page = BuildResultsPage(*job, offset, limit, ndjson);
-        reply.response = Text(bhttp::status::ok, std::move(page.body),
-                              ndjson ? kNdjsonType : kJsonType, req);
-        if (ndjson) {
-          reply.response.set("X-Total-Count", std::to_string(page.total));
-          reply.response.set("X-Next-Offset", std::to_string(page.next_offset));
-        }
-      }
+      reply = call.Fail(bhttp::status::method_not_allowed, "method_not_allowed",
+                        std::string(req.method_string()) +
+                            " is not allowed on " + std::string(route));
+      reply.response.set(bhttp::field::allow, AllowedMethods(route));
     }
+    reply.route = route;
     return reply;
   } catch (const std::exception& e) {
-    reply.response = MakeError(bhttp::status::internal_server_error, "internal",
-                               e.what(), req.version(), false);
-    return reply;
+    return Answer(MakeError(bhttp::status::internal_server_error, "internal",
+                            e.what(), req.version(), false));
   }
-}
-
-Reply Router::HandleJobsPost(const Request& req, const Query& query) {
-  Reply reply;
-  reply.route = kRouteJobs;
-  const unsigned version = req.version();
-  const bool keep_alive = req.keep_alive();
-  auto bad = [&](const std::string& message) {
-    reply.response = MakeError(bhttp::status::bad_request, "invalid_request",
-                               message, version, keep_alive);
-    return std::move(reply);
-  };
-
-  std::optional<std::chrono::milliseconds> wait;
-  if (auto text = QueryParam(query, "wait")) {
-    wait = ParseWait(*text);
-    if (!wait) {
-      return bad("wait must be a number of seconds from 0 to " +
-                 std::to_string(static_cast<int>(kMaxWaitSeconds)));
-    }
-  }
-
-  engine::SubmitRequest submit;
-  std::optional<std::string> query_pipeline = QueryParam(query, "pipeline");
-  std::optional<std::string> body_pipeline;
-  const std::string& body = req.body();
-
-  if (MediaType(req[bhttp::field::content_type]) == kNdjsonType) {
-    // One JSON value per line; blank lines are skipped.
-    std::size_t start = 0;
-    while (start < body.size()) {
-      std::size_t end = body.find('\n', start);
-      if (end == std::string::npos) end = body.size();
-      std::string_view line(body.data() + start, end - start);
-      if (line.find_first_not_of(" \t\r") != std::string_view::npos) {
-        auto parsed = ParseJson(line);
-        if (auto* error = std::get_if<JsonSyntaxError>(&parsed)) {
-          error->offset += start;
-          reply.response = JsonSyntaxResponse(*error, req);
-          return reply;
-        }
-        submit.items.push_back(std::move(std::get<nlohmann::json>(parsed)));
-      }
-      start = end + 1;
-    }
-  } else {
-    auto parsed = ParseJson(body);
-    if (auto* error = std::get_if<JsonSyntaxError>(&parsed)) {
-      reply.response = JsonSyntaxResponse(*error, req);
-      return reply;
-    }
-    auto& doc = std::get<nlohmann::json>(parsed);
-    if (doc.is_array()) {
-      submit.items.assign(std::make_move_iterator(doc.begin()),
-                          std::make_move_iterator(doc.end()));
-    } else if (doc.is_object()) {
-      for (auto& [key, value] : doc.items()) {
-        if (key == "pipeline") {
-          if (!value.is_string()) return bad("pipeline must be a string");
-          body_pipeline = value.get<std::string>();
-        } else if (key == "items") {
-          if (!value.is_array()) return bad("items must be an array");
-        } else if (key == "ordered") {
-          if (!value.is_boolean()) return bad("ordered must be a boolean");
-          submit.ordered = value.get<bool>();
-        } else {
-          return bad("unknown key \"" + key +
-                     "\" (expected pipeline, items, ordered)");
-        }
-      }
-      auto items = doc.find("items");
-      if (items == doc.end()) return bad("items is missing");
-      submit.items.assign(std::make_move_iterator(items->begin()),
-                          std::make_move_iterator(items->end()));
-    } else {
-      return bad(
-          "body must be a JSON array of items or an object "
-          "{\"pipeline\",\"items\",\"ordered\"}");
-    }
-  }
-
-  if (query_pipeline && body_pipeline && *query_pipeline != *body_pipeline) {
-    return bad("pipeline given twice: \"" + *query_pipeline +
-               "\" in the query, \"" + *body_pipeline + "\" in the body");
-  }
-  if (query_pipeline) {
-    submit.pipeline = *query_pipeline;
-  } else if (body_pipeline) {
-    submit.pipeline = *body_pipeline;
-  } else {
-    return bad("missing pipeline (?pipeline=NAME or \"pipeline\" in the body)");
-  }
-
-  if (draining()) {
-    reply.response =
-        MakeError(bhttp::status::service_unavailable, "draining",
-                  "the server is shutting down", version, keep_alive);
-    return reply;
-  }
-  const std::size_t count = submit.items.size();
-  auto submitted = engine_.Submit(std::move(submit));
-  if (!submitted.ok()) {
-    reply.response = EngineErrorResponse(submitted.error(), req, engine_);
-    return reply;
-  }
-  std::shared_ptr<jobs::Job> job = std::move(submitted.value());
-  const std::string self = JobPath(job->id());
-  nlohmann::json accepted = {{"id", job->id()},
-                             {"pipeline", job->pipeline()},
-                             {"items", count},
-                             {"links",
-                              {{"self", self},
-                               {"results", self + "/results"},
-                               {"stream", self + "/stream"}}}};
-  reply.response =
-      MakeJson(bhttp::status::accepted, accepted, version, keep_alive);
-  reply.response.set(bhttp::field::location, self);
-  if (wait) {
-    if (job->finished() || wait->count() == 0) {
-      reply.response = CompleteWait(
-          Reply{std::move(reply.response), kRouteJobs, job, *wait});
-      return reply;
-    }
-    reply.wait_job = std::move(job);
-    reply.wait_for = *wait;
-  }
-  return reply;
 }
 
 Response Router::CompleteWait(Reply reply) const {
-  if (reply.wait_job && reply.wait_job->finished()) {
-    Response res =
-        MakeJson(bhttp::status::ok, reply.wait_job->Status(),
-                 reply.response.version(), reply.response.keep_alive());
-    res.set(bhttp::field::location, JobPath(reply.wait_job->id()));
-    return res;
-  }
-  return std::move(reply.response);
+  return CompleteWaitResponse(std::move(reply));
 }
+
+bool Router::draining() const { return engine_.draining(); }
 
 std::variant<Reply, Upgrade> Router::HandleUpgrade(const Request& req) {
   Reply reply;
@@ -732,14 +799,9 @@ std::variant<Reply, Upgrade> Router::HandleUpgrade(const Request& req) {
                                "missing ?pipeline=NAME", version, false);
     return reply;
   }
-  if (draining()) {
-    reply.response = MakeError(bhttp::status::service_unavailable, "draining",
-                               "the server is shutting down", version, false);
-    return reply;
-  }
   auto feed = engine_.OpenStream(*pipeline);
   if (!feed.ok()) {
-    reply.response = EngineErrorResponse(feed.error(), req, engine_);
+    reply.response = RefusalResponse(feed.error(), req, engine_);
     reply.response.keep_alive(false);
     return reply;
   }

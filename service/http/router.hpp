@@ -6,7 +6,6 @@
 #ifndef SLUICE_SERVICE_HTTP_ROUTER_HPP_
 #define SLUICE_SERVICE_HTTP_ROUTER_HPP_
 
-#include <atomic>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <chrono>
@@ -87,8 +86,9 @@ struct Upgrade {
   std::shared_ptr<engine::StreamFeed> feed;  // kIngest: the open stream
 };
 
-// Routes requests to the engine. Thread-safe: every member may be called
-// concurrently from all io threads (it holds no per-request state; the
+// Routes requests to the engine: one small handler per route, chosen by a
+// table of (route, method) in router.cpp. Thread-safe: every member may be
+// called concurrently from all io threads (it holds no per-request state; the
 // engine and metrics it calls are thread-safe).
 class Router {
  public:
@@ -115,10 +115,9 @@ class Router {
   // an unknown route, job or pipeline, 405, 503 while draining).
   std::variant<Reply, Upgrade> HandleUpgrade(const Request& request);
 
-  // Starts the drain (contract §C6): /readyz turns 503 and new jobs and
-  // streams get 503. Idempotent.
-  void SetDraining() { draining_.store(true); }
-  bool draining() const { return draining_.load(); }
+  // The engine's drain state (Engine::draining(), the process's only one):
+  // once true, /readyz, new jobs and new streams answer 503 (contract §C6).
+  bool draining() const;
 
   // The route template of a request target, for metrics.
   static std::string_view RouteOf(std::string_view target);
@@ -128,15 +127,11 @@ class Router {
   Reply Dispatch(const Request& request);
   // The HEAD rule: a reply to HEAD keeps its Content-Length, loses its body.
   static void StripBodyForHead(boost::beast::http::verb method, Reply* reply);
-  Reply HandleJobsPost(
-      const Request& request,
-      const std::vector<std::pair<std::string, std::string>>& query);
   bool Authorized(const RequestHeader& header) const;
 
   engine::Engine& engine_;
   metrics::Metrics& metrics_;
   RouterOptions options_;
-  std::atomic<bool> draining_{false};
 };
 
 // A JSON error response {"error":{"code","message"}} (plus "offset" when

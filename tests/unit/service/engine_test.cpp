@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "service/metrics/metrics.hpp"
+#include "service/processors/checks.hpp"
 #include "tests/support/wait_finished.hpp"
 
 namespace sluice::engine {
@@ -235,8 +236,7 @@ using test_support::WaitFinished;
 
 std::shared_ptr<jobs::Job> MustSubmit(Engine& engine, SubmitRequest request) {
   auto r = engine.Submit(std::move(request));
-  EXPECT_TRUE(r.ok()) << (r.ok() ? ""
-                                 : r.error().code + ": " + r.error().message);
+  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
   return r.ok() ? r.value() : nullptr;
 }
 
@@ -601,7 +601,7 @@ TEST(EngineTest, AdmissionLimitRejectsWithOverCapacity) {
 
   auto rejected = engine.Submit({"p", Ints(3), std::nullopt});
   ASSERT_FALSE(rejected.ok());
-  EXPECT_EQ(rejected.error().code, kOverCapacity);
+  EXPECT_EQ(rejected.error().reason, Refusal::Reason::kOverCapacity);
   EXPECT_FALSE(rejected.error().message.empty());
   const int retry = engine.retry_after_seconds();
   EXPECT_GE(retry, 1);
@@ -635,7 +635,8 @@ TEST(EngineTest, AJobLargerThanTheLimitIsTooLargeNotOverCapacity) {
   auto a = MustSubmit(engine, {"p", Ints(1), std::nullopt});
   auto huge = engine.Submit({"p", Ints(11), std::nullopt});
   ASSERT_FALSE(huge.ok());
-  EXPECT_EQ(huge.error().code, kJobTooLarge) << "it could never fit";
+  EXPECT_EQ(huge.error().reason, Refusal::Reason::kJobTooLarge)
+      << "it could never fit";
   EXPECT_NE(huge.error().message.find("11 items"), std::string::npos)
       << huge.error().message;
   EXPECT_NE(huge.error().message.find("jobs.max_pending_items (10)"),
@@ -649,7 +650,7 @@ TEST(EngineTest, AJobLargerThanTheLimitIsTooLargeNotOverCapacity) {
   EXPECT_EQ(engine.List(10).size(), 1u) << "nothing was created";
   auto exactly = engine.Submit({"p", Ints(10), std::nullopt});
   ASSERT_FALSE(exactly.ok());
-  EXPECT_EQ(exactly.error().code, kOverCapacity)
+  EXPECT_EQ(exactly.error().reason, Refusal::Reason::kOverCapacity)
       << "10 items fit the limit, just not now";
   gate.Open();
   ASSERT_TRUE(WaitFinished(a));
@@ -661,10 +662,10 @@ TEST(EngineTest, UnknownPipeline) {
                 Options());
   auto r = engine.Submit({"nope", Ints(1), std::nullopt});
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, kUnknownPipeline);
+  EXPECT_EQ(r.error().reason, Refusal::Reason::kUnknownPipeline);
   auto s = engine.OpenStream("nope");
   ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.error().code, kUnknownPipeline);
+  EXPECT_EQ(s.error().reason, Refusal::Reason::kUnknownPipeline);
   EXPECT_TRUE(engine.HasPipeline("p"));
   EXPECT_FALSE(engine.HasPipeline("nope"));
 }
@@ -684,10 +685,10 @@ TEST(EngineTest, ShutdownLetsARunningJobFinishWithinGrace) {
   EXPECT_EQ(job->counts().out, 150u);
   auto late = engine.Submit({"p", Ints(1), std::nullopt});
   ASSERT_FALSE(late.ok());
-  EXPECT_EQ(late.error().code, kDraining);
+  EXPECT_EQ(late.error().reason, Refusal::Reason::kDraining);
   auto stream = engine.OpenStream("p");
   ASSERT_FALSE(stream.ok());
-  EXPECT_EQ(stream.error().code, kDraining);
+  EXPECT_EQ(stream.error().reason, Refusal::Reason::kDraining);
   engine.Shutdown(0ms);  // idempotent
   EXPECT_NE(engine.Find(job->id()), nullptr) << "still served after shutdown";
 }
@@ -1069,7 +1070,8 @@ pipelines:
       - { name: no_b, processor: { type: filter, field: "", op: "!=", value: "b" } }
       - { name: wait, processor: { type: delay, duration: 1ms }, workers: 3 }
     aggregate: { type: count }
-)");
+)",
+                                       processors::ConfigChecks());
   ASSERT_TRUE(std::holds_alternative<config::Config>(loaded));
   metrics::Metrics metrics("test");
   Engine engine(std::get<config::Config>(loaded), metrics);
