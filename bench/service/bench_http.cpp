@@ -39,7 +39,6 @@
 #include <mutex>
 #include <string>
 #include <thread>
-#include <variant>
 #include <vector>
 
 #include "service/config/config.hpp"
@@ -144,13 +143,14 @@ sluice::config::Config StageConfig(const std::string& processor, int workers) {
       ", buffer: 1024 }\n";
   auto loaded = sluice::config::LoadConfigText(
       yaml, ::sluice::processors::ConfigChecks());
-  if (auto* errors =
-          std::get_if<std::vector<sluice::config::ConfigError>>(&loaded)) {
+  if (!loaded.ok()) {
     std::string all;
-    for (const auto& e : *errors) all += sluice::config::ToString(e) + "; ";
+    for (const auto& e : loaded.error()) {
+      all += sluice::config::ToString(e) + "; ";
+    }
     throw std::runtime_error("bad bench config: " + all);
   }
-  return std::get<sluice::config::Config>(std::move(loaded));
+  return std::move(loaded).value();
 }
 
 // CPU seconds (user + system) used by the whole process so far: engine,

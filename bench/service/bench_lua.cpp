@@ -48,11 +48,12 @@ json Item(int n) { return json{{"n", n}, {"name", "a"}}; }
 // ---- Processor::Process ---------------------------------------------------
 
 void RunProcess(benchmark::State& state, const ProcessorSpec& spec) {
-  auto p = sluice::processors::MakeProcessor(spec);
-  if (p == nullptr) {
+  auto made = sluice::processors::MakeProcessor(spec);
+  if (!made.ok()) {
     state.SkipWithError("cannot make the processor");
     return;
   }
+  auto p = std::move(made).value();
   const json item = Item(1);
   for (auto _ : state) {
     // The copy is part of both contenders' cost: the engine hands each

@@ -3,7 +3,6 @@
 
 #include <iostream>
 #include <optional>
-#include <variant>
 
 #include "service/app/app.hpp"
 #include "service/config/config.hpp"
@@ -25,15 +24,15 @@ constexpr const char* kUsage =
     "  --help, -h       show this help\n"
     "  --version        show the version\n";
 
-using Loaded = std::variant<config::Config, std::vector<config::ConfigError>>;
+using Loaded = Result<config::Config, std::vector<config::ConfigError>>;
 
 // Prints the errors of a failed load; returns the config otherwise.
 std::optional<config::Config> Unwrap(Loaded loaded, std::ostream& err) {
-  if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
-    for (const auto& e : *errors) err << config::ToString(e) << '\n';
+  if (!loaded.ok()) {
+    for (const auto& e : loaded.error()) err << config::ToString(e) << '\n';
     return std::nullopt;
   }
-  return std::move(std::get<config::Config>(loaded));
+  return std::move(loaded).value();
 }
 
 int Check(const std::vector<std::string>& args, std::ostream& out,

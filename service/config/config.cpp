@@ -805,7 +805,7 @@ std::string ToString(const ConfigError& error) {
   return error.path.empty() ? error.message : error.path + ": " + error.message;
 }
 
-std::variant<Config, std::vector<ConfigError>> LoadConfigText(
+Result<Config, std::vector<ConfigError>> LoadConfigText(
     std::string_view text, const SpecChecks& checks) {
   try {
     auto substituted = SubstituteEnv(text);
@@ -840,7 +840,7 @@ std::variant<Config, std::vector<ConfigError>> LoadConfigText(
   }
 }
 
-std::variant<Config, std::vector<ConfigError>> LoadConfigFile(
+Result<Config, std::vector<ConfigError>> LoadConfigFile(
     const std::string& path, const SpecChecks& checks) {
   try {
     std::ifstream in(path, std::ios::binary);

@@ -11,8 +11,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-#include <variant>
 #include <vector>
+
+#include "service/util/result.hpp"
 
 namespace sluice::config {
 
@@ -148,12 +149,12 @@ struct SpecChecks {
 // aggregate through `checks`. Missing keys take the defaults above.
 // Returns the Config, or every error found (never an empty vector), in
 // document order. Never throws.
-std::variant<Config, std::vector<ConfigError>> LoadConfigText(
+Result<Config, std::vector<ConfigError>> LoadConfigText(
     std::string_view text, const SpecChecks& checks);
 
 // Reads the file at `path` and calls LoadConfigText. An unreadable file is
 // one ConfigError whose path is `path`. Never throws.
-std::variant<Config, std::vector<ConfigError>> LoadConfigFile(
+Result<Config, std::vector<ConfigError>> LoadConfigFile(
     const std::string& path, const SpecChecks& checks);
 
 // A human-readable multi-line description of a loaded config (listen

@@ -115,8 +115,8 @@ class StreamFeed {
   // closed() (End() called, job cancelled, engine shut down): stop reading
   // and wait for the job to finish (Job::ReadFrom reports it).
   // An empty `items` returns true (false if closed).
-  bool TryPush(std::vector<nlohmann::json>& items,
-               std::function<void()> on_room);
+  [[nodiscard]] bool TryPush(std::vector<nlohmann::json>& items,
+                             std::function<void()> on_room);
 
   // No more items: the job finishes when everything pushed has ended.
   // Idempotent.
@@ -224,7 +224,8 @@ class Engine {
   Result<std::shared_ptr<jobs::Job>, Refusal> NewJob(PipelineRuntime& runtime,
                                                      std::uint64_t accepted);
   // Waits until no job is active or `deadline`; true when none is.
-  bool WaitIdle(std::optional<std::chrono::steady_clock::time_point> deadline)
+  [[nodiscard]] bool WaitIdle(
+      std::optional<std::chrono::steady_clock::time_point> deadline)
       SLUICE_EXCLUDES(idle_mu_);
 
   const config::Config config_;

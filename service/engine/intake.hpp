@@ -31,14 +31,13 @@ class Admission {
 
   // Takes `n` items if pending + n <= max, and returns true; else false and
   // nothing changes.
-  bool TryAcquire(std::uint64_t n);
+  [[nodiscard]] bool TryAcquire(std::uint64_t n);
 
   // Takes as many of `n` items as fit now (pending + taken <= max) and
   // returns how many; when none fit, keeps `on_room` (moved from only then)
   // to be called once, after some Release, with no lock held, and returns 0.
-  std::uint64_t TryAcquireSomeOrWait(std::uint64_t n,
-                                     std::function<void()>& on_room)
-      SLUICE_EXCLUDES(mu_);
+  [[nodiscard]] std::uint64_t TryAcquireSomeOrWait(
+      std::uint64_t n, std::function<void()>& on_room) SLUICE_EXCLUDES(mu_);
 
   // Gives back `n` items (completed ones when `completed`, else items taken
   // and then not used) and calls the waiters kept so far (on this thread,
@@ -56,7 +55,7 @@ class Admission {
 
  private:
   // Takes min(n, room) items; returns how many.
-  std::uint64_t TryAcquireUpTo(std::uint64_t n);
+  [[nodiscard]] std::uint64_t TryAcquireUpTo(std::uint64_t n);
 
   const std::uint64_t max_pending_;
   std::atomic<std::uint64_t> pending_{0};
@@ -85,8 +84,9 @@ class Intake {
   // Registers a job with `items` queued (seqs 0, 1, ...). Its input stays
   // open for Push when `open` (a stream), else it is complete now. Returns
   // false, taking nothing, once Close() was called.
-  bool Add(std::shared_ptr<JobContext> context,
-           std::vector<nlohmann::json> items, bool open) SLUICE_EXCLUDES(mu_);
+  [[nodiscard]] bool Add(std::shared_ptr<JobContext> context,
+                         std::vector<nlohmann::json> items, bool open)
+      SLUICE_EXCLUDES(mu_);
 
   enum class PushResult { kAccepted, kFull, kClosed };
   // Appends to an open job's input (StreamFeed::TryPush) as many items, from
@@ -97,9 +97,11 @@ class Intake {
   // to half of `queue_limit`, or admission has room, or the job is
   // cancelled), or kClosed (input closed, job cancelled, or Close() called;
   // nothing more taken, nothing kept).
-  PushResult Push(const JobContext& context, std::vector<nlohmann::json>& items,
-                  std::size_t queue_limit, Admission& admission,
-                  std::function<void()>& on_room) SLUICE_EXCLUDES(mu_);
+  [[nodiscard]] PushResult Push(const JobContext& context,
+                                std::vector<nlohmann::json>& items,
+                                std::size_t queue_limit, Admission& admission,
+                                std::function<void()>& on_room)
+      SLUICE_EXCLUDES(mu_);
 
   // Closes a job's input (StreamFeed::End). Idempotent.
   void CloseInput(const JobContext& context) SLUICE_EXCLUDES(mu_);
@@ -119,8 +121,8 @@ class Intake {
   // then takes whatever else is ready without blocking, up to `max` (>= 1)
   // in all. Returns false (appending nothing) once Close() was called and
   // every registered job's input has ended, or when `st` is stopped.
-  bool Next(std::vector<Envelope>& out, std::size_t max, std::stop_token st)
-      SLUICE_EXCLUDES(mu_);
+  [[nodiscard]] bool Next(std::vector<Envelope>& out, std::size_t max,
+                          std::stop_token st) SLUICE_EXCLUDES(mu_);
 
   // No more jobs: Add fails from now on, and Next returns false once the
   // inputs still registered have ended. Idempotent.
@@ -159,7 +161,7 @@ class Intake {
       SLUICE_REQUIRES(mu_);
   // An ordered job whose backlog has reached ordered_window_ parks (leaves
   // the ring until Unpark) instead of being fed: true when it parked.
-  bool ParkIfWindowFullLocked(Input& in) SLUICE_REQUIRES(mu_);
+  [[nodiscard]] bool ParkIfWindowFullLocked(Input& in) SLUICE_REQUIRES(mu_);
   // The input's next item, as the envelope for stage 0.
   Envelope FeedLocked(Input& in, std::vector<std::function<void()>>& wakes)
       SLUICE_REQUIRES(mu_);

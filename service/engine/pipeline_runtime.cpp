@@ -53,6 +53,21 @@ processors::Outcome CallProcessor(processors::Processor* processor,
   }
 }
 
+// EngineOptions::make_processor's default: processors::MakeProcessor for
+// the stage of `pipeline`, its metrics in `metrics`. The config was
+// validated, so only a build failure (Error "unavailable") returns null;
+// each of that worker's items then fails (CallProcessor above).
+ProcessorFactory DefaultProcessorFactory(std::string pipeline,
+                                         metrics::Metrics* metrics) {
+  return [pipeline = std::move(pipeline), metrics](const config::StageConfig& s)
+             -> std::unique_ptr<processors::Processor> {
+    auto made =
+        processors::MakeProcessor(s.processor, {pipeline, s.name, metrics});
+    if (!made.ok()) return nullptr;
+    return std::move(made).value();
+  };
+}
+
 // A split: each part carries a share of the weight (so the job still knows
 // when all of it is done) and its index in path (so the results keep the
 // input's order).
@@ -229,10 +244,7 @@ PipelineRuntime::PipelineRuntime(const config::PipelineConfig& config,
       intake_(std::make_shared<Intake>(options.ordered_window)),
       factory_(options.make_processor
                    ? options.make_processor
-                   : ProcessorFactory([this](const config::StageConfig& s) {
-                       return processors::MakeProcessor(
-                           s.processor, {config_.name, s.name, &metrics_});
-                     })),
+                   : DefaultProcessorFactory(config.name, &metrics)),
       m_rejections_(metrics.AdmissionRejections(config.name)),
       m_jobs_active_(metrics.JobsActive(config.name)),
       m_jobs_done_(metrics.Jobs(config.name, "done")),

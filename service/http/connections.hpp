@@ -37,7 +37,7 @@ class ConnectionRegistry {
   // Reserves a place for a new connection. Returns 0 (refused) when
   // max_connections are already open or StopAll() was called; otherwise an
   // id (> 0) to Bind() and Remove().
-  std::uint64_t TryReserve() SLUICE_EXCLUDES(mu_);
+  [[nodiscard]] std::uint64_t TryReserve() SLUICE_EXCLUDES(mu_);
   // Points the reserved id at the connection now serving it (called again
   // when an HTTP session hands its socket to a WebSocket session).
   void Bind(std::uint64_t id, std::weak_ptr<Connection> connection)

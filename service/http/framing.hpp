@@ -32,7 +32,7 @@ namespace sluice::http {
 //    not implement (gzip, identity, ...): 501 not_implemented.
 // The body is bodiless for HEAD. Thread-safe (a pure function). Never
 // throws.
-std::optional<Response> CheckFraming(const RequestHeader& header);
+[[nodiscard]] std::optional<Response> CheckFraming(const RequestHeader& header);
 
 // Checks a WebSocket upgrade request (websocket::is_upgrade(request) is
 // true) the way Beast's accept does, so that a handshake that would fail
@@ -45,7 +45,8 @@ std::optional<Response> CheckFraming(const RequestHeader& header);
 //  - Sec-WebSocket-Version missing: 400 bad_request; not 13: 426
 //    upgrade_required with "Sec-WebSocket-Version: 13".
 // Thread-safe (a pure function). Never throws.
-std::optional<Response> CheckWebSocketHandshake(const RequestHeader& header);
+[[nodiscard]] std::optional<Response> CheckWebSocketHandshake(
+    const RequestHeader& header);
 
 }  // namespace sluice::http
 

@@ -158,16 +158,7 @@ bool AcceptsNdjson(std::string_view accept) {
   return false;
 }
 
-using JsonSyntaxError = JsonParseError;
-
-// The body parser: nlohmann behind kMaxJsonDepth (util/json_parse.hpp).
-std::variant<nlohmann::json, JsonSyntaxError> ParseJson(std::string_view text) {
-  auto parsed = ParseJsonText(text);
-  if (!parsed.ok()) return std::move(parsed).error();
-  return std::move(parsed).value();
-}
-
-Response JsonSyntaxResponse(const JsonSyntaxError& e, const Request& req) {
+Response JsonSyntaxResponse(const JsonParseError& e, const Request& req) {
   return MakeError(bhttp::status::bad_request, "invalid_json",
                    "malformed JSON at byte offset " + std::to_string(e.offset) +
                        ": " + e.reason,
@@ -269,21 +260,19 @@ struct Call {
   }
 };
 
-// ?<key>=N with 0 <= N <= max, `fallback` when absent; nullopt (after
-// setting *error) when malformed.
-std::optional<std::size_t> CountParam(const Call& call, std::string_view key,
-                                      std::size_t fallback, std::size_t max,
-                                      std::optional<Reply>* error) {
+// ?<key>=N with 0 <= N <= max, `fallback` when absent; the 400 to send when
+// malformed.
+Result<std::size_t, Reply> CountParam(const Call& call, std::string_view key,
+                                      std::size_t fallback, std::size_t max) {
   auto text = QueryParam(call.query, key);
   if (!text) return fallback;
   auto n = ParseCount(*text);
-  if (n && *n <= max) return n;
+  if (n && *n <= max) return *n;
   const std::string range =
       max == std::numeric_limits<std::size_t>::max()
           ? " must be a non-negative integer"
           : " must be an integer from 0 to " + std::to_string(max);
-  *error = call.BadRequest(std::string(key) + range);
-  return std::nullopt;
+  return call.BadRequest(std::string(key) + range);
 }
 
 Reply Healthz(const Call& call) {
@@ -313,10 +302,9 @@ Reply Pipelines(const Call& call) {
 }
 
 Reply ListJobs(const Call& call) {
-  std::optional<Reply> error;
-  auto limit = CountParam(call, "limit", kDefaultJobsListLimit,
-                          kMaxJobsListLimit, &error);
-  if (!limit) return std::move(*error);
+  auto limit =
+      CountParam(call, "limit", kDefaultJobsListLimit, kMaxJobsListLimit);
+  if (!limit.ok()) return std::move(limit).error();
   nlohmann::json jobs = nlohmann::json::array();
   for (const auto& job : call.engine.List(*limit)) {
     jobs.push_back(job->Status());
@@ -344,13 +332,12 @@ Reply CancelJob(const Call& call) {
 Reply GetResults(const Call& call) {
   std::shared_ptr<jobs::Job> job = call.engine.Find(call.id);
   if (!job) return call.UnknownJob();
-  std::optional<Reply> error;
-  auto offset = CountParam(call, "offset", 0,
-                           std::numeric_limits<std::size_t>::max(), &error);
-  if (!offset) return std::move(*error);
+  auto offset =
+      CountParam(call, "offset", 0, std::numeric_limits<std::size_t>::max());
+  if (!offset.ok()) return std::move(offset).error();
   auto limit =
-      CountParam(call, "limit", kDefaultResultsLimit, kMaxResultsLimit, &error);
-  if (!limit) return std::move(*error);
+      CountParam(call, "limit", kDefaultResultsLimit, kMaxResultsLimit);
+  if (!limit.ok()) return std::move(limit).error();
   // Bounded by bytes as well as by limit (results_page.hpp).
   const bool ndjson = AcceptsNdjson(call.req[bhttp::field::accept]);
   ResultsPage page = BuildResultsPage(*job, *offset, *limit, ndjson);
@@ -433,7 +420,7 @@ std::string AllowedMethods(std::string_view route) {
 }
 
 // POST /v1/jobs's body: the items and the options, or the 400 to send.
-std::variant<engine::SubmitRequest, Reply> ParseJobBody(const Call& call) {
+Result<engine::SubmitRequest, Reply> ParseJobBody(const Call& call) {
   engine::SubmitRequest submit;
   std::optional<std::string> query_pipeline =
       QueryParam(call.query, "pipeline");
@@ -448,21 +435,22 @@ std::variant<engine::SubmitRequest, Reply> ParseJobBody(const Call& call) {
       if (end == std::string::npos) end = body.size();
       std::string_view line(body.data() + start, end - start);
       if (line.find_first_not_of(" \t\r") != std::string_view::npos) {
-        auto parsed = ParseJson(line);
-        if (auto* error = std::get_if<JsonSyntaxError>(&parsed)) {
-          error->offset += start;
-          return Answer(JsonSyntaxResponse(*error, call.req));
+        auto parsed = ParseJsonText(line);
+        if (!parsed.ok()) {
+          JsonParseError error = parsed.error();
+          error.offset += start;
+          return Answer(JsonSyntaxResponse(error, call.req));
         }
-        submit.items.push_back(std::move(std::get<nlohmann::json>(parsed)));
+        submit.items.push_back(std::move(parsed).value());
       }
       start = end + 1;
     }
   } else {
-    auto parsed = ParseJson(body);
-    if (auto* error = std::get_if<JsonSyntaxError>(&parsed)) {
-      return Answer(JsonSyntaxResponse(*error, call.req));
+    auto parsed = ParseJsonText(body);
+    if (!parsed.ok()) {
+      return Answer(JsonSyntaxResponse(parsed.error(), call.req));
     }
-    auto& doc = std::get<nlohmann::json>(parsed);
+    nlohmann::json& doc = parsed.value();
     if (doc.is_array()) {
       submit.items.assign(std::make_move_iterator(doc.begin()),
                           std::make_move_iterator(doc.end()));
@@ -532,8 +520,8 @@ Reply PostJob(const Call& call) {
     }
   }
   auto parsed = ParseJobBody(call);
-  if (auto* refused = std::get_if<Reply>(&parsed)) return std::move(*refused);
-  auto& submit = std::get<engine::SubmitRequest>(parsed);
+  if (!parsed.ok()) return std::move(parsed).error();
+  engine::SubmitRequest& submit = parsed.value();
   const std::size_t count = submit.items.size();
   auto submitted = call.engine.Submit(std::move(submit));
   if (!submitted.ok()) {
@@ -741,7 +729,7 @@ Response Router::CompleteWait(Reply reply) const {
 
 bool Router::draining() const { return engine_.draining(); }
 
-std::variant<Reply, Upgrade> Router::HandleUpgrade(const Request& req) {
+Result<Upgrade, Reply> Router::HandleUpgrade(const Request& req) {
   Reply reply;
   if (auto denied = CheckHeader(req.base())) return std::move(*denied);
   Target target = ParseTarget(req.target());

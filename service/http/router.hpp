@@ -15,8 +15,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <variant>
 #include <vector>
+
+#include "service/util/result.hpp"
 
 namespace sluice::engine {
 class Engine;
@@ -99,7 +100,8 @@ class Router {
   // Checks a request from its header alone, before its body is read:
   // returns the 401 to send when auth is on and a /v1/ request lacks a valid
   // bearer token (bodiless for HEAD); nullopt when the request may proceed.
-  std::optional<Reply> CheckHeader(const RequestHeader& header) const;
+  [[nodiscard]] std::optional<Reply> CheckHeader(
+      const RequestHeader& header) const;
 
   // Handles a complete, non-upgrade request (it also checks auth). Never
   // throws; every failure is a JSON error response. The response has its
@@ -111,9 +113,9 @@ class Router {
   Response CompleteWait(Reply reply) const;
 
   // Decides a WebSocket upgrade request (websocket::is_upgrade): an Upgrade
-  // to perform, or the plain HTTP error to send instead (401, 400, 404 for
-  // an unknown route, job or pipeline, 405, 503 while draining).
-  std::variant<Reply, Upgrade> HandleUpgrade(const Request& request);
+  // to perform, or the error Reply to send instead (401, 400, 404 for an
+  // unknown route, job or pipeline, 405, 503 while draining).
+  Result<Upgrade, Reply> HandleUpgrade(const Request& request);
 
   // The engine's drain state (Engine::draining(), the process's only one):
   // once true, /readyz, new jobs and new streams answer 503 (contract §C6).

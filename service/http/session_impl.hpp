@@ -230,15 +230,16 @@ class HttpSession : public Connection,
     Request req = parser_->release();
     if (websocket::is_upgrade(req)) {
       auto decision = ctx_.router.HandleUpgrade(req);
-      if (auto* reply = std::get_if<Reply>(&decision)) {
-        route_ = reply->route;
-        return Send(std::move(reply->response), true);
+      if (!decision.ok()) {
+        Reply reply = std::move(decision).error();
+        route_ = reply.route;
+        return Send(std::move(reply.response), true);
       }
       // Hand the stream (with its TLS state, if any) and our connection slot
       // to a WebSocket session, which has timeouts of its own; this session
       // ends when its last handler returns and must not touch stream_ again.
       lowest().expires_never();
-      Upgrade upgrade = std::move(std::get<Upgrade>(decision));
+      Upgrade upgrade = std::move(decision).value();
       if constexpr (kTls) {
         ctx_.websocket.tls(std::move(stream_), std::move(req),
                            std::move(upgrade), ctx_, std::move(slot_),

@@ -122,7 +122,7 @@ class ResultBudget {
 
   // Takes `n` bytes if used() + n fits the limit, after asking reclaim for
   // room when it does not.
-  Charge TryCharge(std::uint64_t n);
+  [[nodiscard]] Charge TryCharge(std::uint64_t n);
   // Takes `n` bytes whatever the limit (bookkeeping that cannot be refused;
   // the next sweep evicts to make up for it).
   void ForceCharge(std::uint64_t n) {
@@ -138,7 +138,7 @@ class ResultBudget {
   void SetReclaim(Reclaim reclaim);
 
  private:
-  bool TryTake(std::uint64_t n);
+  [[nodiscard]] bool TryTake(std::uint64_t n);
 
   const std::uint64_t limit_;
   std::atomic<std::uint64_t> used_{0};
@@ -230,7 +230,7 @@ class Job {
   // job finishes, and returns true; or returns false without keeping `fn`
   // when it has already finished. For `POST /v1/jobs?wait=`. `fn` must not
   // block.
-  bool NotifyWhenFinished(std::function<void()> fn);
+  [[nodiscard]] bool NotifyWhenFinished(std::function<void()> fn);
 
   // Heap bytes the job holds (its result log by RecordCost, its
   // bookkeeping and aggregate): what it has charged its ResultBudget.

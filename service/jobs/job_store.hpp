@@ -67,7 +67,7 @@ class JobStore {
   // Adds a job (normally not yet finished). Returns false, and keeps
   // nothing, if a job with the same id is already stored.
   // Requires: job != nullptr.
-  bool Add(std::shared_ptr<Job> job);
+  [[nodiscard]] bool Add(std::shared_ptr<Job> job);
 
   // The engine calls this once a stored job has finished: the job joins
   // the eviction order and the limits are enforced. A no-op for a job that

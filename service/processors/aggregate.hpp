@@ -31,14 +31,19 @@ class Aggregator {
 // `window` on collect.
 // Returns every problem (empty = valid), each with a path relative to the
 // aggregate map ("type", "field", "op", "value"). Never throws.
-std::vector<config::ConfigError> ValidateAggregateSpec(
+[[nodiscard]] std::vector<config::ConfigError> ValidateAggregateSpec(
     const config::AggregateSpec& spec);
 
 // Builds a fresh aggregator (the same for the whole job and for each of its
 // windows: `window` is the engine's business). Requires a spec
-// ValidateAggregateSpec accepts; returns nullptr for one it does not. Never
+// ValidateAggregateSpec accepts. An aggregator is made of plain values, so
+// on such a spec nothing can fail but memory: nullptr means a broken
+// precondition (a spec the validator rejects) or memory ran out, never a
+// condition to report to anyone, which is why this is not a Result. The
+// engine copes with nullptr (the job's aggregate is then null). Never
 // throws.
-std::unique_ptr<Aggregator> MakeAggregator(const config::AggregateSpec& spec);
+[[nodiscard]] std::unique_ptr<Aggregator> MakeAggregator(
+    const config::AggregateSpec& spec);
 
 }  // namespace sluice::processors
 

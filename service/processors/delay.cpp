@@ -57,7 +57,7 @@ Errors ValidateDelay(const nlohmann::json& params) {
   return errors;
 }
 
-std::unique_ptr<Processor> MakeDelay(const nlohmann::json& params) {
+Result<std::unique_ptr<Processor>> MakeDelay(const nlohmann::json& params) {
   return std::make_unique<Delay>(
       config::ParseDuration(*DurationText(params.at("duration"))).value());
 }

@@ -161,7 +161,7 @@ Errors ValidateFilter(const nlohmann::json& params) {
   return errors;
 }
 
-std::unique_ptr<Processor> MakeFilter(const nlohmann::json& params) {
+Result<std::unique_ptr<Processor>> MakeFilter(const nlohmann::json& params) {
   const std::string field = params.value("field", std::string());
   const Op op = *ParseOp(params.at("op").get<std::string>());
   nlohmann::json value =

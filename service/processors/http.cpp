@@ -394,11 +394,11 @@ Errors ValidateHttp(const nlohmann::json& params) {
   return errors;
 }
 
-std::unique_ptr<Processor> MakeHttp(const nlohmann::json& params,
-                                    const ProcessorContext& context) {
+Result<std::unique_ptr<Processor>> MakeHttp(const nlohmann::json& params,
+                                            const ProcessorContext& context) {
   Errors errors;
   std::optional<HttpSpec> spec = ParseSpec(params, &errors);
-  if (!spec) return nullptr;
+  if (!spec) return InvalidSpec(errors);
   return std::make_unique<Http>(std::move(*spec), context);
 }
 

@@ -15,6 +15,7 @@
 #include "service/config/config.hpp"
 #include "service/processors/processor.hpp"
 #include "service/util/json_pointer.hpp"
+#include "service/util/result.hpp"
 
 namespace sluice::processors::internal {
 
@@ -60,21 +61,30 @@ Errors ValidateDelay(const nlohmann::json& params);
 Errors ValidateLua(const nlohmann::json& params);
 Errors ValidateHttp(const nlohmann::json& params);
 
-// Each requires params its validator accepted.
-std::unique_ptr<Processor> MakePassthrough(const nlohmann::json& params);
-std::unique_ptr<Processor> MakeSet(const nlohmann::json& params);
-std::unique_ptr<Processor> MakeRemove(const nlohmann::json& params);
-std::unique_ptr<Processor> MakeFilter(const nlohmann::json& params);
-std::unique_ptr<Processor> MakeSplit(const nlohmann::json& params);
-std::unique_ptr<Processor> MakeSha256(const nlohmann::json& params);
-std::unique_ptr<Processor> MakeDelay(const nlohmann::json& params);
+// The "invalid_spec" Error of MakeProcessor: `errors` as "path: message",
+// joined by "; " (or a generic message when `errors` is empty).
+Error InvalidSpec(const Errors& errors);
+
+// Each requires params its validator accepted, and returns the processor
+// (never null) or, as MakeProcessor does, why it cannot be built. Only lua
+// can fail on valid params; the others share the signature so that
+// processor.cpp's table of types is uniform.
+Result<std::unique_ptr<Processor>> MakePassthrough(
+    const nlohmann::json& params);
+Result<std::unique_ptr<Processor>> MakeSet(const nlohmann::json& params);
+Result<std::unique_ptr<Processor>> MakeRemove(const nlohmann::json& params);
+Result<std::unique_ptr<Processor>> MakeFilter(const nlohmann::json& params);
+Result<std::unique_ptr<Processor>> MakeSplit(const nlohmann::json& params);
+Result<std::unique_ptr<Processor>> MakeSha256(const nlohmann::json& params);
+Result<std::unique_ptr<Processor>> MakeDelay(const nlohmann::json& params);
 // Creates the worker's own sandboxed Lua state and loads the script into
-// it; nullptr when that fails (e.g. the file went away after validation).
-std::unique_ptr<Processor> MakeLua(const nlohmann::json& params);
+// it: "unavailable" when that fails (e.g. the file went away after
+// validation, or a Lua state cannot be created).
+Result<std::unique_ptr<Processor>> MakeLua(const nlohmann::json& params);
 // `context` names the stage for the http client metrics (none when its
 // metrics is null).
-std::unique_ptr<Processor> MakeHttp(const nlohmann::json& params,
-                                    const ProcessorContext& context);
+Result<std::unique_ptr<Processor>> MakeHttp(const nlohmann::json& params,
+                                            const ProcessorContext& context);
 
 }  // namespace sluice::processors::internal
 

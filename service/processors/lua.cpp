@@ -810,14 +810,19 @@ Errors ValidateLua(const nlohmann::json& params) {
   return errors;
 }
 
-std::unique_ptr<Processor> MakeLua(const nlohmann::json& params) {
+Result<std::unique_ptr<Processor>> MakeLua(const nlohmann::json& params) {
   Errors errors;
   Params p(params, &errors,
            {"script", "file", "max_instructions", "max_memory"});
   std::optional<LuaParams> lua = ReadParams(p);
-  if (!lua.has_value() || !errors.empty()) return nullptr;
+  if (!lua.has_value() || !errors.empty()) {
+    // Validated params: the file changed since (e.g. it is gone).
+    return Error{"unavailable", InvalidSpec(errors).message};
+  }
   auto script = Script::Load(lua->source, lua->limits);
-  if (!script.ok()) return nullptr;
+  if (!script.ok()) {
+    return Error{"unavailable", lua->source_key + ": " + script.error()};
+  }
   return std::make_unique<Lua>(std::move(script).value());
 }
 

@@ -20,7 +20,7 @@ Errors ValidatePassthrough(const nlohmann::json& params) {
   return errors;
 }
 
-std::unique_ptr<Processor> MakePassthrough(const nlohmann::json&) {
+Result<std::unique_ptr<Processor>> MakePassthrough(const nlohmann::json&) {
   return std::make_unique<Passthrough>();
 }
 

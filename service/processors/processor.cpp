@@ -119,14 +119,24 @@ std::string DescribeField(const JsonPointer& ptr) {
   return ptr.empty() ? std::string("the item") : "field " + ptr.to_string();
 }
 
+Error InvalidSpec(const Errors& errors) {
+  std::string message;
+  for (const config::ConfigError& e : errors) {
+    message += message.empty() ? "" : "; ";
+    message += config::ToString(e);
+  }
+  if (message.empty()) message = "the processor spec is not valid";
+  return Error{"invalid_spec", std::move(message)};
+}
+
 }  // namespace internal
 
 namespace {
 
 using Validator = internal::Errors (*)(const nlohmann::json&);
-using Factory = std::unique_ptr<Processor> (*)(const nlohmann::json&);
-using ContextFactory = std::unique_ptr<Processor> (*)(const nlohmann::json&,
-                                                      const ProcessorContext&);
+using Made = Result<std::unique_ptr<Processor>>;
+using Factory = Made (*)(const nlohmann::json&);
+using ContextFactory = Made (*)(const nlohmann::json&, const ProcessorContext&);
 
 // Exactly one of make / make_in_context is set.
 struct TypeEntry {
@@ -185,16 +195,18 @@ std::vector<config::ConfigError> ValidateProcessorSpec(
   }
 }
 
-std::unique_ptr<Processor> MakeProcessor(const config::ProcessorSpec& spec,
-                                         const ProcessorContext& context) {
+Result<std::unique_ptr<Processor>> MakeProcessor(
+    const config::ProcessorSpec& spec, const ProcessorContext& context) {
   try {
-    const TypeEntry* t = FindType(spec.type);
-    if (t == nullptr || !t->validate(spec.params).empty()) return nullptr;
+    internal::Errors errors = ValidateProcessorSpec(spec);
+    if (!errors.empty()) return internal::InvalidSpec(errors);
+    const TypeEntry* t = FindType(spec.type);  // known: it validated
     return t->make_in_context != nullptr
                ? t->make_in_context(spec.params, context)
                : t->make(spec.params);
-  } catch (const std::exception&) {
-    return nullptr;
+  } catch (const std::exception& e) {
+    return Error{"unavailable",
+                 std::string("cannot build the processor: ") + e.what()};
   }
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "service/config/config.hpp"
+#include "service/util/result.hpp"
 
 namespace sluice::metrics {
 class Metrics;
@@ -78,15 +79,17 @@ class Processor {
 // (empty = valid), each with a path relative to the processor map ("type",
 // "field", "fields[\"/a\"]", ...) so the config loader can prefix it.
 // Never throws.
-std::vector<config::ConfigError> ValidateProcessorSpec(
+[[nodiscard]] std::vector<config::ConfigError> ValidateProcessorSpec(
     const config::ProcessorSpec& spec);
 
-// Builds a processor from a spec, for the stage `context` names. Requires a
-// spec that ValidateProcessorSpec accepts; returns nullptr for one it does
-// not (or when building fails, e.g. a Lua state cannot be created). Never
-// throws.
-std::unique_ptr<Processor> MakeProcessor(const config::ProcessorSpec& spec,
-                                         const ProcessorContext& context = {});
+// Builds a processor from a spec, for the stage `context` names. Returns the
+// processor (never null), or an Error that says why not: code
+// "invalid_spec" for a spec ValidateProcessorSpec rejects (the message is
+// its problems, "path: message" joined by "; "), "unavailable" when a valid
+// spec cannot be built now (a Lua state cannot be created, the script file
+// went away since validation, memory ran out). Never throws.
+Result<std::unique_ptr<Processor>> MakeProcessor(
+    const config::ProcessorSpec& spec, const ProcessorContext& context = {});
 
 // The processor types ValidateProcessorSpec accepts, in documentation order.
 const std::vector<std::string>& AvailableProcessorTypes();

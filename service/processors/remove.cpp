@@ -53,7 +53,7 @@ Errors ValidateRemove(const nlohmann::json& params) {
   return errors;
 }
 
-std::unique_ptr<Processor> MakeRemove(const nlohmann::json& params) {
+Result<std::unique_ptr<Processor>> MakeRemove(const nlohmann::json& params) {
   std::vector<JsonPointer> fields;
   for (const nlohmann::json& f : params.at("fields")) {
     fields.push_back(ParseJsonPointer(f.get<std::string>()).value());

@@ -55,7 +55,7 @@ Errors ValidateSet(const nlohmann::json& params) {
   return errors;
 }
 
-std::unique_ptr<Processor> MakeSet(const nlohmann::json& params) {
+Result<std::unique_ptr<Processor>> MakeSet(const nlohmann::json& params) {
   std::vector<std::pair<JsonPointer, nlohmann::json>> fields;
   for (const auto& [key, value] : params.at("fields").items()) {
     fields.emplace_back(ParseJsonPointer(key).value(), value);

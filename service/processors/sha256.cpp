@@ -60,7 +60,7 @@ Errors ValidateSha256(const nlohmann::json& params) {
   return errors;
 }
 
-std::unique_ptr<Processor> MakeSha256(const nlohmann::json& params) {
+Result<std::unique_ptr<Processor>> MakeSha256(const nlohmann::json& params) {
   return std::make_unique<Sha256>(
       ParseJsonPointer(params.value("field", std::string())).value(),
       ParseJsonPointer(params.at("target").get<std::string>()).value());

@@ -86,7 +86,7 @@ Errors ValidateSplit(const nlohmann::json& params) {
   return errors;
 }
 
-std::unique_ptr<Processor> MakeSplit(const nlohmann::json& params) {
+Result<std::unique_ptr<Processor>> MakeSplit(const nlohmann::json& params) {
   std::optional<std::string> separator;
   if (params.contains("separator")) {
     separator = params.at("separator").get<std::string>();

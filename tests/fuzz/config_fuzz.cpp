@@ -13,7 +13,6 @@
 #include <exception>
 #include <set>
 #include <string>
-#include <variant>
 #include <vector>
 
 #include "fuzz_support.hpp"
@@ -61,23 +60,25 @@ void CheckConfig(const sluice::config::Config& config) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
                                       std::size_t size) {
-  std::variant<sluice::config::Config, std::vector<sluice::config::ConfigError>>
-      loaded;
-  try {
-    loaded = sluice::config::LoadConfigText(
-        AsText(data, size), ::sluice::processors::ConfigChecks());
-  } catch (const std::exception& e) {
-    sluice::fuzz::Fail("LoadConfigText threw", e.what());
-  }
-  if (auto* errors =
-          std::get_if<std::vector<sluice::config::ConfigError>>(&loaded)) {
-    FUZZ_CHECK(!errors->empty(), "an empty error list");
-    for (const auto& error : *errors) {
+  using Loaded = sluice::Result<sluice::config::Config,
+                                std::vector<sluice::config::ConfigError>>;
+  Loaded loaded = [&]() -> Loaded {
+    try {
+      return sluice::config::LoadConfigText(
+          AsText(data, size), ::sluice::processors::ConfigChecks());
+    } catch (const std::exception& e) {
+      sluice::fuzz::Fail("LoadConfigText threw", e.what());
+    }
+  }();
+  if (!loaded.ok()) {
+    const auto& errors = loaded.error();
+    FUZZ_CHECK(!errors.empty(), "an empty error list");
+    for (const auto& error : errors) {
       FUZZ_CHECK(!error.message.empty(),
                  "an error without a message at " + error.path);
     }
     return 0;
   }
-  CheckConfig(std::get<sluice::config::Config>(loaded));
+  CheckConfig(loaded.value());
   return 0;
 }

@@ -19,7 +19,6 @@
 #include <sstream>
 #include <string>
 #include <string_view>
-#include <variant>
 #include <vector>
 
 #include "service/config/config.hpp"
@@ -73,12 +72,12 @@ inline std::string_view AsText(const std::uint8_t* data, std::size_t size) {
 inline config::Config LoadConfigOrDie(std::string_view text) {
   auto loaded =
       config::LoadConfigText(text, ::sluice::processors::ConfigChecks());
-  if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
+  if (!loaded.ok()) {
     std::string all;
-    for (const auto& e : *errors) all += config::ToString(e) + "\n";
+    for (const auto& e : loaded.error()) all += config::ToString(e) + "\n";
     Fail("fuzz config does not load", all);
   }
-  return std::get<config::Config>(std::move(loaded));
+  return std::move(loaded).value();
 }
 
 // One running service without sockets: what the server wires together,

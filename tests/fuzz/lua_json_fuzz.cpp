@@ -137,12 +137,14 @@ void RunScript(std::string_view source) {
   std::unique_ptr<sluice::processors::Processor> processor;
   try {
     if (!sluice::processors::ValidateProcessorSpec(spec).empty()) return;
-    processor = sluice::processors::MakeProcessor(spec);
+    auto made = sluice::processors::MakeProcessor(spec);
+    // Validation passed, so the script loads: building must succeed.
+    FUZZ_CHECK(made.ok(),
+               "MakeProcessor failed on a valid spec: " + made.error().message);
+    processor = std::move(made).value();
   } catch (const std::exception& e) {
     sluice::fuzz::Fail("building a lua processor threw", e.what());
   }
-  // Validation passed, so the script loads: building must succeed.
-  FUZZ_CHECK(processor != nullptr, "MakeProcessor failed on a valid spec");
   const json items[] = {json::parse(R"({"a":[1,2.5,"x",null,true],"b":{}})"),
                         9007199254740993u};
   for (const json& item : items) {

@@ -18,7 +18,6 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
-#include <variant>
 
 #include "service/config/config.hpp"
 #include "service/processors/checks.hpp"
@@ -377,16 +376,15 @@ int WsClient::received_close_code() const {
 
 TestServer::TestServer(const std::string& yaml) {
   auto loaded = config::LoadConfigText(yaml, processors::ConfigChecks());
-  if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
+  if (!loaded.ok()) {
     std::string all;
-    for (const auto& e : *errors) all += config::ToString(e) + "\n";
+    for (const auto& e : loaded.error()) all += config::ToString(e) + "\n";
     throw std::runtime_error("bad test config:\n" + all);
   }
   app::AppOptions options;
   options.version = "itest";
   options.server.listen = "127.0.0.1:0";
-  auto server =
-      app::App::Create(std::get<config::Config>(std::move(loaded)), options);
+  auto server = app::App::Create(std::move(loaded).value(), options);
   if (!server.ok()) throw std::runtime_error(server.error().message);
   server_ = std::move(server.value());
   server_->Start();

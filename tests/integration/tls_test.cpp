@@ -46,7 +46,6 @@
 #include <set>
 #include <string>
 #include <thread>
-#include <variant>
 #include <vector>
 
 #include "client.hpp"
@@ -759,13 +758,12 @@ TEST_F(TlsTest, ShutdownWithAnOpenWssStreamEndsInDoneAndClose) {
 std::string CreateError(const std::string& cert, const std::string& key) {
   auto loaded =
       config::LoadConfigText(TlsConfig(cert, key), processors::ConfigChecks());
-  if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
-    return "config: " + config::ToString(errors->front());
+  if (!loaded.ok()) {
+    return "config: " + config::ToString(loaded.error().front());
   }
   app::AppOptions options;
   options.server.listen = "127.0.0.1:0";
-  auto server =
-      app::App::Create(std::get<config::Config>(std::move(loaded)), options);
+  auto server = app::App::Create(std::move(loaded).value(), options);
   if (server.ok()) return "";
   EXPECT_EQ(server.error().code, "tls");
   return server.error().message;
@@ -842,9 +840,8 @@ TEST(TlsConfigErrors, BadCertificateOrKeyFailsCreateNamingTheKey) {
       "server: { tls: { cert: " + cert +
           " } }\npipelines: [{name: p, stages: [{processor: passthrough}]}]\n",
       processors::ConfigChecks());
-  auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded);
-  ASSERT_NE(errors, nullptr);
-  EXPECT_EQ(config::ToString(errors->front()),
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(config::ToString(loaded.error().front()),
             "server.tls: cert and key must be set together");
 }
 

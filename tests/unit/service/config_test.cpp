@@ -30,18 +30,18 @@ pipelines:
 
 Config Load(std::string_view text) {
   auto r = LoadConfigText(text, processors::ConfigChecks());
-  if (auto* errors = std::get_if<std::vector<ConfigError>>(&r)) {
-    for (const auto& e : *errors) ADD_FAILURE() << ToString(e);
+  if (!r.ok()) {
+    for (const auto& e : r.error()) ADD_FAILURE() << ToString(e);
     return {};
   }
-  return std::get<Config>(std::move(r));
+  return std::move(r).value();
 }
 
 std::vector<std::string> Errors(std::string_view text) {
   auto r = LoadConfigText(text, processors::ConfigChecks());
   std::vector<std::string> out;
-  if (auto* errors = std::get_if<std::vector<ConfigError>>(&r)) {
-    for (const auto& e : *errors) out.push_back(ToString(e));
+  if (!r.ok()) {
+    for (const auto& e : r.error()) out.push_back(ToString(e));
   }
   return out;
 }
@@ -260,12 +260,12 @@ TEST(LoadConfig, FileLoadingAndUnreadableFiles) {
     out << kPipelines;
   }
   auto ok = LoadConfigFile(path.string(), processors::ConfigChecks());
-  EXPECT_TRUE(std::holds_alternative<Config>(ok));
+  EXPECT_TRUE(ok.ok());
   std::filesystem::remove(path);
   auto missing =
       LoadConfigFile("/nonexistent/sluice.yaml", processors::ConfigChecks());
-  ASSERT_TRUE(std::holds_alternative<std::vector<ConfigError>>(missing));
-  const auto& errors = std::get<std::vector<ConfigError>>(missing);
+  ASSERT_FALSE(missing.ok());
+  const auto& errors = missing.error();
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(ToString(errors[0]),
             "/nonexistent/sluice.yaml: cannot open the file");
@@ -504,18 +504,17 @@ TEST(JobsDefaults, ResultBoundsFollowTheOtherKeys) {
   auto r =
       LoadConfigText(WithJobs("  max_retained_bytes: 64MiB\n  retention: 3s\n"),
                      processors::ConfigChecks());
-  ASSERT_TRUE(std::holds_alternative<Config>(r));
-  const Config& c = std::get<Config>(r);
+  ASSERT_TRUE(r.ok());
+  const Config& c = r.value();
   EXPECT_EQ(c.jobs.max_job_result_bytes, 16u << 20);
   EXPECT_EQ(c.jobs.min_retention, std::chrono::seconds{3});
   auto set = LoadConfigText(
       WithJobs("  max_retained_bytes: 64MiB\n  max_job_result_bytes: 64MiB\n"
                "  min_retention: 0s\n"),
       processors::ConfigChecks());
-  ASSERT_TRUE(std::holds_alternative<Config>(set));
-  EXPECT_EQ(std::get<Config>(set).jobs.max_job_result_bytes, 64u << 20);
-  EXPECT_EQ(std::get<Config>(set).jobs.min_retention,
-            std::chrono::milliseconds{0});
+  ASSERT_TRUE(set.ok());
+  EXPECT_EQ(set.value().jobs.max_job_result_bytes, 64u << 20);
+  EXPECT_EQ(set.value().jobs.min_retention, std::chrono::milliseconds{0});
 }
 
 // --- pipelines
@@ -903,11 +902,11 @@ TEST(ShippedConfigs, DefaultYamlLoadsCleanly) {
   unsetenv("SLUICE_LISTEN");
   auto r = LoadConfigFile((kSourceDir / "config/default.yaml").string(),
                           processors::ConfigChecks());
-  if (auto* errors = std::get_if<std::vector<ConfigError>>(&r)) {
-    for (const auto& e : *errors) ADD_FAILURE() << ToString(e);
+  if (!r.ok()) {
+    for (const auto& e : r.error()) ADD_FAILURE() << ToString(e);
     return;
   }
-  const Config& c = std::get<Config>(r);
+  const Config& c = r.value();
   EXPECT_EQ(c.server.listen, "0.0.0.0:8080");
   std::vector<std::string> names;
   for (const auto& p : c.pipelines) names.push_back(p.name);
@@ -920,8 +919,8 @@ TEST(ShippedConfigs, DefaultYamlListenIsOverridable) {
   auto r = LoadConfigFile((kSourceDir / "config/default.yaml").string(),
                           processors::ConfigChecks());
   unsetenv("SLUICE_LISTEN");
-  ASSERT_TRUE(std::holds_alternative<Config>(r));
-  EXPECT_EQ(std::get<Config>(r).server.listen, "127.0.0.1:9999");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.value().server.listen, "127.0.0.1:9999");
 }
 
 TEST(ShippedConfigs, EmbeddedDefaultMatchesTheFile) {
@@ -941,8 +940,8 @@ TEST(ShippedConfigs, EveryExampleLoadsCleanly) {
     }
     ++count;
     auto r = LoadConfigFile(entry.path().string(), processors::ConfigChecks());
-    if (auto* errors = std::get_if<std::vector<ConfigError>>(&r)) {
-      for (const auto& e : *errors) {
+    if (!r.ok()) {
+      for (const auto& e : r.error()) {
         ADD_FAILURE() << entry.path().filename() << ": " << ToString(e);
       }
     }
@@ -959,15 +958,15 @@ TEST(ShippedConfigs, EveryExampleLoadsCleanly) {
 json RunPipeline(const std::filesystem::path& file, std::string_view name,
                  std::string_view items) {
   auto r = LoadConfigFile(file.string(), processors::ConfigChecks());
-  if (!std::holds_alternative<Config>(r)) {
+  if (!r.ok()) {
     ADD_FAILURE() << file << " does not load";
     return nullptr;
   }
-  for (const PipelineConfig& p : std::get<Config>(r).pipelines) {
+  for (const PipelineConfig& p : r.value().pipelines) {
     if (p.name != name) continue;
     std::vector<json> current = json::parse(items).get<std::vector<json>>();
     for (const StageConfig& stage : p.stages) {
-      auto proc = processors::MakeProcessor(stage.processor);
+      auto proc = processors::MakeProcessor(stage.processor).value();
       std::vector<json> next;
       for (json& item : current) {
         processors::Outcome o = proc->Process(std::move(item));

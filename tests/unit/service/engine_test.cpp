@@ -17,7 +17,6 @@
 #include <random>
 #include <set>
 #include <thread>
-#include <variant>
 #include <vector>
 
 #include "service/metrics/metrics.hpp"
@@ -1072,9 +1071,9 @@ pipelines:
     aggregate: { type: count }
 )",
                                        processors::ConfigChecks());
-  ASSERT_TRUE(std::holds_alternative<config::Config>(loaded));
+  ASSERT_TRUE(loaded.ok());
   metrics::Metrics metrics("test");
-  Engine engine(std::get<config::Config>(loaded), metrics);
+  Engine engine(loaded.value(), metrics);
   auto job =
       MustSubmit(engine, {"words", {"a b c", "b d", "", 7}, std::nullopt});
   ASSERT_TRUE(WaitFinished(job));

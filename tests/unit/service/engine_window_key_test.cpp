@@ -13,7 +13,6 @@
 #include <set>
 #include <string>
 #include <thread>
-#include <variant>
 #include <vector>
 
 #include "service/config/config.hpp"
@@ -30,11 +29,11 @@ using nlohmann::json;
 
 config::Config Load(const std::string& yaml) {
   auto loaded = config::LoadConfigText(yaml, processors::ConfigChecks());
-  if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
-    for (const auto& e : *errors) ADD_FAILURE() << config::ToString(e);
+  if (!loaded.ok()) {
+    for (const auto& e : loaded.error()) ADD_FAILURE() << config::ToString(e);
     return {};
   }
-  return std::get<config::Config>(std::move(loaded));
+  return std::move(loaded).value();
 }
 
 using test_support::WaitFinished;
@@ -208,8 +207,8 @@ pipelines:
     aggregate: { type: collect, window: { items: 5 } }
 )",
                                        processors::ConfigChecks());
-  auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded);
-  ASSERT_NE(errors, nullptr);
+  ASSERT_FALSE(loaded.ok());
+  const auto* errors = &loaded.error();
   ASSERT_EQ(errors->size(), 1U);
   EXPECT_EQ((*errors)[0].path, "pipelines[0].aggregate.window");
 }
@@ -232,8 +231,8 @@ TEST(EngineWindowTest, BadWindowsNameTheirKeys) {
         "    aggregate: { type: count, window: " +
             window + " }\n",
         processors::ConfigChecks());
-    auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded);
-    ASSERT_NE(errors, nullptr) << window;
+    ASSERT_FALSE(loaded.ok()) << window;
+    const auto* errors = &loaded.error();
     ASSERT_FALSE(errors->empty());
     EXPECT_EQ(config::ToString((*errors)[0]).rfind(expected, 0), 0U)
         << window << " gave " << config::ToString((*errors)[0]);
@@ -300,7 +299,8 @@ TEST_P(EngineKeyTest, SameKeyIsProcessedByOneWorkerInArrivalOrder) {
     if (stage.processor.type == "passthrough") {
       return std::make_unique<RecordingProcessor>(&recorder);
     }
-    return processors::MakeProcessor(stage.processor);
+    auto made = processors::MakeProcessor(stage.processor);
+    return made.ok() ? std::move(made).value() : nullptr;
   };
   metrics::Metrics metrics("test");
   Engine engine(Load(R"(
@@ -377,8 +377,8 @@ pipelines:
     stages: [ { processor: passthrough, key: user } ]
 )",
                                        processors::ConfigChecks());
-  auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded);
-  ASSERT_NE(errors, nullptr);
+  ASSERT_FALSE(loaded.ok());
+  const auto* errors = &loaded.error();
   ASSERT_EQ(errors->size(), 1U);
   EXPECT_EQ((*errors)[0].path, "pipelines[0].stages[0].key");
 }

@@ -357,8 +357,8 @@ TEST(HttpConfig, MinimalAndFullSpecsAreValid) {
                        "max_backoff":0,"timeout":"10m"})"),
             std::vector<std::string>{});
   auto p = MakeProcessor(Spec(R"({"url":"http://127.0.0.1:9/"})"));
-  ASSERT_NE(p, nullptr);
-  EXPECT_TRUE(p->io_bound());
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p.value()->io_bound());
 }
 
 TEST(HttpConfig, UrlErrors) {
@@ -368,7 +368,7 @@ TEST(HttpConfig, UrlErrors) {
                        "url: https is not supported yet"));
   EXPECT_TRUE(Contains(OneError(R"({"url":"http://h/{/a"})"),
                        "url: '{' at offset 9 is never closed"));
-  EXPECT_EQ(MakeProcessor(Spec(R"({"url":"https://h/"})")), nullptr);
+  EXPECT_FALSE(MakeProcessor(Spec(R"({"url":"https://h/"})")).ok());
 }
 
 TEST(HttpConfig, ParamErrors) {
@@ -443,8 +443,8 @@ std::uint16_t ClosedPort() {
 
 TEST(HttpProcessor, ItemsTheUrlCannotUseFailWithoutARequest) {
   auto p = MakeProcessor(Spec(R"({"url":"http://127.0.0.1:9/u/{/id}"})"));
-  ASSERT_NE(p, nullptr);
-  Outcome o = p->Process(json::parse(R"({"name":"x"})"));
+  ASSERT_TRUE(p.ok());
+  Outcome o = p.value()->Process(json::parse(R"({"name":"x"})"));
   ASSERT_EQ(o.kind, Outcome::kError);
   EXPECT_EQ(o.error, "http: url: field /id not found");
 }
@@ -454,8 +454,8 @@ TEST(HttpProcessor, RefusedConnectionIsRetriedThenNamed) {
   const std::string addr = "127.0.0.1:" + std::to_string(port);
   auto once =
       MakeProcessor(Spec(R"({"url":"http://)" + addr + R"(/x","retries":0})"));
-  ASSERT_NE(once, nullptr);
-  Outcome o = once->Process(json::parse("{}"));
+  ASSERT_TRUE(once.ok());
+  Outcome o = once.value()->Process(json::parse("{}"));
   ASSERT_EQ(o.kind, Outcome::kError);
   EXPECT_EQ(o.error, "http: connect to " + addr +
                          ": connection refused after 1 attempt");
@@ -464,7 +464,7 @@ TEST(HttpProcessor, RefusedConnectionIsRetriedThenNamed) {
   auto retried = MakeProcessor(Spec(R"({"url":"http://)" + addr +
                                     R"(/x","retries":3,"backoff":"40ms"})"));
   const auto start = std::chrono::steady_clock::now();
-  o = retried->Process(json::parse("{}"));
+  o = retried.value()->Process(json::parse("{}"));
   const auto took = std::chrono::steady_clock::now() - start;
   ASSERT_EQ(o.kind, Outcome::kError);
   EXPECT_EQ(o.error, "http: connect to " + addr +
@@ -476,8 +476,8 @@ TEST(HttpProcessor, RefusedConnectionIsRetriedThenNamed) {
 TEST(HttpProcessor, UnresolvableHostIsAConnectionError) {
   auto p = MakeProcessor(Spec(
       R"({"url":"http://sluice-test.invalid/x","retries":0,"timeout":"5s"})"));
-  ASSERT_NE(p, nullptr);
-  Outcome o = p->Process(json::parse("{}"));
+  ASSERT_TRUE(p.ok());
+  Outcome o = p.value()->Process(json::parse("{}"));
   ASSERT_EQ(o.kind, Outcome::kError);
   EXPECT_TRUE(Contains(o.error, "http: resolve sluice-test.invalid: "));
   EXPECT_TRUE(Contains(o.error, "after 1 attempt"));

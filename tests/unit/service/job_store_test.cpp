@@ -61,7 +61,8 @@ TEST(JobStoreTest, AddFindAndRefuseDuplicates) {
 
 TEST(JobStoreTest, ListsNewestFirst) {
   JobStore store({});
-  for (const char* id : {"1", "2", "3", "4"}) store.Add(MakeJob(id));
+  for (const char* id : {"1", "2", "3", "4"})
+    ASSERT_TRUE(store.Add(MakeJob(id)));
   EXPECT_EQ(Ids(store.List(10)),
             (std::vector<std::string>{"4", "3", "2", "1"}));
   EXPECT_EQ(Ids(store.List(2)), (std::vector<std::string>{"4", "3"}));
@@ -74,9 +75,9 @@ TEST(JobStoreTest, EvictsFinishedJobsPastRetention) {
   auto old_job = MakeJob("old");
   auto recent = MakeJob("recent");
   auto running = MakeJob("running");
-  store.Add(old_job);
-  store.Add(recent);
-  store.Add(running);
+  ASSERT_TRUE(store.Add(old_job));
+  ASSERT_TRUE(store.Add(recent));
+  ASSERT_TRUE(store.Add(running));
 
   FinishWith(*old_job, 1, 10, now - 2s);
   store.OnFinished(old_job);
@@ -228,7 +229,7 @@ TEST(JobStoreTest, EvictedJobsGiveTheirBytesBackWhenLastReleased) {
 TEST(JobStoreTest, OnFinishedIgnoresUnfinishedAndUnknownJobs) {
   JobStore store({.retention = 1ms, .max_retained_bytes = 1});
   auto running = MakeJob("r");
-  store.Add(running);
+  ASSERT_TRUE(store.Add(running));
   store.OnFinished(running);  // not finished: stays
   EXPECT_NE(store.Find("r"), nullptr);
   auto stranger = MakeJob("s");
@@ -243,9 +244,9 @@ TEST(JobStoreTest, UnfinishedListsRunningJobsOldestFirst) {
   auto a = MakeJob("a", t0);
   auto b = MakeJob("b", t0 + 1ms);
   auto c = MakeJob("c", t0 + 2ms);
-  store.Add(c);
-  store.Add(a);
-  store.Add(b);
+  ASSERT_TRUE(store.Add(c));
+  ASSERT_TRUE(store.Add(a));
+  ASSERT_TRUE(store.Add(b));
   FinishWith(*b, 0, 0);
   // b finished but OnFinished has not run yet: still left out.
   EXPECT_EQ(Ids(store.Unfinished()), (std::vector<std::string>{"a", "c"}));

@@ -36,8 +36,8 @@ std::unique_ptr<Processor> Make(std::string type,
   auto errors = ValidateProcessorSpec(spec);
   for (const auto& e : errors) ADD_FAILURE() << e.path << ": " << e.message;
   auto p = MakeProcessor(spec);
-  EXPECT_NE(p, nullptr);
-  return p;
+  EXPECT_TRUE(p.ok()) << p.error().message;
+  return p.ok() ? std::move(p).value() : nullptr;
 }
 
 // Runs one item and expects exactly one value out.
@@ -93,10 +93,18 @@ TEST(ValidateProcessorSpec, ListsAvailableTypes) {
                                 "split", "sha256", "delay", "lua", "http"}));
 }
 
-TEST(MakeProcessor, ReturnsNullForAnInvalidSpec) {
-  EXPECT_EQ(MakeProcessor(Spec("filter", R"({"op":"~"})")), nullptr);
-  EXPECT_EQ(MakeProcessor(Spec("nope")), nullptr);
-  EXPECT_EQ(MakeProcessor(Spec("set", "[]")), nullptr);
+TEST(MakeProcessor, RefusesAnInvalidSpecSayingWhy) {
+  for (const auto& spec :
+       {Spec("filter", R"({"op":"~"})"), Spec("nope"), Spec("set", "[]")}) {
+    auto p = MakeProcessor(spec);
+    ASSERT_FALSE(p.ok()) << spec.type;
+    EXPECT_EQ(p.error().code, "invalid_spec");
+    std::string why;  // what the validator says, one problem after another
+    for (const auto& e : ValidateProcessorSpec(spec)) {
+      why += (why.empty() ? "" : "; ") + config::ToString(e);
+    }
+    EXPECT_EQ(p.error().message, why);
+  }
 }
 
 TEST(ValidateProcessorSpec, ParamsMustBeAMap) {
@@ -499,8 +507,8 @@ TEST(Delay, Validation) {
 
 TEST(Processors, InstancesAreIndependent) {
   auto spec = Spec("set", R"({"fields":{"/n":1}})");
-  auto a = MakeProcessor(spec);
-  auto b = MakeProcessor(spec);
+  auto a = MakeProcessor(spec).value();
+  auto b = MakeProcessor(spec).value();
   ASSERT_TRUE(a && b);
   EXPECT_NE(a.get(), b.get());
   EXPECT_EQ(One(*a, "{}"), One(*b, "{}"));

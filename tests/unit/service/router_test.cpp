@@ -11,7 +11,6 @@
 #include <sstream>
 #include <string>
 #include <thread>
-#include <variant>
 
 #include "service/config/config.hpp"
 #include "service/engine/engine.hpp"
@@ -43,11 +42,11 @@ pipelines:
 
 config::Config LoadTestConfig() {
   auto loaded = config::LoadConfigText(kConfig, processors::ConfigChecks());
-  if (auto* errors = std::get_if<std::vector<config::ConfigError>>(&loaded)) {
-    for (const auto& e : *errors) ADD_FAILURE() << config::ToString(e);
+  if (!loaded.ok()) {
+    for (const auto& e : loaded.error()) ADD_FAILURE() << config::ToString(e);
     return {};
   }
-  return std::get<config::Config>(loaded);
+  return loaded.value();
 }
 
 Request MakeRequest(
@@ -395,9 +394,8 @@ TEST_F(RouterTest, UnknownJobIs404OnEveryJobRoute) {
               bhttp::status::not_found, "unknown_job");
   auto upgrade =
       router_->HandleUpgrade(UpgradeRequest("/v1/jobs/doesnotexist/stream"));
-  ASSERT_TRUE(std::holds_alternative<Reply>(upgrade));
-  ExpectError(std::get<Reply>(upgrade), bhttp::status::not_found,
-              "unknown_job");
+  ASSERT_FALSE(upgrade.ok());
+  ExpectError(upgrade.error(), bhttp::status::not_found, "unknown_job");
 }
 
 TEST_F(RouterTest, DeleteCancelsAJob) {
@@ -496,9 +494,8 @@ TEST_F(RouterTest, DrainingRefusesNewJobsAndStreams) {
               bhttp::status::service_unavailable, "draining");
   auto upgrade =
       router_->HandleUpgrade(UpgradeRequest("/v1/stream?pipeline=echo"));
-  ASSERT_TRUE(std::holds_alternative<Reply>(upgrade));
-  ExpectError(std::get<Reply>(upgrade), bhttp::status::service_unavailable,
-              "draining");
+  ASSERT_FALSE(upgrade.ok());
+  ExpectError(upgrade.error(), bhttp::status::service_unavailable, "draining");
   EXPECT_EQ(JobCount(), before);
 }
 
@@ -506,28 +503,26 @@ TEST_F(RouterTest, UpgradeDecisions) {
   auto job = RunJob("echo", "[1]");
   auto up = router_->HandleUpgrade(
       UpgradeRequest("/v1/jobs/" + job->id() + "/stream"));
-  ASSERT_TRUE(std::holds_alternative<Upgrade>(up));
-  EXPECT_EQ(std::get<Upgrade>(up).kind, Upgrade::Kind::kJobStream);
-  EXPECT_EQ(std::get<Upgrade>(up).job, job);
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ(up.value().kind, Upgrade::Kind::kJobStream);
+  EXPECT_EQ(up.value().job, job);
 
   up = router_->HandleUpgrade(UpgradeRequest("/v1/stream?pipeline=echo"));
-  ASSERT_TRUE(std::holds_alternative<Upgrade>(up));
-  EXPECT_EQ(std::get<Upgrade>(up).kind, Upgrade::Kind::kIngest);
-  ASSERT_TRUE(std::get<Upgrade>(up).feed);
-  std::get<Upgrade>(up).feed->End();
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ(up.value().kind, Upgrade::Kind::kIngest);
+  ASSERT_TRUE(up.value().feed);
+  up.value().feed->End();
 
   up = router_->HandleUpgrade(UpgradeRequest("/v1/stream?pipeline=nope"));
-  ASSERT_TRUE(std::holds_alternative<Reply>(up));
-  ExpectError(std::get<Reply>(up), bhttp::status::not_found,
-              "unknown_pipeline");
+  ASSERT_FALSE(up.ok());
+  ExpectError(up.error(), bhttp::status::not_found, "unknown_pipeline");
   up = router_->HandleUpgrade(UpgradeRequest("/v1/stream"));
-  ExpectError(std::get<Reply>(up), bhttp::status::bad_request,
-              "invalid_request");
+  ExpectError(up.error(), bhttp::status::bad_request, "invalid_request");
   up = router_->HandleUpgrade(UpgradeRequest("/v1/jobs"));
-  ExpectError(std::get<Reply>(up), bhttp::status::method_not_allowed,
+  ExpectError(up.error(), bhttp::status::method_not_allowed,
               "method_not_allowed");
   up = router_->HandleUpgrade(UpgradeRequest("/elsewhere"));
-  ExpectError(std::get<Reply>(up), bhttp::status::not_found, "not_found");
+  ExpectError(up.error(), bhttp::status::not_found, "not_found");
 
   // A plain GET on a WebSocket endpoint.
   Reply plain = Do(bhttp::verb::get, "/v1/jobs/" + job->id() + "/stream");
@@ -608,8 +603,8 @@ TEST_F(RouterTest, AuthGuardsV1ButNotProbesOrMetrics) {
   header.set(bhttp::field::authorization, "Bearer s3cret");
   EXPECT_FALSE(router_->CheckHeader(header).has_value());
   auto up = router_->HandleUpgrade(UpgradeRequest("/v1/stream?pipeline=echo"));
-  ASSERT_TRUE(std::holds_alternative<Reply>(up));
-  ExpectError(std::get<Reply>(up), bhttp::status::unauthorized, "unauthorized");
+  ASSERT_FALSE(up.ok());
+  ExpectError(up.error(), bhttp::status::unauthorized, "unauthorized");
 
   // A rejected submission creates nothing.
   const std::size_t before = JobCount();
@@ -652,13 +647,12 @@ TEST_F(RouterTest, RepeatedQueryParameterIs400AndCreatesNothing) {
               bhttp::status::bad_request, "invalid_request");
   auto up = router_->HandleUpgrade(
       UpgradeRequest("/v1/stream?pipeline=echo&pipeline=words"));
-  ASSERT_TRUE(std::holds_alternative<Reply>(up));
-  ExpectError(std::get<Reply>(up), bhttp::status::bad_request,
-              "invalid_request");
-  EXPECT_NE(Body(std::get<Reply>(up).response)["error"]["message"]
-                .get<std::string>()
-                .find("pipeline"),
-            std::string::npos);
+  ASSERT_FALSE(up.ok());
+  ExpectError(up.error(), bhttp::status::bad_request, "invalid_request");
+  EXPECT_NE(
+      Body(up.error().response)["error"]["message"].get<std::string>().find(
+          "pipeline"),
+      std::string::npos);
   EXPECT_EQ(JobCount(), before);
 }
 
@@ -667,15 +661,14 @@ TEST_F(RouterTest, RefusedHandshakeCreatesNoJob) {
   Request no_key = UpgradeRequest("/v1/stream?pipeline=echo");
   no_key.erase(bhttp::field::sec_websocket_key);
   auto up = router_->HandleUpgrade(no_key);
-  ASSERT_TRUE(std::holds_alternative<Reply>(up));
-  ExpectError(std::get<Reply>(up), bhttp::status::bad_request, "bad_request");
+  ASSERT_FALSE(up.ok());
+  ExpectError(up.error(), bhttp::status::bad_request, "bad_request");
 
   Request version8 = UpgradeRequest("/v1/stream?pipeline=echo");
   version8.set(bhttp::field::sec_websocket_version, "8");
   up = router_->HandleUpgrade(version8);
-  ASSERT_TRUE(std::holds_alternative<Reply>(up));
-  ExpectError(std::get<Reply>(up), bhttp::status::upgrade_required,
-              "upgrade_required");
+  ASSERT_FALSE(up.ok());
+  ExpectError(up.error(), bhttp::status::upgrade_required, "upgrade_required");
   EXPECT_EQ(JobCount(), before);
 }
 
