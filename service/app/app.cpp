@@ -25,16 +25,10 @@ std::vector<std::string> TokensFromEnv(const config::AuthConfig& auth) {
   return http::ParseTokens(value);
 }
 
-// The ws room's two sessions, as the http sessions hand connections over.
+// The ws room's two sessions, as the http sessions hand connections over
+// (each member's pointer type picks its StartWebSocketSession overload).
 http::WebSocketHandoff WebSocketSessions() {
-  using Plain = void (*)(http::PlainStream, http::Request, http::Upgrade,
-                         http::SessionContext&, http::ConnectionSlot,
-                         std::chrono::steady_clock::time_point);
-  using Tls = void (*)(http::TlsStream, http::Request, http::Upgrade,
-                       http::SessionContext&, http::ConnectionSlot,
-                       std::chrono::steady_clock::time_point);
-  return {static_cast<Plain>(&ws::StartWebSocketSession),
-          static_cast<Tls>(&ws::StartWebSocketSession)};
+  return {&ws::StartWebSocketSession, &ws::StartWebSocketSession};
 }
 
 }  // namespace

@@ -748,6 +748,7 @@ class Loader {
       Report("pipelines", "is required (a non-empty list of pipelines)");
     }
   }
+
  private:
   const SpecChecks& checks_;
 };

@@ -90,8 +90,8 @@ bool Engine::HasPipeline(std::string_view name) const {
   return RuntimeFor(name) != nullptr;
 }
 
-Result<std::shared_ptr<jobs::Job>, Refusal> Engine::NewJob(PipelineRuntime& runtime,
-                                                  std::uint64_t accepted) {
+Result<std::shared_ptr<jobs::Job>, Refusal> Engine::NewJob(
+    PipelineRuntime& runtime, std::uint64_t accepted) {
   {
     // Counted under the same lock Shutdown sets draining_ under, so a job
     // admitted here is one Shutdown waits for.
@@ -127,13 +127,13 @@ Result<std::shared_ptr<jobs::Job>, Refusal> Engine::Submit(
   if (!admission_->TryAcquire(n)) {
     runtime->admission_rejections().Increment();
     last_refusal_ns_.store(SteadyNowNs(), std::memory_order_relaxed);
-    return Refusal{
-        Refusal::Reason::kOverCapacity,
-        "over capacity: " + std::to_string(admission_->pending()) +
-            " items pending, " + std::to_string(n) +
-            " more would exceed jobs.max_pending_items (" +
-            std::to_string(admission_->max_pending()) + "); retry after " +
-            std::to_string(retry_after_seconds()) + " s"};
+    return Refusal{Refusal::Reason::kOverCapacity,
+                   "over capacity: " + std::to_string(admission_->pending()) +
+                       " items pending, " + std::to_string(n) +
+                       " more would exceed jobs.max_pending_items (" +
+                       std::to_string(admission_->max_pending()) +
+                       "); retry after " +
+                       std::to_string(retry_after_seconds()) + " s"};
   }
   Result<std::shared_ptr<jobs::Job>, Refusal> job = NewJob(*runtime, n);
   if (!job.ok()) {

@@ -1,7 +1,7 @@
 // Fuzz target http_request_fuzz: the HTTP request path without a socket.
 // Raw bytes go through Beast's request_parser<string_body> with the limits
-// the server sets (service/http/session_impl.hpp), fed through a flat_buffer the
-// way http::async_read_header / async_read do, and each complete request
+// the server sets (service/http/session_impl.hpp), fed through a flat_buffer
+// the way http::async_read_header / async_read do, and each complete request
 // goes where HttpSession sends it: CheckFraming, then Router::CheckHeader
 // once the header is in, then Router::HandleUpgrade (websocket::is_upgrade) or
 // Router::Handle. Several requests in one input are pipelined on one keep-alive
