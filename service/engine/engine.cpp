@@ -9,6 +9,7 @@
 #include "service/engine/intake.hpp"
 #include "service/engine/pipeline_runtime.hpp"
 #include "service/metrics/metrics.hpp"
+#include "sluice/patterns/runtime.hpp"
 
 namespace sluice::engine {
 namespace {
@@ -68,14 +69,17 @@ Engine::Engine(const config::Config& config, metrics::Metrics& metrics,
           config.jobs.retention, config.jobs.max_retained_bytes,
           config.jobs.max_job_result_bytes, config.jobs.min_retention}),
       admission_(std::make_shared<Admission>(config.jobs.max_pending_items)),
+      io_(std::make_unique<processors::IoLoop>()),
+      runtime_(std::make_unique<Runtime>(options_.runtime_threads)),
       rate_at_(std::chrono::steady_clock::now()) {
   for (const config::PipelineConfig& pipeline : config_.pipelines) {
-    runtimes_.emplace(pipeline.name,
-                      std::make_unique<PipelineRuntime>(
-                          pipeline, metrics_, options_, admission_,
-                          [this](const std::shared_ptr<jobs::Job>& job) {
-                            OnJobFinished(job);
-                          }));
+    runtimes_.emplace(
+        pipeline.name,
+        std::make_unique<PipelineRuntime>(
+            pipeline, *runtime_, io_.get(), metrics_, options_, admission_,
+            [this](const std::shared_ptr<jobs::Job>& job) {
+              OnJobFinished(job);
+            }));
   }
 }
 

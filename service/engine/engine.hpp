@@ -28,6 +28,10 @@
 #include "sluice/patterns/detail/thread_annotations.hpp"
 #include "sluice/patterns/mutex.hpp"
 
+namespace sluice {
+class Runtime;
+}  // namespace sluice
+
 namespace sluice::metrics {
 class Metrics;
 }  // namespace sluice::metrics
@@ -74,6 +78,9 @@ struct EngineOptions {
   std::size_t ordered_window = 4096;
   // How often the aggregator samples sluice_stage_queue_depth.
   std::chrono::milliseconds sample_interval{100};
+  // Threads of the runtime every stage's workers run on as tasks; 0 = one
+  // per core. The process's thread count does not grow with `workers`.
+  std::size_t runtime_threads = 0;
 };
 
 class PipelineRuntime;
@@ -235,6 +242,10 @@ class Engine {
   mutable jobs::JobStore store_;
   const std::shared_ptr<Admission> admission_;
 
+  // Run the processors' async I/O and every stage worker of every pipeline
+  // as a task. Declared before the pipelines, which use them until joined.
+  std::unique_ptr<processors::IoLoop> io_;
+  std::unique_ptr<Runtime> runtime_;
   // Built in the constructor, destroyed (threads joined) in Shutdown; the
   // map itself never changes, so it is read without a lock.
   std::map<std::string, std::unique_ptr<PipelineRuntime>, std::less<>>

@@ -1,20 +1,16 @@
-// Engine-internal: PipelineRuntime, the running threads of one configured
-// pipeline (contract §C7), built on the patterns library:
+// Engine-internal: PipelineRuntime, one configured pipeline running
+// (contract §C7), built on the patterns library:
 //
 //   Intake --generator thread--> Channel(stage 0 buffer) --> stage 0 workers
 //     --> Channel(stage 1 buffer) --> ... --> last stage workers
 //     --> Channel(kAggregatorBuffer) --> aggregator thread --> Job logs
 //
-// The generator is one std::jthread taking items from the Intake round-robin
-// and sending them, in batches of what is ready, into stage 0's Channel,
-// which it closes when the Intake ends (Go's generator: a goroutine feeding a
-// channel it closes). sluice::generate() is not used because it keeps calling
-// its function to fill a batch before sending, and ours blocks while no job
-// has input: values already produced would wait for the next job. The stages
-// are a sluice::Pipeline of split stages over that channel (each a fan-out
-// of the stage's worker count, one Processor per worker); the aggregator is
-// one std::jthread draining the pipeline's output (the fan-in point) into
-// each job's result log.
+// The generator (generator.cpp) is one thread taking items from the Intake
+// round-robin and sending them into stage 0's Channel, which it closes when
+// the Intake ends. Each Stage (stage.hpp) is a fan-out of `workers` tasks
+// on the engine's Runtime, one Processor per worker. The aggregator
+// (aggregator.cpp) is one thread draining the last stage's output (the
+// fan-in point) into each job's result log.
 #ifndef SLUICE_SERVICE_ENGINE_PIPELINE_RUNTIME_HPP_
 #define SLUICE_SERVICE_ENGINE_PIPELINE_RUNTIME_HPP_
 
@@ -34,72 +30,12 @@
 #include "service/engine/engine.hpp"
 #include "service/engine/envelope.hpp"
 #include "service/engine/intake.hpp"
+#include "service/engine/stage.hpp"  // and prometheus::Counter, Gauge
 #include "sluice/patterns/channel.hpp"
 #include "sluice/patterns/mutex.hpp"
-#include "sluice/patterns/pipeline.hpp"
-
-namespace prometheus {
-class Counter;
-class Gauge;
-class Histogram;
-}  // namespace prometheus
+#include "sluice/patterns/runtime.hpp"
 
 namespace sluice::engine {
-
-// One stage's processors, counters and metric children. Thread-safe: its
-// workers call Process concurrently; the counters are atomics.
-class StageRuntime {
- public:
-  StageRuntime(std::uint32_t index, const config::PipelineConfig& pipeline,
-               const config::StageConfig& config,
-               const ProcessorFactory& factory, metrics::Metrics& metrics);
-
-  // One worker's step: appends what `e` became to `out`. Control and
-  // terminal envelopes pass through; an item of a cancelled job becomes
-  // kCancelled unprocessed; else the worker's own Processor runs on it.
-  void Process(Envelope e, std::vector<Envelope>& out);
-
-  const config::StageConfig& config() const { return config_; }
-  bool io_bound() const { return io_bound_; }
-  // The channel feeding this stage (set once while the pipeline is built).
-  void set_input(Channel<Envelope>* input) { input_ = input; }
-  std::size_t queue_depth() const { return input_ ? input_->size() : 0; }
-  void SampleGauges();
-  nlohmann::json Json() const;
-
- private:
-  processors::Processor* ClaimProcessor();
-
-  const std::uint32_t index_;
-  const config::StageConfig config_;
-  const ProcessorFactory& factory_;
-  bool io_bound_ = false;
-
-  // One per worker, made up front; each worker thread claims one on its
-  // first item (next_claim_) and keeps it for its life.
-  std::vector<std::unique_ptr<processors::Processor>> processors_;
-  std::atomic<std::size_t> next_claim_{0};
-  // Extra processors in case more threads than workers ever call Process
-  // (never with sluice::Pipeline; kept so the claim cannot fail).
-  Mutex extra_mu_;
-  std::vector<std::unique_ptr<processors::Processor>> extra_
-      SLUICE_GUARDED_BY(extra_mu_);
-
-  Channel<Envelope>* input_ = nullptr;
-
-  std::atomic<std::uint64_t> in_{0}, out_{0}, filtered_{0}, errors_{0},
-      cancelled_{0};
-  std::atomic<std::int64_t> busy_{0};
-
-  prometheus::Counter& m_in_;
-  prometheus::Counter& m_out_;
-  prometheus::Counter& m_filtered_;
-  prometheus::Counter& m_error_;
-  prometheus::Counter& m_cancelled_;
-  prometheus::Histogram& m_duration_;
-  prometheus::Gauge& m_queue_depth_;
-  prometheus::Gauge& m_busy_;
-};
 
 // One pipeline's threads and state. Thread-safe: intake() and the query
 // members may be called from any thread; Stop() and destruction by the
@@ -113,10 +49,12 @@ class PipelineRuntime {
   // Capacity of the channel between the last stage and the aggregator.
   static constexpr std::size_t kAggregatorBuffer = 1024;
 
-  // Starts the generator, every stage's workers and the aggregator.
-  // Requires: `metrics`, `options` and `admission` outlive the runtime.
-  PipelineRuntime(const config::PipelineConfig& config,
-                  metrics::Metrics& metrics, const EngineOptions& options,
+  // Starts the generator, every stage's workers (tasks on `runtime`, their
+  // processors' I/O on `io`) and the aggregator. Requires: `runtime`, `io`,
+  // `metrics`, `options` and `admission` outlive this object.
+  PipelineRuntime(const config::PipelineConfig& config, Runtime& runtime,
+                  processors::IoLoop* io, metrics::Metrics& metrics,
+                  const EngineOptions& options,
                   std::shared_ptr<Admission> admission, FinishedFn on_finished);
   // Stop().
   ~PipelineRuntime();
@@ -186,8 +124,10 @@ class PipelineRuntime {
   prometheus::Counter& m_jobs_failed_;
   prometheus::Counter& m_jobs_cancelled_;
 
-  // Declared before pipeline_: workers use them until joined.
-  std::vector<std::unique_ptr<StageRuntime>> stages_;
+  // Stage 0's input, fed and closed by the generator thread. Declared
+  // before the stages, which read it until joined.
+  std::unique_ptr<Channel<Envelope>> source_;
+  std::vector<std::unique_ptr<Stage>> stages_;
   std::vector<std::string> stage_names_;
 
   // Aggregator thread only: items completed in the current batch, and the
@@ -196,15 +136,14 @@ class PipelineRuntime {
   std::vector<std::shared_ptr<JobContext>> timed_windows_;
 
   Mutex stop_mu_;  // serialises Stop()
+  bool stopped_ SLUICE_GUARDED_BY(stop_mu_) = false;
   // Held while reading the stages' input channels from outside the pipeline
   // (queue depths) and while Stop() destroys them.
   mutable Mutex channels_mu_;
   bool channels_gone_ SLUICE_GUARDED_BY(channels_mu_) = false;
-  // Stage 0's input, fed and closed by the generator thread.
-  std::unique_ptr<Channel<Envelope>> source_;
-  // The stages; reset (joined) by Stop() after the aggregator has seen its
-  // input close.
-  std::unique_ptr<Pipeline<Envelope>> pipeline_;
+  // The aggregator's input: the last stage's output (stage 0's input when
+  // there is no stage).
+  Channel<Envelope>* last_ = nullptr;
   // Last: joined (aggregator first) before the channels go.
   std::jthread generator_;
   std::jthread aggregator_;

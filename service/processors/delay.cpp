@@ -3,6 +3,7 @@
 
 #include "service/config/units.hpp"
 #include "service/processors/internal.hpp"
+#include "sluice/patterns/runtime.hpp"
 
 namespace sluice::processors::internal {
 
@@ -18,6 +19,11 @@ class Delay final : public Processor {
   Outcome Process(nlohmann::json item) override {
     std::this_thread::sleep_for(duration_);
     return Outcome::Value(std::move(item));
+  }
+  // Suspends the worker's task, not its thread: a timer on the runtime.
+  Task<Outcome> ProcessAsync(nlohmann::json item) override {
+    co_await sluice::sleep_for(duration_);
+    co_return Outcome::Value(std::move(item));
   }
   bool io_bound() const override { return true; }
 

@@ -6,7 +6,9 @@
 //   path and query take values from the item, percent-encoded; scheme,
 //   host and port are fixed, so each worker keeps one keep-alive connection
 //   (http_client.hpp) and a stage of N workers has at most N requests in
-//   flight.
+//   flight. In the engine the exchanges run on its IoLoop and the workers'
+//   tasks suspend while they wait (ProcessAsync): N requests in flight hold
+//   no thread each.
 // - POST, PUT and PATCH send the item as JSON; GET and DELETE send no body.
 // - A 2xx response must be JSON (at most 16 MiB). 429, 5xx, timeouts and
 //   connection failures are retried `retries` times with exponential
@@ -34,6 +36,7 @@
 #include "service/processors/retry.hpp"
 #include "service/processors/url_template.hpp"
 #include "service/util/text.hpp"
+#include "sluice/patterns/runtime.hpp"
 
 namespace sluice::processors::internal {
 
@@ -246,7 +249,7 @@ bool HasBody(std::string_view method) {
   return method == "POST" || method == "PUT" || method == "PATCH";
 }
 
-std::string Attempts(int n) {
+std::string AttemptsText(int n) {
   return std::to_string(n) + (n == 1 ? " attempt" : " attempts");
 }
 
@@ -258,7 +261,8 @@ class Http final : public Processor {
       : spec_(std::move(spec)),
         client_(HttpClientOptions{spec_.url.host(), spec_.url.port(),
                                   spec_.url.host_header(), spec_.timeout,
-                                  kMaxResponseBytes, spec_.headers}),
+                                  kMaxResponseBytes, spec_.headers},
+                context.io),
         has_body_(HasBody(spec_.method)),
         context_(context) {
     if (context_.metrics != nullptr) {
@@ -272,70 +276,119 @@ class Http final : public Processor {
   }
 
   Outcome Process(nlohmann::json item) override {
-    try {
-      auto target = spec_.url.Expand(item);
-      if (!target.ok()) return Outcome::Fail("http: " + target.error().message);
-      std::string body;
-      if (has_body_) {
-        body = DumpLenient(item);
-      }
-      return Send(std::move(item), target.value(), has_body_ ? &body : nullptr);
-    } catch (const std::exception& e) {
-      return Outcome::Fail(std::string("http: ") + e.what());
+    std::optional<Attempts> attempts;
+    if (Outcome failed = Prepare(item, attempts); !attempts) return failed;
+    for (;;) {
+      const auto start = std::chrono::steady_clock::now();
+      auto result =
+          client_.Send(spec_.method, attempts->target, attempts->Body());
+      auto next = Judge(*attempts, item, result, start);
+      if (!next) return std::move(attempts->outcome);
+      std::this_thread::sleep_for(*next);
+    }
+  }
+
+  // As Process, with the exchange on the engine's IoLoop and the backoff
+  // on the runtime's timers: the worker's task waits, no thread does.
+  Task<Outcome> ProcessAsync(nlohmann::json item) override {
+    std::optional<Attempts> attempts;
+    if (Outcome failed = Prepare(item, attempts); !attempts) co_return failed;
+    for (;;) {
+      const auto start = std::chrono::steady_clock::now();
+      auto result = co_await sluice::await_callback<HttpClient::Response>(
+          [this, &attempts](auto resume) {
+            client_.SendAsync(spec_.method, attempts->target, attempts->Body(),
+                              std::move(resume));
+          });
+      auto next = Judge(*attempts, item, result, start);
+      if (!next) co_return std::move(attempts->outcome);
+      co_await sluice::sleep_for(*next);
     }
   }
 
   bool io_bound() const override { return true; }
 
  private:
-  Outcome Send(nlohmann::json item, const std::string& target,
-               const std::string* body) {
+  // One item's request and its attempts so far.
+  struct Attempts {
+    std::string target;
+    std::optional<std::string> body;
+    int attempt = 0;
     std::string last_error;
-    for (int attempt = 1;; ++attempt) {
-      const auto start = std::chrono::steady_clock::now();
-      auto result = client_.Send(spec_.method, target, body);
-      const std::chrono::duration<double> took =
-          std::chrono::steady_clock::now() - start;
-      std::optional<milliseconds> retry_after;
-      if (!result.ok()) {
-        const HttpClientFailure& f = result.error();
-        Observe(f.kind == HttpClientFailure::kTimeout ? "timeout" : "error",
-                took.count());
-        // Retrying cannot make an oversized or malformed response fit.
-        if (f.kind == HttpClientFailure::kTooLarge ||
-            f.kind == HttpClientFailure::kProtocol) {
-          return Outcome::Fail("http: " + f.message);
-        }
-        last_error = f.message;
-      } else {
-        HttpClientResponse& r = result.value();
-        Observe(std::to_string(r.status), took.count());
-        if (r.status >= 200 && r.status < 300) {
-          return Accept(std::move(item), r.body);
-        }
-        const std::string text =
-            r.reason.empty() ? std::to_string(r.status)
-                             : std::to_string(r.status) + " " + r.reason;
-        if (!IsRetryableStatus(r.status)) {
-          return Outcome::Fail("http: " + text +
-                               (r.status >= 300 && r.status < 400
-                                    ? " (redirects are not followed)"
-                                    : ""));
-        }
-        last_error = text;
-        if (r.retry_after) {
-          retry_after =
-              ParseRetryAfter(*r.retry_after, std::chrono::system_clock::now());
-        }
-      }
-      if (attempt > spec_.retry.retries) {
-        return Outcome::Fail("http: " + last_error + " after " +
-                             Attempts(attempt));
-      }
-      // Bounded by max_backoff; see the drain note at the top.
-      std::this_thread::sleep_for(
-          RetryDelay(spec_.retry, attempt, retry_after, jitter_.Next()));
+    Outcome outcome;  // set when Judge ends the item
+
+    const std::string* Body() const { return body ? &*body : nullptr; }
+  };
+
+  // Expands the URL and the body into `attempts`, or returns the item's
+  // failure (leaving `attempts` empty).
+  Outcome Prepare(const nlohmann::json& item,
+                  std::optional<Attempts>& attempts) {
+    try {
+      auto target = spec_.url.Expand(item);
+      if (!target.ok()) return Outcome::Fail("http: " + target.error().message);
+      attempts.emplace();
+      attempts->target = std::move(target).value();
+      if (has_body_) attempts->body = DumpLenient(item);
+      return Outcome::Value(nullptr);
+    } catch (const std::exception& e) {
+      attempts.reset();
+      return Outcome::Fail(std::string("http: ") + e.what());
     }
+  }
+
+  // Counts one attempt begun at `start` and decides: the item's outcome
+  // (into a.outcome; returns nullopt), or how long to back off before the
+  // next attempt.
+  std::optional<milliseconds> Judge(
+      Attempts& a, nlohmann::json& item,
+      Result<HttpClientResponse, HttpClientFailure>& result,
+      std::chrono::steady_clock::time_point start) {
+    ++a.attempt;
+    const std::chrono::duration<double> took =
+        std::chrono::steady_clock::now() - start;
+    std::optional<milliseconds> retry_after;
+    if (!result.ok()) {
+      const HttpClientFailure& f = result.error();
+      Observe(f.kind == HttpClientFailure::kTimeout ? "timeout" : "error",
+              took.count());
+      // Retrying cannot make an oversized or malformed response fit.
+      if (f.kind == HttpClientFailure::kTooLarge ||
+          f.kind == HttpClientFailure::kProtocol) {
+        a.outcome = Outcome::Fail("http: " + f.message);
+        return std::nullopt;
+      }
+      a.last_error = f.message;
+    } else {
+      HttpClientResponse& r = result.value();
+      Observe(std::to_string(r.status), took.count());
+      if (r.status >= 200 && r.status < 300) {
+        a.outcome = Accept(std::move(item), r.body);
+        return std::nullopt;
+      }
+      const std::string text = r.reason.empty()
+                                   ? std::to_string(r.status)
+                                   : std::to_string(r.status) + " " + r.reason;
+      if (!IsRetryableStatus(r.status)) {
+        a.outcome = Outcome::Fail("http: " + text +
+                                  (r.status >= 300 && r.status < 400
+                                       ? " (redirects are not followed)"
+                                       : ""));
+        return std::nullopt;
+      }
+      a.last_error = text;
+      if (r.retry_after) {
+        retry_after =
+            ParseRetryAfter(*r.retry_after, std::chrono::system_clock::now());
+      }
+    }
+    if (a.attempt > spec_.retry.retries) {
+      a.outcome = Outcome::Fail("http: " + a.last_error + " after " +
+                                AttemptsText(a.attempt));
+      return std::nullopt;
+    }
+    // Bounded by max_backoff; see the drain note at the top.
+    return RetryDelay(spec_.retry, a.attempt, retry_after, jitter_.Next());
   }
 
   // A 2xx response: its JSON replaces the item or goes to result_field.

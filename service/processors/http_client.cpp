@@ -1,12 +1,10 @@
 // Implementation of HttpClient (see http_client.hpp).
 //
-// Every step starts one async operation and runs this client's private
-// io_context on the calling thread until that operation's handler has run.
-// The socket steps get their deadline from beast::tcp_stream::expires_at
-// (the stream closes the socket when it passes, completing the operation
-// with beast::error::timeout); resolving, which a socket timer cannot
-// interrupt, is waited for with run_one_until and abandoned at the
-// deadline (its handler owns its state, so a late completion is harmless).
+// An exchange is one Asio C++20 coroutine (resolve, connect, write, read)
+// on the client's io_context. The socket steps get their deadline from
+// beast::tcp_stream::expires_at (the stream closes the socket when it
+// passes, completing the operation with beast::error::timeout); resolving,
+// which a socket timer cannot interrupt, races a timer of its own.
 
 // GCC's -Wnull-dereference misfires, when optimizing, inside Boost.Asio's
 // executor code: a false positive in Asio's code, not ours. Placed before
@@ -15,8 +13,13 @@
 
 #include "service/processors/http_client.hpp"
 
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -31,9 +34,12 @@
 #include <boost/beast/http/write.hpp>
 #include <cctype>
 #include <exception>
+#include <future>
+#include <stdexcept>
 #include <vector>
 
 #include "service/config/units.hpp"
+#include "service/processors/io_loop_impl.hpp"
 
 #ifndef SLUICE_VERSION
 #define SLUICE_VERSION "dev"
@@ -85,14 +91,53 @@ std::string ReasonPhrase(bhttp::status status, std::string_view server) {
   return std::string(server.substr(0, kMaxReasonChars));
 }
 
+// What one exchange produced: a response, or why there is none. Default-
+// constructible, as an Asio awaitable's result must be.
+struct Exchanged {
+  std::optional<HttpClientResponse> response;
+  Failure failure;
+
+  Result<HttpClientResponse, Failure> ToResult() && {
+    if (response) return std::move(*response);
+    return std::move(failure);
+  }
+};
+
+Exchanged Thrown(std::exception_ptr error) {
+  std::string what = "unknown error";
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+  }
+  Exchanged out;
+  out.failure = Failure{Failure::kConnection, "request failed: " + what};
+  return out;
+}
+
+// A request's parts, owned by the exchange (which outlives the caller's
+// view of them when it runs on the shared loop).
+struct Request {
+  std::string method;
+  std::string target;
+  std::optional<std::string> body;
+};
+
 }  // namespace
 
+// Every exchange is one C++20 coroutine on the client's io_context: the
+// shared IoLoop's (its thread runs the exchanges of every client made with
+// it) or, without one, a private context that Send() runs on the calling
+// thread until the exchange is done.
 struct HttpClient::Impl {
-  explicit Impl(HttpClientOptions o)
+  Impl(HttpClientOptions o, IoLoop* loop)
       : options(std::move(o)),
-        // One thread runs this io_context: the hint lets Asio skip work it
-        // would do for several.
-        ioc(1),
+        // One thread runs a private context too: the hint lets Asio skip
+        // work it would do for several.
+        own(loop == nullptr ? std::make_unique<net::io_context>(1) : nullptr),
+        ioc(loop == nullptr ? *own : loop->impl().ioc),
+        shared(loop != nullptr),
         resolver(ioc),
         stream(ioc) {
     boost::system::error_code ec;
@@ -104,14 +149,36 @@ struct HttpClient::Impl {
     timeout_text = config::FormatDuration(options.timeout);
   }
 
-  // Runs handlers until `done` (set by the handler of the operation just
-  // started). Socket operations always complete (the stream's timer sees
-  // to that), so this cannot wait beyond the deadline.
-  void Drive(const bool& done) {
+  // Starts the exchange; `done` runs on the context's thread when it ends.
+  template <class Done>
+  void Start(Request request, Done done) {
+    net::co_spawn(ioc, Exchange(std::move(request)),
+                  [this, done = std::move(done)](std::exception_ptr error,
+                                                 Exchanged out) mutable {
+                    if (error) {
+                      // Allocation failure or an unexpected throw from Asio:
+                      // drop the connection so no half-finished exchange
+                      // leaks into the next one.
+                      Close();
+                      out = Thrown(error);
+                    }
+                    done(std::move(out));
+                  });
+  }
+
+  // Runs an exchange on the private context, on this thread.
+  Exchanged RunHere(Request request) {
+    std::optional<Exchanged> out;
+    Start(std::move(request), [&out](Exchanged e) { out = std::move(e); });
     ioc.restart();
-    while (!done) {
-      if (ioc.run_one() == 0) break;  // out of work: nothing left to wait for
+    // Stops as soon as the exchange is done: an abandoned resolve may still
+    // be pending, and is left for a later run.
+    while (!out && ioc.run_one() != 0) {
     }
+    if (!out)
+      return Thrown(std::make_exception_ptr(
+          std::runtime_error("the exchange did not complete")));
+    return std::move(*out);
   }
 
   void Close() {
@@ -174,53 +241,52 @@ struct HttpClient::Impl {
     return Fail(Failure::kConnection, what + ": " + Lowered(ec.message()));
   }
 
+  // Resolves the host into `endpoints`, giving up at `deadline` (a socket
+  // timer cannot interrupt a resolve: a timer of our own cancels it).
+  net::awaitable<std::optional<Failure>> Resolve(
+      Clock::time_point deadline, std::vector<tcp::endpoint>& endpoints) {
+    net::steady_timer timer(ioc);
+    timer.expires_at(deadline);
+    bool timed_out = false;
+    // One thread runs the context, so the flag and the cancel need no lock;
+    // once the resolve is done the timer is cancelled and its handler,
+    // seeing operation_aborted, touches nothing.
+    timer.async_wait([this, &timed_out](beast::error_code ec) {
+      if (ec) return;
+      timed_out = true;
+      resolver.cancel();
+    });
+    beast::error_code ec;
+    tcp::resolver::results_type results = co_await resolver.async_resolve(
+        options.host, std::to_string(options.port),
+        net::redirect_error(net::use_awaitable, ec));
+    timer.cancel();
+    if (timed_out) {
+      co_return Fail(
+          Failure::kTimeout,
+          "resolve " + options.host + ": timed out after " + timeout_text);
+    }
+    if (ec) {
+      co_return Fail(Failure::kConnection,
+                     "resolve " + options.host + ": " + Lowered(ec.message()));
+    }
+    for (const auto& entry : results) endpoints.push_back(entry.endpoint());
+    co_return std::nullopt;
+  }
+
   // Resolves (unless the host is an IP literal) and connects.
-  std::optional<Failure> Connect(Clock::time_point deadline) {
+  net::awaitable<std::optional<Failure>> Connect(Clock::time_point deadline) {
     std::vector<tcp::endpoint> endpoints;
     if (literal) {
       endpoints.push_back(*literal);
-    } else {
-      struct State {
-        bool done = false;
-        beast::error_code ec;
-        tcp::resolver::results_type results;
-      };
-      auto state = std::make_shared<State>();
-      resolver.async_resolve(
-          options.host, std::to_string(options.port),
-          [state](beast::error_code ec, tcp::resolver::results_type r) {
-            state->done = true;
-            state->ec = ec;
-            state->results = std::move(r);
-          });
-      ioc.restart();
-      while (!state->done && ioc.run_one_until(deadline) != 0) {
-      }
-      if (!state->done) {
-        resolver.cancel();
-        return Fail(Failure::kTimeout, "resolve " + options.host +
-                                           ": timed out after " + timeout_text);
-      }
-      if (state->ec) {
-        return Fail(Failure::kConnection, "resolve " + options.host + ": " +
-                                              Lowered(state->ec.message()));
-      }
-      for (const auto& entry : state->results) {
-        endpoints.push_back(entry.endpoint());
-      }
+    } else if (auto failure = co_await Resolve(deadline, endpoints)) {
+      co_return failure;
     }
-
-    bool done = false;
     beast::error_code ec;
     stream.expires_at(deadline);
-    stream.async_connect(endpoints,
-                         [&](beast::error_code e, const tcp::endpoint&) {
-                           ec = e;
-                           done = true;
-                         });
-    Drive(done);
-    if (!done) ec = net::error::operation_aborted;
-    if (ec) return SocketFailure("connect to " + endpoint_text, ec);
+    co_await stream.async_connect(endpoints,
+                                  net::redirect_error(net::use_awaitable, ec));
+    if (ec) co_return SocketFailure("connect to " + endpoint_text, ec);
     beast::error_code ignored;
     // Request and response are each written in one go; Nagle would only
     // delay a small request behind the previous response's ACK.
@@ -228,84 +294,91 @@ struct HttpClient::Impl {
     // For StillOpen's peek; Asio's async operations work either way.
     stream.socket().non_blocking(true, ignored);
     if (ignored) {
-      return Fail(Failure::kConnection, "connect to " + endpoint_text + ": " +
-                                            Lowered(ignored.message()));
+      co_return Fail(
+          Failure::kConnection,
+          "connect to " + endpoint_text + ": " + Lowered(ignored.message()));
     }
     connected = true;
     ++connections;
-    return std::nullopt;
+    co_return std::nullopt;
   }
 
-  Result<HttpClientResponse, Failure> Exchange(std::string_view method,
-                                               std::string_view target,
-                                               const std::string* body) {
-    const Clock::time_point deadline = Clock::now() + options.timeout;
-    if (connected && !StillOpen()) Close();
-    if (!connected) {
-      if (auto failure = Connect(deadline)) return std::move(*failure);
-    }
-
+  bhttp::request<bhttp::string_body> MakeRequest(Request& r) const {
     bhttp::request<bhttp::string_body> req;
-    req.method_string(method);
-    req.target(target);
+    req.method_string(r.method);
+    req.target(r.target);
     req.version(11);
     req.set(bhttp::field::host, options.host_header);
     req.set(bhttp::field::user_agent, "sluice/" SLUICE_VERSION);
     req.set(bhttp::field::accept, "application/json");
-    if (body != nullptr) {
+    if (r.body) {
       req.set(bhttp::field::content_type, "application/json");
-      req.body() = *body;
+      req.body() = std::move(*r.body);
     }
     for (const auto& [name, value] : options.headers) req.set(name, value);
-    if (body != nullptr) req.prepare_payload();
+    if (r.body) req.prepare_payload();
+    return req;
+  }
 
-    bool done = false;
+  net::awaitable<Exchanged> Exchange(Request request) {
+    Exchanged out;
+    const Clock::time_point deadline = Clock::now() + options.timeout;
+    if (connected && !StillOpen()) Close();
+    if (!connected) {
+      if (auto failure = co_await Connect(deadline)) {
+        out.failure = std::move(*failure);
+        co_return out;
+      }
+    }
+    bhttp::request<bhttp::string_body> req = MakeRequest(request);
     beast::error_code ec;
     stream.expires_at(deadline);
-    bhttp::async_write(stream, req, [&](beast::error_code e, std::size_t) {
-      ec = e;
-      done = true;
-    });
-    Drive(done);
-    if (!done) ec = net::error::operation_aborted;
-    if (ec) return SocketFailure("write to " + endpoint_text, ec);
-
+    co_await bhttp::async_write(stream, req,
+                                net::redirect_error(net::use_awaitable, ec));
+    if (ec) {
+      out.failure = SocketFailure("write to " + endpoint_text, ec);
+      co_return out;
+    }
     for (int interim = 0;; ++interim) {
       bhttp::response_parser<bhttp::string_body> parser;
       parser.body_limit(options.max_body_bytes);
       parser.header_limit(kMaxHeaderBytes);
-      done = false;
       stream.expires_at(deadline);
-      bhttp::async_read(stream, buffer, parser,
-                        [&](beast::error_code e, std::size_t) {
-                          ec = e;
-                          done = true;
-                        });
-      Drive(done);
-      if (!done) ec = net::error::operation_aborted;
-      if (ec) return SocketFailure("read from " + endpoint_text, ec);
+      co_await bhttp::async_read(stream, buffer, parser,
+                                 net::redirect_error(net::use_awaitable, ec));
+      if (ec) {
+        out.failure = SocketFailure("read from " + endpoint_text, ec);
+        co_return out;
+      }
       bhttp::response<bhttp::string_body> res = parser.release();
       const unsigned status = res.result_int();
       if (status >= 100 && status < 200 && status != 101 &&
           interim < kMaxInterimResponses) {
         continue;
       }
-      // The next exchange starts clean: no timer armed on an idle socket.
-      stream.expires_never();
-      if (!res.keep_alive() || status == 101) Close();
-      HttpClientResponse out;
-      out.status = status;
-      out.reason = ReasonPhrase(res.result(), res.reason());
-      if (auto it = res.find(bhttp::field::retry_after); it != res.end()) {
-        out.retry_after = std::string(it->value());
-      }
-      out.body = std::move(res.body());
-      return out;
+      out.response = Finish(res);
+      co_return out;
     }
   }
 
+  HttpClientResponse Finish(bhttp::response<bhttp::string_body>& res) {
+    // The next exchange starts clean: no timer armed on an idle socket.
+    stream.expires_never();
+    if (!res.keep_alive() || res.result_int() == 101) Close();
+    HttpClientResponse out;
+    out.status = res.result_int();
+    out.reason = ReasonPhrase(res.result(), res.reason());
+    if (auto it = res.find(bhttp::field::retry_after); it != res.end()) {
+      out.retry_after = std::string(it->value());
+    }
+    out.body = std::move(res.body());
+    return out;
+  }
+
   HttpClientOptions options;
-  net::io_context ioc;
+  std::unique_ptr<net::io_context> own;  // without a shared loop
+  net::io_context& ioc;
+  const bool shared;
   tcp::resolver resolver;
   beast::tcp_stream stream;
   beast::flat_buffer buffer;
@@ -316,25 +389,45 @@ struct HttpClient::Impl {
   std::uint64_t connections = 0;
 };
 
-HttpClient::HttpClient(HttpClientOptions options)
-    : impl_(std::make_unique<Impl>(std::move(options))) {}
+namespace {
+
+Request MakeRequestParts(std::string_view method, std::string_view target,
+                         const std::string* body) {
+  return Request{
+      std::string(method), std::string(target),
+      body != nullptr ? std::optional<std::string>(*body) : std::nullopt};
+}
+
+}  // namespace
+
+HttpClient::HttpClient(HttpClientOptions options, IoLoop* loop)
+    : impl_(std::make_unique<Impl>(std::move(options), loop)) {}
 
 HttpClient::~HttpClient() = default;
 
 Result<HttpClientResponse, HttpClientFailure> HttpClient::Send(
     std::string_view method, std::string_view target, const std::string* body) {
-  try {
-    return impl_->Exchange(method, target, body);
-  } catch (const std::exception& e) {
-    // Allocation failure or an unexpected throw from Asio: drop the
-    // connection so no half-finished exchange leaks into the next one.
-    try {
-      impl_->Close();
-    } catch (...) {
-    }
-    return HttpClientFailure{HttpClientFailure::kConnection,
-                             std::string("request failed: ") + e.what()};
+  Request request = MakeRequestParts(method, target, body);
+  if (!impl_->shared) return impl_->RunHere(std::move(request)).ToResult();
+  // On the shared loop: wait for its thread to finish the exchange.
+  std::promise<Exchanged> promise;
+  std::future<Exchanged> future = promise.get_future();
+  impl_->Start(std::move(request), [&promise](Exchanged out) {
+    promise.set_value(std::move(out));
+  });
+  return future.get().ToResult();
+}
+
+void HttpClient::SendAsync(std::string_view method, std::string_view target,
+                           const std::string* body, Done done) {
+  Request request = MakeRequestParts(method, target, body);
+  if (!impl_->shared) {
+    done(impl_->RunHere(std::move(request)).ToResult());
+    return;
   }
+  impl_->Start(std::move(request), [done = std::move(done)](Exchanged out) {
+    done(std::move(out).ToResult());
+  });
 }
 
 std::uint64_t HttpClient::connections_opened() const {

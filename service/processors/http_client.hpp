@@ -1,14 +1,15 @@
-// Defines HttpClient, the http processor's blocking HTTP/1.1 client: one
-// keep-alive connection to one host, reconnected when it drops, each
-// exchange (resolve, connect, write, read) bounded by one deadline. Built
-// on its own asio::io_context and a beast::tcp_stream whose async
-// operations the calling thread drives, which is how Beast gives timeouts;
+// Defines HttpClient, the http processor's HTTP/1.1 client: one keep-alive
+// connection to one host, reconnected when it drops, each exchange
+// (resolve, connect, write, read) bounded by one deadline. An exchange is
+// an Asio coroutine on a shared IoLoop (SendAsync: thousands in flight on
+// one thread) or on a private io_context the calling thread drives (Send);
 // the interface stays std-only so processor code compiles without Asio.
 #ifndef SLUICE_SERVICE_PROCESSORS_HTTP_CLIENT_HPP_
 #define SLUICE_SERVICE_PROCESSORS_HTTP_CLIENT_HPP_
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "service/processors/io_loop.hpp"
 #include "service/util/result.hpp"
 
 namespace sluice::processors::internal {
@@ -58,11 +60,17 @@ struct HttpClientFailure {
   std::string message;
 };
 
-// Thread-compatible: one thread at a time (the worker that owns the
-// processor). Owns the connection; destroying it closes the connection.
+// Thread-compatible: one caller at a time (the worker that owns the
+// processor), with at most one exchange in flight. Owns the connection;
+// destroying it closes the connection.
 class HttpClient {
  public:
-  explicit HttpClient(HttpClientOptions options);
+  using Response = Result<HttpClientResponse, HttpClientFailure>;
+  using Done = std::function<void(Response)>;
+
+  // Exchanges run on `loop` when given (it must outlive the client), else
+  // on a private io_context driven by the calling thread.
+  explicit HttpClient(HttpClientOptions options, IoLoop* loop = nullptr);
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
@@ -79,6 +87,13 @@ class HttpClient {
   Result<HttpClientResponse, HttpClientFailure> Send(std::string_view method,
                                                      std::string_view target,
                                                      const std::string* body);
+
+  // The same exchange without blocking: returns at once (the arguments are
+  // copied) and calls `done` with the outcome on the loop's thread, which
+  // `done` must not block. Without a loop it runs the exchange first, on
+  // the calling thread. Never throws but for allocation failure.
+  void SendAsync(std::string_view method, std::string_view target,
+                 const std::string* body, Done done);
 
   // Connections opened so far (for tests and benchmarks: keep-alive reuse).
   std::uint64_t connections_opened() const;

@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "service/config/config.hpp"
+#include "service/processors/io_loop.hpp"
 #include "service/util/result.hpp"
+#include "sluice/patterns/task.hpp"
 
 namespace sluice::metrics {
 class Metrics;
@@ -27,6 +29,10 @@ struct ProcessorContext {
   // Null: no metrics (unit tests, `sluice check`). Must outlive the
   // processor when set.
   metrics::Metrics* metrics = nullptr;
+  // Where I/O-bound processors run their async I/O (the engine's). Null:
+  // each processor that needs one drives a private loop on the calling
+  // thread. Must outlive the processor when set.
+  IoLoop* io = nullptr;
 };
 
 // What one item became. Thread-compatible (plain value).
@@ -62,15 +68,24 @@ struct Outcome {
 };
 
 // One stage's item transformation. The engine makes one instance per worker
-// thread (so a processor may keep per-thread state, e.g. a Lua state).
-// Thread-compatible: one thread uses an instance at a time.
+// (so a processor may keep per-worker state, e.g. a Lua state or an HTTP
+// connection). Thread-compatible: one worker uses an instance at a time
+// (a worker is a task, so successive calls may come from different threads).
 class Processor {
  public:
   virtual ~Processor() = default;
-  // Transforms one item. Never throws: a failure is Outcome::kError.
+  // Transforms one item, on the calling thread. Never throws: a failure is
+  // Outcome::kError.
   virtual Outcome Process(nlohmann::json item) = 0;
+  // The same inside a task on a sluice::Runtime: an I/O-bound processor
+  // waits by suspending the task (sleep_for, an async exchange), so a stage
+  // of 4,096 workers holds no thread per wait. The default runs Process.
+  // Requires: called from a task on a Runtime. Never throws.
+  virtual Task<Outcome> ProcessAsync(nlohmann::json item) {
+    co_return Process(std::move(item));
+  }
   // True when the processor is slow / I-O bound (delay, http): the engine
-  // then gives its workers batch 1.
+  // then gives its workers batch 1 and calls ProcessAsync.
   virtual bool io_bound() const { return false; }
 };
 

@@ -21,6 +21,8 @@
 
 #include "service/metrics/metrics.hpp"
 #include "service/processors/checks.hpp"
+#include "sluice/patterns/channel.hpp"
+#include "sluice/patterns/runtime.hpp"
 #include "tests/support/wait_finished.hpp"
 
 namespace sluice::engine {
@@ -32,43 +34,64 @@ using processors::Outcome;
 
 // ---- test processors --------------------------------------------------------
 
-// A processor running a function; `io_bound` as given.
+// A processor running a function; `io_bound` as given. Stage workers are
+// tasks: a processor that waits implements ProcessAsync (`async_fn`) so that
+// it suspends its task instead of blocking one of the runtime's threads.
 class FnProcessor final : public processors::Processor {
  public:
-  FnProcessor(std::function<Outcome(json)> fn, bool io_bound)
-      : fn_(std::move(fn)), io_bound_(io_bound) {}
+  using AsyncFn = std::function<Task<Outcome>(json)>;
+  FnProcessor(std::function<Outcome(json)> fn, bool io_bound,
+              AsyncFn async_fn = {})
+      : fn_(std::move(fn)),
+        async_fn_(std::move(async_fn)),
+        io_bound_(io_bound) {}
   Outcome Process(json item) override { return fn_(std::move(item)); }
+  Task<Outcome> ProcessAsync(json item) override {
+    if (async_fn_) co_return co_await async_fn_(std::move(item));
+    co_return fn_(std::move(item));
+  }
   bool io_bound() const override { return io_bound_; }
 
  private:
   std::function<Outcome(json)> fn_;
+  AsyncFn async_fn_;
   bool io_bound_;
 };
 
-// Holds workers until opened; counts how many are waiting.
+// Holds workers until opened; counts how many are waiting. A thread waits
+// in Pass, a task in AsyncPass; Open releases both (closing `opened_`).
 class Gate {
  public:
   void Pass() {
-    std::unique_lock<std::mutex> lock(mu_);
-    ++waiting_;
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return open_; });
-    --waiting_;
+    Arrive();
+    (void)opened_.recv();
+    Leave();
   }
-  void Open() {
-    std::lock_guard<std::mutex> lock(mu_);
-    open_ = true;
-    cv_.notify_all();
+  Task<> AsyncPass() {
+    Arrive();
+    (void)co_await opened_.async_recv();
+    Leave();
   }
+  void Open() { opened_.close(); }
   bool WaitForWaiting(int n, std::chrono::milliseconds timeout = 10s) {
     std::unique_lock<std::mutex> lock(mu_);
     return cv_.wait_for(lock, timeout, [&] { return waiting_ >= n; });
   }
 
  private:
+  void Arrive() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++waiting_;
+    cv_.notify_all();
+  }
+  void Leave() {
+    std::lock_guard<std::mutex> lock(mu_);
+    --waiting_;
+  }
+
+  Channel<int> opened_{0};  // never sent to: closed by Open
   std::mutex mu_;
   std::condition_variable cv_;
-  bool open_ = false;
   int waiting_ = 0;
 };
 
@@ -136,7 +159,11 @@ ProcessorFactory TestFactory(Gate* gate = nullptr) {
             SleepMicros(us);
             return Outcome::Value(std::move(v));
           },
-          true);
+          true,
+          [us](json v) -> Task<Outcome> {
+            co_await sleep_for(std::chrono::microseconds(us));
+            co_return Outcome::Value(std::move(v));
+          });
     }
     if (type == "random_sleep") {
       const std::int64_t max_us = p.at("max_us");
@@ -145,7 +172,11 @@ ProcessorFactory TestFactory(Gate* gate = nullptr) {
             SleepMicros(RandomMicros(max_us));
             return Outcome::Value(std::move(v));
           },
-          true);
+          true,
+          [max_us](json v) -> Task<Outcome> {
+            co_await sleep_for(std::chrono::microseconds(RandomMicros(max_us)));
+            co_return Outcome::Value(std::move(v));
+          });
     }
     if (type == "gate") {
       return std::make_unique<FnProcessor>(
@@ -153,7 +184,11 @@ ProcessorFactory TestFactory(Gate* gate = nullptr) {
             gate->Pass();
             return Outcome::Value(std::move(v));
           },
-          true);
+          true,
+          [gate](json v) -> Task<Outcome> {
+            co_await gate->AsyncPass();
+            co_return Outcome::Value(std::move(v));
+          });
     }
     if (type == "throw") {
       return std::make_unique<FnProcessor>(

@@ -19,6 +19,7 @@
 #include "service/engine/engine.hpp"
 #include "service/metrics/metrics.hpp"
 #include "service/processors/checks.hpp"
+#include "sluice/patterns/runtime.hpp"
 #include "tests/support/wait_finished.hpp"
 
 namespace sluice::engine {
@@ -242,49 +243,57 @@ TEST(EngineWindowTest, BadWindowsNameTheirKeys) {
 // ---- per-key ordering ------------------------------------------------------
 
 // Records, per key, the order in which items were processed and by which
-// thread. Thread-safe.
+// worker (a worker is a task that may move between threads; each has its
+// own processor instance, which identifies it). Thread-safe.
 class Recorder {
  public:
-  void Record(const json& item) {
+  void Record(const json& item, const void* worker) {
     std::lock_guard<std::mutex> lock(mu_);
     const std::string key = item.contains("user") ? item["user"].dump() : "-";
     order_[key].push_back(item["i"].get<int>());
-    threads_[key].insert(std::this_thread::get_id());
-    all_threads_.insert(std::this_thread::get_id());
+    workers_[key].insert(worker);
+    all_workers_.insert(worker);
   }
   std::map<std::string, std::vector<int>> order() const {
     std::lock_guard<std::mutex> lock(mu_);
     return order_;
   }
-  std::map<std::string, std::set<std::thread::id>> threads() const {
+  std::map<std::string, std::set<const void*>> workers() const {
     std::lock_guard<std::mutex> lock(mu_);
-    return threads_;
+    return workers_;
   }
-  std::size_t thread_count() const {
+  std::size_t worker_count() const {
     std::lock_guard<std::mutex> lock(mu_);
-    return all_threads_.size();
+    return all_workers_.size();
   }
 
  private:
   mutable std::mutex mu_;
   std::map<std::string, std::vector<int>> order_;
-  std::map<std::string, std::set<std::thread::id>> threads_;
-  std::set<std::thread::id> all_threads_;
+  std::map<std::string, std::set<const void*>> workers_;
+  std::set<const void*> all_workers_;
 };
 
 class RecordingProcessor final : public processors::Processor {
  public:
   explicit RecordingProcessor(Recorder* recorder) : recorder_(recorder) {}
   processors::Outcome Process(json item) override {
-    // A little jitter, so an unsharded stage would reorder.
-    std::this_thread::sleep_for(
-        std::chrono::microseconds((item["i"].get<int>() * 7919) % 200));
-    recorder_->Record(item);
+    std::this_thread::sleep_for(Jitter(item));
+    recorder_->Record(item, this);
     return processors::Outcome::Value(std::move(item));
+  }
+  Task<processors::Outcome> ProcessAsync(json item) override {
+    co_await sleep_for(Jitter(item));
+    recorder_->Record(item, this);
+    co_return processors::Outcome::Value(std::move(item));
   }
   bool io_bound() const override { return true; }
 
  private:
+  // A little jitter, so an unsharded stage would reorder.
+  static std::chrono::microseconds Jitter(const json& item) {
+    return std::chrono::microseconds((item["i"].get<int>() * 7919) % 200);
+  }
   Recorder* recorder_;
 };
 
@@ -327,12 +336,12 @@ pipelines:
   for (const auto& [key, seen] : order) {
     EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end())) << "key " << key;
   }
-  for (const auto& [key, threads] : recorder.threads()) {
-    EXPECT_EQ(threads.size(), 1U) << "key " << key;
+  for (const auto& [key, by] : recorder.workers()) {
+    EXPECT_EQ(by.size(), 1U) << "key " << key;
   }
   // Different keys ran on more than one worker.
   if (workers > 1) {
-    EXPECT_GT(recorder.thread_count(), 1U);
+    EXPECT_GT(recorder.worker_count(), 1U);
   }
   // The pipelines view shows the key.
   const json view = engine.PipelinesJson();

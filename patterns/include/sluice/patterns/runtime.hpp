@@ -1,4 +1,5 @@
-// Runtime, Task<T>, yield() and sleep_for(): the goroutine half of sluice.
+// Runtime, Task<T>, yield(), sleep_for() and await_callback(): the goroutine
+// half of sluice.
 //
 // A Runtime runs C++20 coroutine tasks on a fixed set of threads (M:N, as
 // Go's scheduler runs goroutines on GOMAXPROCS threads). `spawn` is Go's
@@ -533,6 +534,38 @@ auto sleep_for(std::chrono::duration<Rep, Period> d, std::stop_token st = {}) {
                  {},
                  nullptr,
                  std::nullopt};
+}
+
+// co_await sluice::await_callback<T>(start): bridges a callback API (an
+// Asio completion handler, a thread pool's "done") into a task. Suspends
+// the task and calls start(resume), where resume is a callable taking a T
+// that any thread may call exactly once, from inside or after start(); the
+// task then continues on its runtime with that T as the co_await's value.
+// Only inside a task. `start` must not throw after handing `resume` on.
+//
+//   HttpResponse r = co_await sluice::await_callback<HttpResponse>(
+//       [&](auto resume) { client.send_async(req, std::move(resume)); });
+template <class T, class Start>
+auto await_callback(Start start) {
+  struct Awaiter {
+    Start start;
+    std::optional<T> value;
+
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+      detail::Scheduler* sched = &detail::current_scheduler();
+      // Called from here on, the resume may run the task (and end this
+      // awaiter) on another thread before start() returns: start runs from
+      // a copy on this stack, and nothing here touches *this afterwards.
+      Start local = std::move(start);
+      local([this, sched, h](T v) {
+        value.emplace(std::move(v));
+        detail::schedule_on(sched, h);
+      });
+    }
+    T await_resume() { return std::move(*value); }
+  };
+  return Awaiter{std::move(start), std::nullopt};
 }
 
 }  // namespace sluice

@@ -1,0 +1,351 @@
+#include "service/engine/stage.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <string>
+#include <utility>
+
+#include "service/metrics/metrics.hpp"
+#include "service/processors/processor.hpp"
+
+namespace sluice::engine {
+namespace {
+
+using Kind = Envelope::Kind;
+using Clock = std::chrono::steady_clock;
+
+// Most items a CPU-bound worker takes at once when several are ready: one
+// hand-off per batch instead of per item.
+constexpr std::size_t kCpuBatch = 16;
+// Most items the router of a keyed stage takes at once.
+constexpr std::size_t kRouterBatch = 64;
+
+processors::Outcome NotAvailable(const std::string& type) {
+  return processors::Outcome::Fail("processor type \"" + type +
+                                   "\" is not available");
+}
+
+// Processors promise not to throw; a broken one still only fails its item.
+processors::Outcome Call(processors::Processor* processor, nlohmann::json value,
+                         const std::string& type) {
+  if (processor == nullptr) return NotAvailable(type);
+  try {
+    return processor->Process(std::move(value));
+  } catch (const std::exception& ex) {
+    return processors::Outcome::Fail(std::string("processor threw: ") +
+                                     ex.what());
+  } catch (...) {
+    return processors::Outcome::Fail("processor threw");
+  }
+}
+
+Task<processors::Outcome> CallAsync(processors::Processor* processor,
+                                    nlohmann::json value,
+                                    const std::string& type) {
+  if (processor == nullptr) co_return NotAvailable(type);
+  std::string thrown;
+  try {
+    co_return co_await processor->ProcessAsync(std::move(value));
+  } catch (const std::exception& ex) {
+    thrown = std::string("processor threw: ") + ex.what();
+  } catch (...) {
+    thrown = "processor threw";
+  }
+  co_return processors::Outcome::Fail(std::move(thrown));
+}
+
+// A split: each part carries a share of the weight (so the job still knows
+// when all of it is done) and its index in path (so the results keep the
+// input's order).
+void PushParts(const Envelope& e, std::vector<nlohmann::json>& values,
+               std::vector<Envelope>& out) {
+  const std::size_t n = values.size();
+  const std::uint64_t share = e.weight / n;
+  for (std::size_t i = 0; i < n; ++i) {
+    Envelope part;
+    part.context = e.context;
+    part.seq = e.seq;
+    part.weight = i + 1 < n ? share : e.weight - share * (n - 1);
+    part.kind = Kind::kValue;
+    part.value = std::move(values[i]);
+    part.path.reserve(e.path.size() + 1);
+    part.path = e.path;
+    part.path.push_back(static_cast<std::uint32_t>(i));
+    out.push_back(std::move(part));
+  }
+}
+
+// The shard of a keyed stage's envelope: the hash of the value at the
+// pointer, so equal values (as JSON) go to the same worker. An item without
+// the field is keyed as null; envelopes that are not items (control and
+// terminal ones passing through) all go to worker 0, which is fine: the
+// aggregator orders nothing by them.
+std::size_t ShardOf(const Envelope& e, const JsonPointer& key,
+                    std::size_t shards) {
+  if (e.kind != Kind::kValue) return 0;
+  const nlohmann::json* v = FindPointer(e.value, key);
+  const std::size_t h = v == nullptr
+                            ? std::hash<nlohmann::json>{}(nlohmann::json())
+                            : std::hash<nlohmann::json>{}(*v);
+  return h % shards;
+}
+
+// Sends every envelope of `out` in order and clears it; false when the
+// channel closed or `st` was stopped first.
+Task<bool> SendAll(Channel<Envelope>& ch, std::vector<Envelope>& out,
+                   std::stop_token st) {
+  bool sent = true;
+  for (Envelope& e : out) {
+    if (ch.try_send(e)) continue;
+    if (!co_await ch.async_send(std::move(e), st)) {
+      sent = false;
+      break;
+    }
+  }
+  out.clear();
+  co_return sent;
+}
+
+// The first value of `ch`, without a suspension when one is ready.
+Task<std::optional<Envelope>> RecvFirst(Channel<Envelope>& ch,
+                                        std::stop_token st) {
+  if (std::optional<Envelope> e = ch.try_recv()) co_return e;
+  co_return co_await ch.async_recv(st);
+}
+
+}  // namespace
+
+Stage::Stage(std::uint32_t index, const config::PipelineConfig& pipeline,
+             const config::StageConfig& config, const ProcessorFactory& factory,
+             metrics::Metrics& metrics)
+    : index_(index),
+      config_(config),
+      workers_(std::max<std::size_t>(config.workers, 1)),
+      m_in_(metrics.Items(pipeline.name, config.name, "in")),
+      m_out_(metrics.Items(pipeline.name, config.name, "out")),
+      m_filtered_(metrics.Items(pipeline.name, config.name, "filtered")),
+      m_error_(metrics.Items(pipeline.name, config.name, "error")),
+      m_cancelled_(metrics.Items(pipeline.name, config.name, "cancelled")),
+      m_duration_(metrics.StageDuration(pipeline.name, config.name)),
+      m_queue_depth_(metrics.QueueDepth(pipeline.name, config.name)),
+      m_busy_(metrics.WorkersBusy(pipeline.name, config.name)) {
+  processors_.reserve(workers_);
+  for (std::size_t i = 0; i < workers_; ++i) {
+    processors_.push_back(factory(config_));
+  }
+  io_bound_ = processors_.front() && processors_.front()->io_bound();
+  // Slow processors take one item at a time so all workers get some.
+  batch_ = io_bound_ ? 1 : kCpuBatch;
+  if (config_.keyed) {
+    // The config loader checked the pointer's syntax.
+    auto pointer = ParseJsonPointer(config_.key);
+    if (pointer.ok()) key_ = std::move(pointer).value();
+  }
+}
+
+Stage::~Stage() {
+  Stop();
+  Join();
+}
+
+void Stage::Start(Runtime& rt, Channel<Envelope>& input,
+                  std::size_t out_capacity) {
+  input_ = &input;
+  output_ = std::make_unique<Channel<Envelope>>(out_capacity);
+  tasks_ = std::make_unique<detail::TaskGroup>(rt);
+  live_workers_.store(workers_, std::memory_order_relaxed);
+  if (config_.keyed) {
+    // Each worker's queue holds a batch or two: enough to keep it busy,
+    // small enough that a hot key holds the router back early.
+    const std::size_t capacity = std::max<std::size_t>(2 * batch_, 16);
+    for (std::size_t i = 0; i < workers_; ++i) {
+      shards_.push_back(std::make_unique<Channel<Envelope>>(capacity));
+    }
+  }
+  for (std::size_t i = 0; i < workers_; ++i) {
+    Channel<Envelope>* queue = config_.keyed ? shards_[i].get() : input_;
+    tasks_->spawn(
+        [this, i, queue](std::stop_token st) { return Work(i, *queue, st); });
+  }
+  if (config_.keyed) {
+    tasks_->spawn([this](std::stop_token st) { return Route(st); });
+  }
+}
+
+void Stage::Stop() {
+  if (tasks_) tasks_->request_stop();
+}
+
+void Stage::Join() {
+  if (tasks_) tasks_->join();
+}
+
+std::size_t Stage::Share(const Channel<Envelope>& queue) const {
+  // A worker takes at most its fair share of what is queued, so slow
+  // stages still spread items over all workers. A shard has one reader.
+  const std::size_t readers = config_.keyed ? 1 : workers_;
+  return std::clamp<std::size_t>(queue.size() / readers, 1, batch_);
+}
+
+Task<> Stage::Work(std::size_t worker, Channel<Envelope>& queue,
+                   std::stop_token st) {
+  processors::Processor* processor = processors_[worker].get();
+  std::vector<Envelope> batch;
+  std::vector<Envelope> out;
+  for (;;) {
+    std::optional<Envelope> first = co_await RecvFirst(queue, st);
+    if (!first) break;
+    batch.push_back(std::move(*first));
+    const std::size_t share = Share(queue);
+    if (share > 1) queue.try_recv_many(batch, share - 1);
+    for (Envelope& e : batch) {
+      if (io_bound_) {
+        co_await ProcessAsync(processor, std::move(e), out);
+      } else {
+        Process(processor, std::move(e), out);
+      }
+    }
+    batch.clear();
+    if (!co_await SendAll(*output_, out, st)) break;
+    // Tasks are not preempted: a CPU-bound worker whose input is never
+    // empty lets the others on its thread run between batches.
+    if (!io_bound_) co_await sluice::yield();
+  }
+  if (live_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    output_->close();
+  }
+}
+
+Task<> Stage::Route(std::stop_token st) {
+  std::vector<Envelope> batch;
+  std::vector<std::vector<Envelope>> routed(shards_.size());
+  bool stopped = false;
+  while (!stopped) {
+    std::optional<Envelope> first = co_await RecvFirst(*input_, st);
+    if (!first) break;
+    batch.push_back(std::move(*first));
+    input_->try_recv_many(batch, kRouterBatch - 1);
+    for (Envelope& e : batch) {
+      routed[ShardOf(e, key_, shards_.size())].push_back(std::move(e));
+    }
+    batch.clear();
+    for (std::size_t i = 0; i < shards_.size() && !stopped; ++i) {
+      if (routed[i].empty()) continue;
+      stopped = !co_await SendAll(*shards_[i], routed[i], st);
+    }
+  }
+  for (auto& shard : shards_) shard->close();
+}
+
+bool Stage::Admit(Envelope& e, std::vector<Envelope>& out) {
+  if (e.kind != Kind::kValue) {  // control, or ended at an earlier stage
+    out.push_back(std::move(e));
+    return false;
+  }
+  if (e.context->job->cancel_requested()) {
+    e.kind = Kind::kCancelled;
+    e.value = nullptr;
+    cancelled_.fetch_add(1, std::memory_order_relaxed);
+    m_cancelled_.Increment();
+    out.push_back(std::move(e));
+    return false;
+  }
+  in_.fetch_add(1, std::memory_order_relaxed);
+  m_in_.Increment();
+  busy_.fetch_add(1, std::memory_order_relaxed);
+  m_busy_.Increment();
+  return true;
+}
+
+void Stage::Process(processors::Processor* processor, Envelope e,
+                    std::vector<Envelope>& out) {
+  if (!Admit(e, out)) return;
+  const auto start = Clock::now();
+  processors::Outcome outcome =
+      Call(processor, std::move(e.value), config_.processor.type);
+  Conclude(e, std::move(outcome), start, out);
+}
+
+Task<> Stage::ProcessAsync(processors::Processor* processor, Envelope e,
+                           std::vector<Envelope>& out) {
+  if (!Admit(e, out)) co_return;
+  const auto start = Clock::now();
+  processors::Outcome outcome =
+      co_await CallAsync(processor, std::move(e.value), config_.processor.type);
+  Conclude(e, std::move(outcome), start, out);
+}
+
+void Stage::Conclude(Envelope& e, processors::Outcome outcome,
+                     Clock::time_point start, std::vector<Envelope>& out) {
+  m_duration_.Observe(
+      std::chrono::duration<double>(Clock::now() - start).count());
+  m_busy_.Decrement();
+  busy_.fetch_sub(1, std::memory_order_relaxed);
+
+  e.value = nullptr;
+  if (outcome.kind == processors::Outcome::kValues &&
+      outcome.values.size() > 1 && e.weight / outcome.values.size() == 0) {
+    outcome = processors::Outcome::Fail(
+        "split into " + std::to_string(outcome.values.size()) +
+        " parts: nested splits exceed the engine's limit");
+  }
+  // A split to nothing ends the item filtered.
+  if (outcome.kind == processors::Outcome::kFiltered ||
+      (outcome.kind == processors::Outcome::kValues &&
+       outcome.values.empty())) {
+    e.kind = Kind::kFiltered;
+    filtered_.fetch_add(1, std::memory_order_relaxed);
+    m_filtered_.Increment();
+    out.push_back(std::move(e));
+    return;
+  }
+  if (outcome.kind == processors::Outcome::kError) {
+    e.kind = Kind::kError;
+    e.error = std::move(outcome.error);
+    e.stage = index_;
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    m_error_.Increment();
+    out.push_back(std::move(e));
+    return;
+  }
+  const std::size_t n = outcome.values.size();
+  out_.fetch_add(n, std::memory_order_relaxed);
+  m_out_.Increment(static_cast<double>(n));
+  if (n == 1) {
+    e.value = std::move(outcome.values.front());
+    out.push_back(std::move(e));
+    return;
+  }
+  PushParts(e, outcome.values, out);
+}
+
+std::size_t Stage::queue_depth() const {
+  return input_ != nullptr ? input_->size() : 0;
+}
+
+void Stage::SampleGauges() {
+  m_queue_depth_.Set(static_cast<double>(queue_depth()));
+}
+
+nlohmann::json Stage::Json() const {
+  auto load = [](const std::atomic<std::uint64_t>& v) {
+    return v.load(std::memory_order_relaxed);
+  };
+  nlohmann::json j = {{"name", config_.name},
+                      {"type", config_.processor.type},
+                      {"workers", config_.workers},
+                      {"buffer", config_.buffer},
+                      {"queue_depth", queue_depth()},
+                      {"busy", std::max<std::int64_t>(
+                                   busy_.load(std::memory_order_relaxed), 0)},
+                      {"items",
+                       {{"in", load(in_)},
+                        {"out", load(out_)},
+                        {"filtered", load(filtered_)},
+                        {"errors", load(errors_)},
+                        {"cancelled", load(cancelled_)}}}};
+  if (config_.keyed) j["key"] = config_.key;
+  return j;
+}
+
+}  // namespace sluice::engine
