@@ -581,9 +581,8 @@ void ObserveRequest(metrics::Metrics& metrics, std::string_view method,
   for (std::string_view m : kMethods) {
     if (m == method) label = m;
   }
-  metrics.HttpRequests(label, route, static_cast<int>(code)).Increment();
-  metrics.HttpDuration(route).Observe(
-      std::chrono::duration<double>(elapsed).count());
+  metrics.ObserveHttpRequest(label, route, static_cast<int>(code),
+                             std::chrono::duration<double>(elapsed).count());
 }
 
 std::vector<std::string> ParseTokens(std::string_view list) {

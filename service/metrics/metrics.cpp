@@ -4,6 +4,7 @@
 #include <prometheus/text_serializer.h>
 
 #include <array>
+#include <cstdio>
 #include <utility>
 
 #include "service/config/config.hpp"
@@ -146,6 +147,33 @@ prometheus::Counter& Metrics::HttpRequests(std::string_view method,
 
 prometheus::Histogram& Metrics::HttpDuration(std::string_view route) {
   return http_duration_->Add({{"route", S(route)}}, HttpBuckets());
+}
+
+void Metrics::ObserveHttpRequest(std::string_view method,
+                                 std::string_view route, int code,
+                                 double seconds) {
+  // Method and route contain no space, so the key is unambiguous.
+  char code_text[16];
+  const int n = std::snprintf(code_text, sizeof code_text, "%d", code);
+  std::string key;
+  key.reserve(method.size() + route.size() + 2 + static_cast<std::size_t>(n));
+  key.append(method).append(1, ' ').append(route).append(1, ' ').append(
+      code_text, static_cast<std::size_t>(n));
+  RequestChildren children{};
+  {
+    MutexLock lock(&request_cache_mu_);
+    auto it = request_cache_.find(std::string_view(key));
+    if (it == request_cache_.end()) {
+      it = request_cache_
+               .emplace(std::move(key),
+                        RequestChildren{&HttpRequests(method, route, code),
+                                        &HttpDuration(route)})
+               .first;
+    }
+    children = it->second;
+  }
+  children.requests->Increment();
+  children.duration->Observe(seconds);
 }
 
 prometheus::Counter& Metrics::Jobs(std::string_view pipeline,
