@@ -11,9 +11,13 @@
 #pragma GCC diagnostic ignored "-Wnull-dereference"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -434,6 +438,187 @@ TEST_F(HttpProcessorTest, OversizedResponseIsAnItemErrorWithoutRetry) {
   ASSERT_EQ(job.records.size(), 1u);
   EXPECT_EQ(job.records[0]["error"], "http: response body exceeds 16 MiB");
   EXPECT_EQ(Seen("/big").size(), 1u);
+}
+
+// ---- 4,096 workers on a few threads -----------------------------------------
+
+// Threads of this process: the entries of /proc/self/task (-1 if unreadable).
+int ProcessThreads() {
+  std::error_code ec;
+  int n = 0;
+  for (std::filesystem::directory_iterator it("/proc/self/task", ec), end;
+       !ec && it != end; it.increment(ec)) {
+    ++n;
+  }
+  return ec ? -1 : n;
+}
+
+// Raises the soft limit on open files to at least `need` (to the hard
+// limit, when that is higher); "" on success, else why not.
+std::string RaiseFileLimit(rlim_t need) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return "getrlimit failed";
+  // RLIM_INFINITY is the largest rlim_t.
+  if (limit.rlim_cur >= need) return "";
+  if (limit.rlim_max < need) {
+    return "the hard limit on open files (ulimit -Hn) is " +
+           std::to_string(limit.rlim_max) + ", below the " +
+           std::to_string(need) + " this test needs";
+  }
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) return "setrlimit failed";
+  return "";
+}
+
+// Issue 12: a stage's `workers` is a concurrency limit, not a thread count.
+// An http stage of 4,096 workers has all 4,096 exchanges in flight at once
+// (the upstream holds every first answer until it has counted 4,096
+// requests waiting, then answers each after 50..200 ms), while the
+// process's thread count stays where it was with the server idle: the
+// workers are tasks on the engine's runtime, suspended in await_callback
+// while their exchanges run on the one IoLoop thread.
+//
+// The upstream runs in this process, but it is asynchronous (one io_context
+// thread; its delays are timers and its held answers callbacks,
+// upstream.hpp), and it is started before the first measurement: every
+// thread counted beyond `before` is sluice's (or the test's HTTP clients',
+// which start none).
+TEST(HttpStageTasksTest, FourThousandWorkersWaitOnAFewThreads) {
+  constexpr int kWorkers = 4096;
+  constexpr int kItems = 2 * kWorkers;
+  // Each worker's connection is two sockets of this process (sluice's end
+  // and the upstream's), plus listeners, clients and files.
+  const std::string no_room = RaiseFileLimit(2 * kWorkers + 512);
+  if (!no_room.empty()) GTEST_SKIP() << no_room;
+
+  // Answers {"n": <the item>} 50..200 ms (varying by item) after Release().
+  Upstream upstream(
+      [](const UpstreamRequest& r) {
+        UpstreamReply reply;
+        const json item = json::parse(r.body, nullptr, false);
+        const int x = item.is_number_integer() ? item.get<int>() : 0;
+        reply.body = json{{"n", item}}.dump();
+        reply.delay = std::chrono::milliseconds(50 + (x * 37) % 151);
+        reply.hold = true;
+        return reply;
+      },
+      1);
+  std::thread([] {}).join();  // lazily created helper threads now exist
+  const int before = ProcessThreads();
+  ASSERT_GT(before, 0) << "/proc/self/task is unreadable";
+
+  TestServer server(R"(
+server:
+  listen: "127.0.0.1:0"
+  io_threads: 2
+  shutdown_grace: 5s
+jobs: { max_pending_items: 100000 }
+pipelines:
+  - name: fan
+    stages:
+      - name: call
+        processor: { type: http, url: ")" +
+                    upstream.base() +
+                    R"(/item", retries: 0, timeout: 60s }
+        workers: 4096
+    aggregate: { type: sum, field: /n }
+)");
+  const int idle = ProcessThreads();
+  // The server's own threads: its I/O threads, the engine's runtime (one
+  // per core), the IoLoop, the pipeline's generator and aggregator. A
+  // thread per worker would be 4,096 more.
+  const int cores =
+      static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  EXPECT_LE(idle - before, cores + 16)
+      << "before the server " << before << ", with it idle " << idle;
+
+  std::string items = "[";
+  for (int i = 0; i < kItems; ++i) items += (i ? "," : "") + std::to_string(i);
+  items += "]";
+  const auto start = Clock::now();
+  HttpResponse posted =
+      Http(server.port(), "POST", "/v1/jobs?pipeline=fan", items);
+  ASSERT_EQ(posted.status, 202) << posted.body;
+  const std::string id = posted.json()["id"];
+
+  // Until every worker's request is held upstream (bounded, and within the
+  // stage's 60 s timeout: a sluice that cannot get them all in flight
+  // fails below rather than hanging), then 100 ms more with all of them
+  // held, sampling the thread count.
+  int most_threads = idle;
+  int samples_all_held = 0;
+  bool all_held = false;
+  for (const auto until = Clock::now() + std::chrono::seconds(45);
+       !all_held && Clock::now() < until;) {
+    most_threads = std::max(most_threads, ProcessThreads());
+    all_held = upstream.in_flight() >= kWorkers;
+    if (!all_held) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const auto held_until = Clock::now() + std::chrono::milliseconds(100);
+  while (all_held && Clock::now() < held_until) {
+    most_threads = std::max(most_threads, ProcessThreads());
+    ++samples_all_held;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const int in_flight_at_release = upstream.in_flight();
+  upstream.Release();
+
+  // The rest of the job: answers now come after their delays.
+  HttpClient poll(server.port());
+  json status;
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < deadline) {
+    most_threads = std::max(most_threads, ProcessThreads());
+    HttpResponse r = poll.Request("GET", "/v1/jobs/" + id);
+    ASSERT_EQ(r.status, 200) << r.body;
+    status = r.json();
+    const std::string state = status["state"];
+    if (state == "done" || state == "failed" || state == "cancelled") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const auto took = Clock::now() - start;
+
+  // Every worker had its request in flight at once...
+  EXPECT_TRUE(all_held) << "only " << in_flight_at_release << " of " << kWorkers
+                        << " requests in flight after 45 s";
+  EXPECT_EQ(upstream.max_in_flight(), kWorkers);
+  EXPECT_GT(samples_all_held, 0);
+  // ...on the threads the idle server already had.
+  EXPECT_LE(most_threads - idle, 8)
+      << "idle " << idle << ", at most " << most_threads << " while running";
+  EXPECT_LT(most_threads - before, cores + 24)
+      << "before the server " << before << ", at most " << most_threads;
+
+  ASSERT_EQ(status["state"], "done") << status.dump();
+  EXPECT_EQ(status["items"], json::parse(R"({"in":8192,"out":8192,
+      "filtered":0,"errors":0,"cancelled":0})"));
+  EXPECT_EQ(status["aggregate"], json(std::int64_t{kItems} * (kItems - 1) / 2));
+  EXPECT_EQ(upstream.requests(), static_cast<std::uint64_t>(kItems))
+      << "retries: 0, so one request per item";
+  EXPECT_EQ(upstream.connections(), static_cast<std::uint64_t>(kWorkers))
+      << "one keep-alive connection per worker";
+
+  HttpResponse results =
+      poll.Request("GET", "/v1/jobs/" + id + "/results?limit=10000");
+  ASSERT_EQ(results.status, 200);
+  const json page = results.json();
+  EXPECT_EQ(page["total"], kItems);
+  ASSERT_EQ(page["results"].size(), static_cast<std::size_t>(kItems));
+  std::vector<bool> seen(kItems, false);
+  for (const json& rec : page["results"]) {
+    const int seq = rec["seq"];
+    ASSERT_TRUE(seq >= 0 && seq < kItems) << rec.dump();
+    EXPECT_FALSE(seen[seq]) << "twice: " << rec.dump();
+    seen[seq] = true;
+    EXPECT_EQ(rec["value"], json({{"n", seq}})) << rec.dump();
+  }
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), true), kItems);
+  std::cout
+      << "[ info ] threads: " << before << " before the server, " << idle
+      << " idle, at most " << most_threads << "; " << samples_all_held
+      << " samples with all " << kWorkers << " held; took "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+      << " ms\n";
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
 // Defines Upstream, a scriptable HTTP/1.1 server on 127.0.0.1:<any port>
 // for tests of the http processor: a handler chooses each reply (status,
 // body, headers, a delay served by an async timer so hundreds of slow
-// replies can be pending at once, or a connection reset instead of a
-// reply), and the server counts requests, connections and the most
-// requests it held at the same time.
+// replies can be pending at once, a hold until the test releases it, or a
+// connection reset instead of a reply), and the server counts requests,
+// connections and the most requests it held at the same time.
 //
 // Header-only on purpose: the integration target compiles client.cpp and
 // the *_test.cpp files, nothing else, so a helper must come in through a
@@ -17,6 +17,7 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
@@ -60,6 +61,10 @@ struct UpstreamReply {
   // Answer as if keeping the connection alive, then close it anyway (what
   // a server's idle timeout does between requests).
   bool drop_after = false;
+  // Hold the answer (no thread waits) until Upstream::Release(), then wait
+  // `delay`: a test can keep every request in flight until it has seen all
+  // of them arrive, however slowly they come. Ignored after Release().
+  bool hold = false;
 };
 
 // Called on a server thread for every request; must be thread-safe and
@@ -101,6 +106,9 @@ class Upstream {
     std::lock_guard lock(impl_->mu);
     return impl_->log;
   }
+  // Lets every held answer go (each after its delay); replies with `hold`
+  // from now on are not held. Idempotent.
+  void Release() { impl_->Release(); }
 
  private:
   struct Impl;
@@ -130,6 +138,24 @@ class Upstream {
       }
     }
 
+    // Keeps `resume` until Release(); false (keeping nothing) once released.
+    bool Hold(std::function<void()> resume) {
+      std::lock_guard lock(hold_mu);
+      if (released) return false;
+      held.push_back(std::move(resume));
+      return true;
+    }
+
+    void Release() {
+      std::vector<std::function<void()>> resume;
+      {
+        std::lock_guard lock(hold_mu);
+        released = true;
+        resume.swap(held);
+      }
+      for (auto& f : resume) f();
+    }
+
     UpstreamHandler handler;
     boost::asio::io_context ioc;
     boost::asio::ip::tcp::acceptor acceptor;
@@ -138,6 +164,11 @@ class Upstream {
     std::atomic<int> in_flight{0}, max_in_flight{0};
     mutable std::mutex mu;
     std::vector<UpstreamRequest> log;
+    // Held answers: each keeps its session (and so a socket of `ioc`)
+    // alive, so they are declared after `ioc` and go before it.
+    std::mutex hold_mu;
+    bool released = false;
+    std::vector<std::function<void()>> held;
   };
 
   // One connection; lives as long as an operation holds it.
@@ -180,6 +211,17 @@ class Upstream {
       ++up_->requests;
       up_->Enter();
       auto reply = std::make_shared<UpstreamReply>(up_->handler(r));
+      // Released from the test's thread: back onto this session's strand.
+      if (reply->hold && up_->Hold([self = shared_from_this(), reply] {
+            boost::asio::post(self->stream_.get_executor(),
+                              [self, reply] { self->Delay(reply); });
+          })) {
+        return;
+      }
+      Delay(reply);
+    }
+
+    void Delay(const std::shared_ptr<UpstreamReply>& reply) {
       if (reply->delay.count() > 0) {
         timer_.expires_after(reply->delay);
         timer_.async_wait(

@@ -1,5 +1,5 @@
-// Tests for sluice::Runtime, Task<T>, yield() and sleep_for(), each run on
-// runtimes of 1, 2 and 4 threads.
+// Tests for sluice::Runtime, Task<T>, yield(), sleep_for() and
+// await_callback(), each run on runtimes of 1, 2 and 4 threads.
 #include "sluice/patterns/runtime.hpp"
 
 #include <gtest/gtest.h>
@@ -7,11 +7,14 @@
 #include <atomic>
 #include <chrono>
 #include <ctime>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "test_util.hpp"
@@ -255,6 +258,117 @@ TEST_P(RuntimeTest, AnIdleRuntimeParksItsThreads) {
   // Spinning threads would burn ~0.3 s each; parked ones burn nothing. The
   // bound is loose so that sanitizers and a loaded machine cannot trip it.
   EXPECT_LT(process_cpu_seconds() - before, 0.1);
+}
+
+// ---- await_callback ---------------------------------------------------------
+
+TEST_P(RuntimeTest, AwaitCallbackResumedFromAForeignThreadGetsItsValue) {
+  // A move-only T that is not default-constructible: the bridge must need
+  // neither.
+  std::thread foreign;
+  std::thread::id foreign_id;
+  std::thread::id resumed_on;
+  int got = 0;
+  std::atomic<bool> resumed{false};
+  Runtime rt(threads());
+  rt.spawn([&]() -> Task<> {
+    test::MoveOnly v =
+        co_await await_callback<test::MoveOnly>([&](auto resume) {
+          foreign = std::thread([&foreign_id, resume]() mutable {
+            foreign_id = std::this_thread::get_id();
+            std::this_thread::sleep_for(test::kSettle);  // after start()
+            resume(test::MoveOnly(42));
+          });
+        });
+    got = v.value();
+    resumed_on = std::this_thread::get_id();
+    resumed.store(true);
+  });
+  // Bounded: a lost resume fails here instead of hanging in wait().
+  EXPECT_TRUE(test::eventually([&] { return resumed.load(); }));
+  rt.wait();
+  foreign.join();
+  EXPECT_EQ(got, 42);
+  // "the task then continues on its runtime": not on the resuming thread.
+  EXPECT_NE(resumed_on, foreign_id);
+  EXPECT_NE(resumed_on, std::this_thread::get_id());
+}
+
+TEST_P(RuntimeTest, AwaitCallbackResumedInsideStartCompletesSynchronously) {
+  constexpr int kAwaits = 100'000;
+  long sum = 0;
+  int starts = 0;
+  std::atomic<bool> finished{false};
+  Runtime rt(threads());
+  rt.spawn([&]() -> Task<> {
+    // Many in a row: each resume runs inside start(), so a bridge that
+    // resumed the task recursively (or lost an inline resume) would
+    // overflow the stack or hang.
+    for (int i = 0; i < kAwaits; ++i) {
+      sum += co_await await_callback<int>([&starts, i](auto resume) {
+        ++starts;
+        resume(i);
+      });
+    }
+    // And a value that owns memory, moved through.
+    std::string text = co_await await_callback<std::string>(
+        [](auto resume) { resume(std::string(1000, 'x')); });
+    if (text == std::string(1000, 'x')) finished.store(true);
+  });
+  EXPECT_TRUE(test::eventually([&] { return finished.load(); }));
+  rt.wait();
+  EXPECT_EQ(starts, kAwaits);
+  EXPECT_EQ(sum, static_cast<long>(kAwaits) * (kAwaits - 1) / 2);
+}
+
+TEST_P(RuntimeTest, ManyAwaitCallbacksResolvedInABatchByOneThreadAllComplete) {
+  constexpr int kTasks = 10'000;
+  std::mutex mu;
+  std::vector<std::pair<int, std::function<void(long)>>> pending;
+  std::atomic<int> completed{0};
+  std::atomic<int> wrong{0};
+  std::atomic<long> sum{0};
+  auto value_for = [](int i) { return 3L * i + 1; };
+  Runtime rt(threads());
+  for (int i = 0; i < kTasks; ++i) {
+    rt.spawn([&, i]() -> Task<> {
+      const long v = co_await await_callback<long>([&, i](auto resume) {
+        std::lock_guard lock(mu);
+        pending.emplace_back(i, std::move(resume));
+      });
+      if (v != value_for(i)) wrong.fetch_add(1);
+      sum.fetch_add(v);
+      completed.fetch_add(1);
+    });
+  }
+  // One foreign thread waits until every task is suspended, then resolves
+  // them all at once, newest first.
+  std::atomic<bool> all_registered{false};
+  std::thread resolver([&] {
+    std::vector<std::pair<int, std::function<void(long)>>> batch;
+    const bool ok = test::eventually([&] {
+      std::lock_guard lock(mu);
+      return pending.size() == static_cast<std::size_t>(kTasks);
+    });
+    all_registered.store(ok);
+    {
+      std::lock_guard lock(mu);
+      batch.swap(pending);
+    }
+    for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
+      it->second(value_for(it->first));
+    }
+  });
+  resolver.join();
+  EXPECT_TRUE(all_registered.load()) << "not every task reached its await";
+  EXPECT_TRUE(test::eventually([&] { return completed.load() == kTasks; }))
+      << completed.load() << " of " << kTasks << " resumed";
+  rt.wait();
+  EXPECT_EQ(completed.load(), kTasks);
+  EXPECT_EQ(wrong.load(), 0) << "a task got another task's value";
+  long want = 0;
+  for (int i = 0; i < kTasks; ++i) want += value_for(i);
+  EXPECT_EQ(sum.load(), want);
 }
 
 TEST(RuntimeDeathTest, AnExceptionEscapingASpawnedTaskEndsTheProgram) {

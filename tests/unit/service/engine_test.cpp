@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -1127,6 +1128,146 @@ pipelines:
   EXPECT_EQ(got[2], json::parse(R"({"seq":1,"value":"d"})"));
   EXPECT_EQ(got[3]["seq"], 3);
   EXPECT_EQ(got[3]["stage"], "words");
+}
+
+// ---- small jobs and many workers --------------------------------------------
+
+// Threads of this process: the entries of /proc/self/task (-1 if unreadable).
+int ProcessThreads() {
+  std::error_code ec;
+  int n = 0;
+  for (std::filesystem::directory_iterator it("/proc/self/task", ec), end;
+       !ec && it != end; it.increment(ec)) {
+    ++n;
+  }
+  return ec ? -1 : n;
+}
+
+// The smallest job: one item through a CPU-bound stage and an I/O-bound
+// one (so both the Process and the ProcessAsync paths carry it), on each
+// runtime size, unordered and ordered.
+TEST(EngineTest, OneItemJobHasItsResultCountsAndAggregate) {
+  for (std::size_t threads : {1, 2, 4}) {
+    for (bool ordered : {false, true}) {
+      SCOPED_TRACE("runtime_threads " + std::to_string(threads) +
+                   (ordered ? ", ordered" : ", unordered"));
+      metrics::Metrics metrics("test");
+      EngineOptions options = Options();
+      options.runtime_threads = threads;
+      Engine engine(
+          Config({Pipe("p",
+                       {Stage("first", "pass", 4, 16),
+                        Stage("second", "sleep", 8, 16, {{"us", 200}})},
+                       ordered, "count")}),
+          metrics, options);
+      auto job = MustSubmit(engine, {"p", {41}, std::nullopt});
+      ASSERT_NE(job, nullptr);
+      ASSERT_TRUE(WaitFinished(job, 10s)) << job->Status().dump();
+      EXPECT_EQ(job->state(), jobs::JobState::kDone);
+      const jobs::Counts c = job->counts();
+      EXPECT_EQ(c.in, 1u);
+      EXPECT_EQ(c.out, 1u);
+      EXPECT_EQ(c.filtered, 0u);
+      EXPECT_EQ(c.errors, 0u);
+      EXPECT_EQ(c.cancelled, 0u);
+      EXPECT_EQ(job->aggregate(), json(1));
+      const auto records = job->Results(0, 100);
+      ASSERT_EQ(records.size(), 1u);
+      EXPECT_EQ(records[0].seq, 0u);
+      EXPECT_FALSE(records[0].is_error);
+      EXPECT_EQ(records[0].value, json(41));
+      EXPECT_EQ(engine.pending_items(), 0u);
+      const json stages = engine.PipelinesJson()["pipelines"][0]["stages"];
+      for (const json& stage : stages) {
+        EXPECT_EQ(stage["items"]["in"], 1) << stage.dump();
+        EXPECT_EQ(stage["items"]["out"], 1) << stage.dump();
+        EXPECT_EQ(stage["busy"], 0) << stage.dump();
+      }
+    }
+  }
+}
+
+class EngineRuntimeThreadsTest : public ::testing::TestWithParam<std::size_t> {
+};
+
+INSTANTIATE_TEST_SUITE_P(Threads, EngineRuntimeThreadsTest,
+                         ::testing::Values(std::size_t{1}, std::size_t{2},
+                                           std::size_t{4}),
+                         [](const ::testing::TestParamInfo<std::size_t>& p) {
+                           return "T" + std::to_string(p.param);
+                         });
+
+// A stage's `workers` is a concurrency limit, not a thread count: 1,000
+// workers of the real delay processor are 1,000 timers in flight on the
+// runtime's few threads. The engine starts a fixed set of threads (the
+// runtime's, one generator and one aggregator per pipeline) however many
+// workers there are, and none while the job runs.
+TEST_P(EngineRuntimeThreadsTest, ThousandDelayWorkersWaitOnTheRuntimeThreads) {
+  constexpr int kItems = 2000;
+  constexpr int kWorkers = 1000;
+  const std::size_t threads = GetParam();
+  // A thread started and joined first, so lazily created helper threads
+  // (TSan's, for one) are already counted.
+  std::thread([] {}).join();
+  const int before = ProcessThreads();
+  ASSERT_GT(before, 0) << "/proc/self/task is unreadable";
+
+  metrics::Metrics metrics("test");
+  EngineOptions options;  // the real processors::MakeProcessor
+  options.make_aggregator = TestAggregators();
+  options.runtime_threads = threads;
+  Engine engine(
+      Config({Pipe(
+          "d", {Stage("wait", "delay", kWorkers, 256, {{"duration", "50ms"}})},
+          false, "count")}),
+      metrics, options);
+  const int idle = ProcessThreads();
+  // The runtime's threads, the generator and the aggregator, and a little
+  // room; a thread per worker would be 1,000 more.
+  EXPECT_LE(idle - before, static_cast<int>(threads) + 2 + 2)
+      << "before " << before << ", with the engine idle " << idle;
+
+  const auto start = std::chrono::steady_clock::now();
+  auto job = MustSubmit(engine, {"d", Ints(kItems), std::nullopt});
+  ASSERT_NE(job, nullptr);
+  int most_threads = idle;
+  int most_busy = 0;
+  const auto deadline = start + 30s;
+  while (!job->finished() && std::chrono::steady_clock::now() < deadline) {
+    most_threads = std::max(most_threads, ProcessThreads());
+    const json stage = engine.PipelinesJson()["pipelines"][0]["stages"][0];
+    most_busy = std::max(most_busy, stage["busy"].get<int>());
+    std::this_thread::sleep_for(500us);
+  }
+  ASSERT_TRUE(WaitFinished(job, 1s)) << job->Status().dump();
+  const auto took = std::chrono::steady_clock::now() - start;
+
+  EXPECT_LE(most_threads - idle, 8) << "threads: idle " << idle << ", at most "
+                                    << most_threads << " while the job ran";
+  // Most workers were waiting at once (on `threads` threads); a worker
+  // that blocked its thread would allow only `threads` at a time.
+  EXPECT_GE(most_busy, kWorkers / 2);
+  // 2,000 x 50 ms is 100 s one at a time, 25 s four at a time; 1,000 at a
+  // time it is two rounds.
+  EXPECT_LT(took, 5s);
+
+  EXPECT_EQ(job->state(), jobs::JobState::kDone);
+  const jobs::Counts c = job->counts();
+  EXPECT_EQ(c.in, static_cast<std::uint64_t>(kItems));
+  EXPECT_EQ(c.out, static_cast<std::uint64_t>(kItems));
+  EXPECT_EQ(c.filtered, 0u);
+  EXPECT_EQ(c.errors, 0u);
+  EXPECT_EQ(c.cancelled, 0u);
+  EXPECT_EQ(job->aggregate(), json(kItems));
+  std::set<int> values;
+  for (const auto& r : job->Results(0, 1u << 30)) {
+    EXPECT_FALSE(r.is_error) << r.error;
+    values.insert(r.value.get<int>());
+  }
+  ASSERT_EQ(values.size(), static_cast<std::size_t>(kItems));
+  EXPECT_EQ(*values.begin(), 0);
+  EXPECT_EQ(*values.rbegin(), kItems - 1);
+  EXPECT_EQ(engine.pending_items(), 0u);
 }
 
 // ---- views ------------------------------------------------------------------
