@@ -126,17 +126,17 @@ struct Request {
 
 }  // namespace
 
-// Every exchange is one C++20 coroutine on the client's io_context: the
-// shared IoLoop's (its thread runs the exchanges of every client made with
-// it) or, without one, a private context that Send() runs on the calling
-// thread until the exchange is done.
+// Every exchange is one C++20 coroutine on the client's io_context: one of
+// the shared IoLoop's (each run by one thread, so a client's operations
+// need no strand) or, without one, a private context that Send() runs on
+// the calling thread until the exchange is done.
 struct HttpClient::Impl {
   Impl(HttpClientOptions o, IoLoop* loop)
       : options(std::move(o)),
         // One thread runs a private context too: the hint lets Asio skip
         // work it would do for several.
         own(loop == nullptr ? std::make_unique<net::io_context>(1) : nullptr),
-        ioc(loop == nullptr ? *own : loop->impl().ioc),
+        ioc(loop == nullptr ? *own : loop->impl().Next()),
         shared(loop != nullptr),
         resolver(ioc),
         stream(ioc) {

@@ -1,16 +1,25 @@
 #include "service/processors/io_loop.hpp"
 
+#include <algorithm>
+#include <thread>
+
 #include "service/processors/io_loop_impl.hpp"
 
 namespace sluice::processors {
 
-IoLoop::IoLoop() : impl_(std::make_unique<Impl>()) {}
+IoLoop::IoLoop(std::size_t threads)
+    : impl_(std::make_unique<Impl>(
+          threads != 0 ? threads
+                       : std::max<std::size_t>(
+                             std::thread::hardware_concurrency(), 1))) {}
 
 IoLoop::~IoLoop() {
-  // Without the guard run() returns once no operation is pending; every
+  // Without the guards run() returns once no operation is pending; every
   // operation has a deadline, so this cannot wait for long.
-  impl_->work.reset();
-  if (impl_->thread.joinable()) impl_->thread.join();
+  for (auto& loop : impl_->loops) loop->work.reset();
+  for (auto& loop : impl_->loops) {
+    if (loop->thread.joinable()) loop->thread.join();
+  }
 }
 
 IoLoop::Impl& IoLoop::impl() {
