@@ -501,6 +501,25 @@ TEST_P(FanOutTaskTest, PlainFunctionsAndErrorsWorkAsWithThreads) {
   EXPECT_EQ(fo.errors(), 1U);
 }
 
+TEST_P(FanOutTaskTest, MoveOnlyResultsOfSuspendingWorkersAreFreedOnce) {
+  // A Task<std::unique_ptr<int>> worker: its result crosses a co_await (GCC
+  // 12 freed such a value twice when it was co_awaited inside a braced
+  // initializer, as detail::call_worker once did).
+  Channel<int> in(8);
+  sluice::Runtime rt(threads());
+  auto fo = fan_out(rt, in, 4, [](int x) -> sluice::Task<std::unique_ptr<int>> {
+    co_await sluice::yield();
+    co_return std::make_unique<int>(x * 3);
+  });
+  std::jthread feeder([&] {
+    for (int i = 0; i < 100; ++i) EXPECT_TRUE(in.send(i));
+    in.close();
+  });
+  int sum = 0;
+  for (std::unique_ptr<int> p : fo) sum += *p;
+  EXPECT_EQ(sum, 3 * 99 * 100 / 2);
+}
+
 TEST_P(FanOutTaskTest, DestroyingStopsWorkersBlockedOnAnOpenInput) {
   Channel<int> in(0);  // never closed
   sluice::Runtime rt(threads());

@@ -3,8 +3,13 @@
 // it, a results channel). Also Outcome<T> and JobResult<T>, a job's value or
 // the exception it threw.
 //
+// The workers are threads, or, given a Runtime, tasks on it: then the job
+// function may also return Task<Out> and co_await inside (a job waiting on
+// I/O holds no thread), and a pool may have 10,000 workers.
+//
 // Thread-safety: submit(), try_submit(), close(), results() may be called from
-// any thread; wait() and destruction only by the owner.
+// any thread, async_submit() from any task; wait() and destruction only by the
+// owner (with task workers: from a thread that is not one of the runtime's).
 #ifndef SLUICE_PATTERNS_WORKER_POOL_HPP_
 #define SLUICE_PATTERNS_WORKER_POOL_HPP_
 
@@ -14,15 +19,21 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
 
 #include "sluice/patterns/channel.hpp"
+#include "sluice/patterns/detail/async_batch.hpp"
+#include "sluice/patterns/detail/task_group.hpp"
 #include "sluice/patterns/detail/thread_group.hpp"
+#include "sluice/patterns/runtime.hpp"
 
 namespace sluice {
 
@@ -80,15 +91,29 @@ class WorkerPool {
   // concurrently from several threads.
   WorkerPool(std::size_t workers, std::size_t queue_capacity,
              std::function<Out(In)> fn, std::size_t results_capacity = 1024)
-      : fn_(std::move(fn)),
-        workers_(workers),
-        jobs_(queue_capacity),
-        results_(results_capacity),
-        done_(workers) {
-    if (workers == 0)
-      throw std::invalid_argument("WorkerPool: workers must be >= 1");
+      : WorkerPool(std::move(fn), nullptr, workers, queue_capacity,
+                   results_capacity) {
     for (std::size_t i = 0; i < workers; ++i) {
       threads_.spawn([this](std::stop_token st) { Work(st); });
+    }
+  }
+
+  // The task form: `workers` tasks on `rt` instead of threads, with the same
+  // results and rules (ids, back-pressure, close, a job's exception as its
+  // error). fn is Out(In) or Task<Out>(In); the second may co_await
+  // (channels, sleep_for, select) without holding a thread.
+  // Requires: workers >= 1 (std::invalid_argument otherwise); fn callable
+  // concurrently from several tasks; `rt` outlives the pool, which is
+  // waited for and destroyed from a thread that is not one of the runtime's.
+  template <class Fn>
+  WorkerPool(Runtime& rt, std::size_t workers, std::size_t queue_capacity,
+             Fn fn, std::size_t results_capacity = 1024)
+      : WorkerPool(nullptr, AsTaskFn(std::move(fn)), workers, queue_capacity,
+                   results_capacity) {
+    tasks_ = std::make_unique<detail::TaskGroup>(rt);
+    for (std::size_t i = 0; i < workers; ++i) {
+      tasks_->spawn(
+          [this](std::stop_token st) -> Task<> { co_await WorkAsync(st); });
     }
   }
 
@@ -99,7 +124,9 @@ class WorkerPool {
   // joins the workers.
   ~WorkerPool() {
     threads_.request_stop();
+    if (tasks_) tasks_->request_stop();
     threads_.join();
+    tasks_.reset();
   }
 
   // Queues `job`, blocking while the queue is full (back-pressure). Returns
@@ -124,6 +151,22 @@ class WorkerPool {
     return j.id;
   }
 
+  // The task form of submit(), for a submitter that is a task: suspends
+  // while the queue is full instead of blocking its thread; otherwise as
+  // submit(). Works with thread and task workers alike.
+  // Requires: called from a task. Returns the job's id, or nullopt if the
+  // pool was closed or `st` stopped first (the job is dropped).
+  Task<std::optional<std::uint64_t>> async_submit(In job,
+                                                  std::stop_token st = {}) {
+    const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+    // A named Job: GCC 12 destroys an aggregate temporary inside a co_await
+    // expression twice.
+    Job queued{id, std::move(job)};
+    const bool sent = co_await jobs_.async_send(std::move(queued), st);
+    if (!sent) co_return std::nullopt;
+    co_return id;
+  }
+
   // The submitter's "no more jobs". Workers finish the queue, then results()
   // closes. Idempotent.
   void close() { jobs_.close(); }
@@ -134,7 +177,10 @@ class WorkerPool {
 
   // Joins the workers: returns once close() was called and every queued job
   // has run (or stop was requested by the destructor).
-  void wait() { threads_.join(); }
+  void wait() {
+    threads_.join();
+    if (tasks_) tasks_->join();
+  }
 
   [[nodiscard]] std::size_t workers() const { return workers_; }
 
@@ -144,6 +190,21 @@ class WorkerPool {
     In payload;
   };
 
+  // What both forms share; the public constructors then start the workers
+  // (fn for threads, task_fn for tasks).
+  WorkerPool(std::function<Out(In)> fn, std::function<Task<Out>(In)> task_fn,
+             std::size_t workers, std::size_t queue_capacity,
+             std::size_t results_capacity)
+      : fn_(std::move(fn)),
+        task_fn_(std::move(task_fn)),
+        workers_(workers),
+        jobs_(queue_capacity),
+        results_(results_capacity),
+        done_(workers) {
+    if (workers == 0)
+      throw std::invalid_argument("WorkerPool: workers must be >= 1");
+  }
+
   // Jobs and results move in small batches: a worker takes at most its fair
   // share of the queue, and only as many jobs as fit in ~kBatchTime by the
   // durations it has measured, and it hands results over at least every
@@ -151,38 +212,88 @@ class WorkerPool {
   // of the result reader per job into one per batch (on a machine with
   // fewer cores than threads those wake-ups would take the workers' CPU);
   // for long jobs batches are a single job, so results are not held back.
-  void Work(std::stop_token st) {
+  // One Pace per worker. Not thread-safe.
+  class Pace {
+   public:
+    // How many jobs to take now, of `queued` shared by `workers`.
+    [[nodiscard]] std::size_t want(std::size_t queued,
+                                   std::size_t workers) const {
+      std::size_t n = queued / workers;
+      if (average_.count() > 0) {
+        const auto fit = static_cast<std::size_t>(kBatchTime / average_);
+        n = fit < n ? fit : n;
+      }
+      return n < 1 ? 1 : (n > kMaxBatch ? kMaxBatch : n);
+    }
+    // A batch of jobs starts now.
+    void begin() {
+      last_ = Clock::now();
+      flush_at_ = last_ + kBatchTime;
+    }
+    // A job just ended. True when the results held should be handed over.
+    bool job_done() {
+      const Clock::time_point now = Clock::now();
+      average_ = average_.count() == 0 ? now - last_
+                                       : (average_ * 7 + (now - last_)) / 8;
+      last_ = now;
+      if (now < flush_at_) return false;
+      flush_at_ = now + kBatchTime;
+      return true;
+    }
+
+   private:
     using Clock = std::chrono::steady_clock;
-    constexpr auto kBatchTime = std::chrono::microseconds(20);
-    constexpr std::size_t kMaxBatch = 64;
-    Clock::duration average{0};  // of this worker's recent jobs
+    static constexpr auto kBatchTime = std::chrono::microseconds(20);
+    static constexpr std::size_t kMaxBatch = 64;
+    Clock::duration average_{0};  // of this worker's recent jobs
+    Clock::time_point last_;
+    Clock::time_point flush_at_;
+  };
+
+  void Work(std::stop_token st) {
+    Pace pace;
     std::vector<Job> batch;
     std::vector<JobResult<Out>> results;
     bool open = true;
-    while (open) {
-      std::size_t want = jobs_.size() / workers_;
-      if (average.count() > 0) {
-        const auto fit = static_cast<std::size_t>(kBatchTime / average);
-        want = fit < want ? fit : want;
-      }
-      want = want < 1 ? 1 : (want > kMaxBatch ? kMaxBatch : want);
-      if (jobs_.recv_many(batch, want, st) == 0) break;
-      Clock::time_point last = Clock::now();
-      Clock::time_point flush_at = last + kBatchTime;
+    while (open &&
+           jobs_.recv_many(batch, pace.want(jobs_.size(), workers_), st) > 0) {
+      pace.begin();
       for (Job& job : batch) {
         results.push_back(JobResult<Out>{job.id, Run(job.payload)});
-        const Clock::time_point now = Clock::now();
-        average = average.count() == 0 ? now - last
-                                       : (average * 7 + (now - last)) / 8;
-        last = now;
-        if (now >= flush_at) {
+        if (pace.job_done()) {
           open = Flush(results, st);
           if (!open) break;
-          flush_at = now + kBatchTime;
         }
       }
       batch.clear();
       if (open) open = Flush(results, st);
+    }
+    if (done_.arrive()) results_.close();
+  }
+
+  // The task form of Work: receiving, running a job and handing results
+  // over suspend instead of blocking.
+  Task<> WorkAsync(std::stop_token st) {
+    Pace pace;
+    std::vector<Job> batch;
+    std::vector<JobResult<Out>> results;
+    bool open = true;
+    while (open) {
+      const std::size_t want = pace.want(jobs_.size(), workers_);
+      const std::size_t got =
+          co_await detail::async_recv_many(jobs_, batch, want, st);
+      if (got == 0) break;
+      pace.begin();
+      for (Job& job : batch) {
+        Outcome<Out> outcome = co_await RunAsync(job.payload);
+        results.push_back(JobResult<Out>{job.id, std::move(outcome)});
+        if (pace.job_done()) {
+          open = co_await detail::async_send_all(results_, results, st);
+          if (!open) break;
+        }
+      }
+      batch.clear();
+      if (open) open = co_await detail::async_send_all(results_, results, st);
     }
     if (done_.arrive()) results_.close();
   }
@@ -195,13 +306,40 @@ class WorkerPool {
     }
   }
 
+  // Runs a job in a task: its value, or the exception it threw.
+  Task<Outcome<Out>> RunAsync(In& payload) {
+    std::exception_ptr error;
+    try {
+      Out value = co_await task_fn_(std::move(payload));
+      co_return Outcome<Out>(std::move(value));
+    } catch (...) {
+      error = std::current_exception();
+    }
+    co_return Outcome<Out>(error);
+  }
+
   bool Flush(std::vector<JobResult<Out>>& results, std::stop_token st) {
     const bool all = results_.send_many(results, st) == results.size();
     results.clear();
     return all;
   }
 
-  const std::function<Out(In)> fn_;
+  // The task form's job function: fn returning Out or Task<Out>, as one that
+  // returns Task<Out>.
+  template <class Fn>
+  static std::function<Task<Out>(In)> AsTaskFn(Fn fn) {
+    using U = typename detail::Unwrap<std::invoke_result_t<Fn&, In>>::type;
+    static_assert(std::is_convertible_v<U, Out>,
+                  "WorkerPool(rt, ...): fn must return Out or Task<Out>");
+    auto shared = std::make_shared<Fn>(std::move(fn));
+    return [shared](In job) -> Task<Out> {
+      detail::Slot<U> r = co_await detail::call_worker(*shared, std::move(job));
+      co_return std::move(r.value);
+    };
+  }
+
+  const std::function<Out(In)> fn_;             // the thread form's
+  const std::function<Task<Out>(In)> task_fn_;  // the task form's
   const std::size_t workers_;
   Channel<Job> jobs_;
   Channel<JobResult<Out>> results_;
@@ -209,7 +347,9 @@ class WorkerPool {
 
   std::atomic<std::uint64_t> next_id_{0};
 
-  detail::ThreadGroup threads_;  // last: joined before the rest is destroyed
+  // Last: the workers end before the rest is destroyed.
+  std::unique_ptr<detail::TaskGroup> tasks_;  // task workers, if any
+  detail::ThreadGroup threads_;
 };
 
 }  // namespace sluice

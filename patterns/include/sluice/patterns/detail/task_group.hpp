@@ -115,7 +115,10 @@ Task<Slot<typename Unwrap<std::invoke_result_t<Fn&, Arg>>::type>> call_worker(
     }
     co_return Slot<void>{};
   } else if constexpr (Unwrap<R>::kAsync) {
-    co_return Slot<U>{co_await fn(std::move(arg))};
+    // Not Slot<U>{co_await ...}: GCC 12 destroys a value co_awaited inside
+    // a braced initializer twice (a double free for a std::unique_ptr).
+    U value = co_await fn(std::move(arg));
+    co_return Slot<U>{std::move(value)};
   } else {
     co_return Slot<U>{fn(std::move(arg))};
   }
