@@ -201,14 +201,14 @@ bool Engine::Cancel(std::string_view id) {
   return true;
 }
 
-nlohmann::json Engine::PipelinesJson() const {
-  nlohmann::json pipelines = nlohmann::json::array();
+std::vector<PipelineSnapshot> Engine::Pipelines() const {
+  std::vector<PipelineSnapshot> pipelines;
   for (const config::PipelineConfig& pipeline : config_.pipelines) {
     if (PipelineRuntime* runtime = RuntimeFor(pipeline.name)) {
-      pipelines.push_back(runtime->Json());
+      pipelines.push_back(runtime->Snapshot());
     }
   }
-  return {{"pipelines", std::move(pipelines)}};
+  return pipelines;
 }
 
 void Engine::BeginDrain() {

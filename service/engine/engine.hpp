@@ -67,6 +67,24 @@ using ProcessorFactory = std::function<std::unique_ptr<processors::Processor>(
 using AggregatorFactory = std::function<std::unique_ptr<processors::Aggregator>(
     const config::AggregateSpec&)>;
 
+// One stage of a running pipeline, as of one instant (GET /v1/pipelines;
+// http/views.cpp writes it as JSON). Thread-compatible (plain value).
+struct StageSnapshot {
+  config::StageConfig config;
+  std::size_t queue_depth = 0;  // items waiting in the stage's input
+  std::int64_t busy = 0;        // workers inside their processor
+  std::uint64_t in = 0, out = 0, filtered = 0, errors = 0, cancelled = 0;
+};
+
+// One running pipeline, as of one instant. Thread-compatible (plain value).
+struct PipelineSnapshot {
+  std::string name;
+  bool ordered = false;
+  config::AggregateSpec aggregate;
+  std::int64_t jobs_active = 0;
+  std::vector<StageSnapshot> stages;
+};
+
 // Knobs beyond the config, mostly for tests. Thread-compatible.
 struct EngineOptions {
   // Empty: processors::MakeProcessor / processors::MakeAggregator. Tests set
@@ -187,10 +205,9 @@ class Engine {
   // finished job).
   bool Cancel(std::string_view id);
 
-  // GET /v1/pipelines: {"pipelines":[{"name","ordered","aggregate":{...},
-  // "jobs_active","stages":[{"name","type","workers","buffer","queue_depth",
-  // "busy","items":{"in","out","filtered","errors","cancelled"}}]}]}.
-  nlohmann::json PipelinesJson() const;
+  // Every pipeline's configuration and live counters, in config order (for
+  // GET /v1/pipelines, which http/views.cpp renders).
+  std::vector<PipelineSnapshot> Pipelines() const;
 
   bool HasPipeline(std::string_view name) const;
 

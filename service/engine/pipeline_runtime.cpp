@@ -110,26 +110,16 @@ void PipelineRuntime::SampleGauges() {
   for (auto& stage : stages_) stage->SampleGauges();
 }
 
-nlohmann::json PipelineRuntime::Json() const {
-  nlohmann::json aggregate = {{"type", config_.aggregate.type}};
-  if (!config_.aggregate.field.empty()) {
-    aggregate["field"] = config_.aggregate.field;
-  }
-  if (!config_.aggregate.op.empty()) aggregate["op"] = config_.aggregate.op;
-  if (!config_.aggregate.value.empty()) {
-    aggregate["value"] = config_.aggregate.value;
-  }
-  nlohmann::json stages = nlohmann::json::array();
-  {
-    MutexLock lock(&channels_mu_);
-    for (const auto& stage : stages_) stages.push_back(stage->Json());
-  }
-  return {{"name", config_.name},
-          {"ordered", config_.ordered},
-          {"jobs_active",
-           static_cast<std::int64_t>(std::max(m_jobs_active_.Value(), 0.0))},
-          {"stages", std::move(stages)},
-          {"aggregate", std::move(aggregate)}};
+PipelineSnapshot PipelineRuntime::Snapshot() const {
+  PipelineSnapshot p;
+  p.name = config_.name;
+  p.ordered = config_.ordered;
+  p.aggregate = config_.aggregate;
+  p.jobs_active =
+      static_cast<std::int64_t>(std::max(m_jobs_active_.Value(), 0.0));
+  MutexLock lock(&channels_mu_);
+  for (const auto& stage : stages_) p.stages.push_back(stage->Snapshot());
+  return p;
 }
 
 void PipelineRuntime::Stop() {

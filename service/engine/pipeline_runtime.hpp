@@ -77,7 +77,7 @@ class PipelineRuntime {
   prometheus::Gauge& jobs_active() { return m_jobs_active_; }
 
   void SampleGauges();
-  nlohmann::json Json() const;
+  PipelineSnapshot Snapshot() const;
 
   // Closes the intake (the generator ends once every registered input has
   // ended, closing stage 0's channel), lets every stage drain and end in

@@ -327,25 +327,20 @@ void Stage::SampleGauges() {
   m_queue_depth_.Set(static_cast<double>(queue_depth()));
 }
 
-nlohmann::json Stage::Json() const {
+StageSnapshot Stage::Snapshot() const {
   auto load = [](const std::atomic<std::uint64_t>& v) {
     return v.load(std::memory_order_relaxed);
   };
-  nlohmann::json j = {{"name", config_.name},
-                      {"type", config_.processor.type},
-                      {"workers", config_.workers},
-                      {"buffer", config_.buffer},
-                      {"queue_depth", queue_depth()},
-                      {"busy", std::max<std::int64_t>(
-                                   busy_.load(std::memory_order_relaxed), 0)},
-                      {"items",
-                       {{"in", load(in_)},
-                        {"out", load(out_)},
-                        {"filtered", load(filtered_)},
-                        {"errors", load(errors_)},
-                        {"cancelled", load(cancelled_)}}}};
-  if (config_.keyed) j["key"] = config_.key;
-  return j;
+  StageSnapshot s;
+  s.config = config_;
+  s.queue_depth = queue_depth();
+  s.busy = std::max<std::int64_t>(busy_.load(std::memory_order_relaxed), 0);
+  s.in = load(in_);
+  s.out = load(out_);
+  s.filtered = load(filtered_);
+  s.errors = load(errors_);
+  s.cancelled = load(cancelled_);
+  return s;
 }
 
 }  // namespace sluice::engine

@@ -86,7 +86,7 @@ class Stage {
   // Items waiting in the input channel. Requires: the input is alive.
   std::size_t queue_depth() const;
   void SampleGauges();
-  nlohmann::json Json() const;
+  StageSnapshot Snapshot() const;
 
  private:
   // One worker: takes a batch from `queue`, processes it with its own

@@ -15,6 +15,7 @@
 #include "service/engine/engine.hpp"
 #include "service/http/framing.hpp"
 #include "service/http/results_page.hpp"
+#include "service/http/views.hpp"
 #include "service/jobs/job.hpp"
 #include "service/metrics/metrics.hpp"
 #include "service/util/json_parse.hpp"
@@ -298,7 +299,7 @@ Reply MetricsText(const Call& call) {
 
 Reply Pipelines(const Call& call) {
   // Already {"pipelines":[...]}.
-  return call.Json(bhttp::status::ok, call.engine.PipelinesJson());
+  return call.Json(bhttp::status::ok, PipelinesJson(call.engine.Pipelines()));
 }
 
 Reply ListJobs(const Call& call) {

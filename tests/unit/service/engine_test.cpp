@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "service/http/views.hpp"
 #include "service/metrics/metrics.hpp"
 #include "service/processors/checks.hpp"
 #include "sluice/patterns/channel.hpp"
@@ -28,6 +29,11 @@
 
 namespace sluice::engine {
 namespace {
+
+// GET /v1/pipelines' JSON of the engine, as the router renders it.
+nlohmann::json PipelinesView(const Engine& engine) {
+  return http::PipelinesJson(engine.Pipelines());
+}
 
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -376,7 +382,7 @@ TEST(EngineTest, AccountingAddsUpAcrossFilterSplitAndErrors) {
   EXPECT_EQ(engine.pending_items(), 0u);
 
   // Stage counters add up too.
-  const json stages = engine.PipelinesJson()["pipelines"][0]["stages"];
+  const json stages = PipelinesView(engine)["pipelines"][0]["stages"];
   const Expected want = ExpectedFor(kItems);
   EXPECT_EQ(stages[0]["items"]["in"], 4 * kItems);
   EXPECT_EQ(stages[0]["items"]["filtered"], 4 * (kItems / 5));
@@ -1180,7 +1186,7 @@ TEST(EngineTest, OneItemJobHasItsResultCountsAndAggregate) {
       EXPECT_FALSE(records[0].is_error);
       EXPECT_EQ(records[0].value, json(41));
       EXPECT_EQ(engine.pending_items(), 0u);
-      const json stages = engine.PipelinesJson()["pipelines"][0]["stages"];
+      const json stages = PipelinesView(engine)["pipelines"][0]["stages"];
       for (const json& stage : stages) {
         EXPECT_EQ(stage["items"]["in"], 1) << stage.dump();
         EXPECT_EQ(stage["items"]["out"], 1) << stage.dump();
@@ -1238,7 +1244,7 @@ TEST_P(EngineRuntimeThreadsTest, ThousandDelayWorkersWaitOnTheRuntimeThreads) {
   const auto deadline = start + 30s;
   while (!job->finished() && std::chrono::steady_clock::now() < deadline) {
     most_threads = std::max(most_threads, ProcessThreads());
-    const json stage = engine.PipelinesJson()["pipelines"][0]["stages"][0];
+    const json stage = PipelinesView(engine)["pipelines"][0]["stages"][0];
     most_busy = std::max(most_busy, stage["busy"].get<int>());
     std::this_thread::sleep_for(500us);
   }
@@ -1300,10 +1306,10 @@ TEST(EngineTest, PipelinesJsonDescribesStagesAndLiveCounters) {
   auto job = MustSubmit(engine, {"p", Ints(100), std::nullopt});
   ASSERT_TRUE(gate.WaitForWaiting(3));
   ASSERT_TRUE(Eventually([&] {
-    return engine.PipelinesJson()["pipelines"][0]["stages"][1]["queue_depth"]
+    return PipelinesView(engine)["pipelines"][0]["stages"][1]["queue_depth"]
                .get<int>() > 0;
   }));
-  json view = engine.PipelinesJson();
+  json view = PipelinesView(engine);
   ASSERT_EQ(view["pipelines"].size(), 1u);
   const json p = view["pipelines"][0];
   EXPECT_EQ(p["name"], "p");
@@ -1329,7 +1335,7 @@ TEST(EngineTest, PipelinesJsonDescribesStagesAndLiveCounters) {
   ASSERT_TRUE(WaitFinished(job));
   EXPECT_EQ(job->aggregate(), 100);
   EXPECT_TRUE(Eventually([&] {
-    return engine.PipelinesJson()["pipelines"][0]["jobs_active"] == 0;
+    return PipelinesView(engine)["pipelines"][0]["jobs_active"] == 0;
   }));
 }
 
