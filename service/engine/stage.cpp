@@ -133,7 +133,14 @@ Stage::Stage(std::uint32_t index, const config::PipelineConfig& pipeline,
   for (std::size_t i = 0; i < workers_; ++i) {
     processors_.push_back(factory(config_));
   }
-  io_bound_ = processors_.front() && processors_.front()->io_bound();
+  // From the first processor built: a worker whose processor could not be
+  // built fails its items, and must not make the others run blocking.
+  for (const auto& p : processors_) {
+    if (p) {
+      io_bound_ = p->io_bound();
+      break;
+    }
+  }
   // Slow processors take one item at a time so all workers get some.
   batch_ = io_bound_ ? 1 : kCpuBatch;
   if (config_.keyed) {

@@ -241,36 +241,49 @@ struct HttpClient::Impl {
     return Fail(Failure::kConnection, what + ": " + Lowered(ec.message()));
   }
 
-  // Resolves the host into `endpoints`, giving up at `deadline` (a socket
-  // timer cannot interrupt a resolve: a timer of our own cancels it).
+  // A resolve in flight. Its handler owns it, so a resolve abandoned at the
+  // deadline (getaddrinfo cannot be interrupted) completes harmlessly later.
+  struct Resolving {
+    explicit Resolving(net::io_context& ioc) : wake(ioc) {}
+    bool done = false;
+    beast::error_code ec;
+    tcp::resolver::results_type results;
+    net::steady_timer wake;  // fires at the deadline, or cancelled when done
+  };
+
+  // Resolves the host into `endpoints`, giving up at `deadline`: the
+  // exchange waits on a timer, which the resolve's handler cancels, so the
+  // deadline holds even while getaddrinfo runs on. (Asio resolves on one
+  // thread per io_context: resolves of the clients on one loop queue
+  // behind each other; a literal IP address needs none.)
   net::awaitable<std::optional<Failure>> Resolve(
       Clock::time_point deadline, std::vector<tcp::endpoint>& endpoints) {
-    net::steady_timer timer(ioc);
-    timer.expires_at(deadline);
-    bool timed_out = false;
-    // One thread runs the context, so the flag and the cancel need no lock;
-    // once the resolve is done the timer is cancelled and its handler,
-    // seeing operation_aborted, touches nothing.
-    timer.async_wait([this, &timed_out](beast::error_code ec) {
-      if (ec) return;
-      timed_out = true;
-      resolver.cancel();
-    });
-    beast::error_code ec;
-    tcp::resolver::results_type results = co_await resolver.async_resolve(
+    auto r = std::make_shared<Resolving>(ioc);
+    r->wake.expires_at(deadline);
+    // One thread runs the context: the handler and this coroutine never
+    // run at once.
+    resolver.async_resolve(
         options.host, std::to_string(options.port),
-        net::redirect_error(net::use_awaitable, ec));
-    timer.cancel();
-    if (timed_out) {
+        [r](beast::error_code ec, tcp::resolver::results_type results) {
+          r->done = true;
+          r->ec = ec;
+          r->results = std::move(results);
+          r->wake.cancel();
+        });
+    beast::error_code ignored;
+    co_await r->wake.async_wait(
+        net::redirect_error(net::use_awaitable, ignored));
+    if (!r->done) {
+      resolver.cancel();  // stops it unless getaddrinfo already runs
       co_return Fail(
           Failure::kTimeout,
           "resolve " + options.host + ": timed out after " + timeout_text);
     }
-    if (ec) {
-      co_return Fail(Failure::kConnection,
-                     "resolve " + options.host + ": " + Lowered(ec.message()));
+    if (r->ec) {
+      co_return Fail(Failure::kConnection, "resolve " + options.host + ": " +
+                                               Lowered(r->ec.message()));
     }
-    for (const auto& entry : results) endpoints.push_back(entry.endpoint());
+    for (const auto& entry : r->results) endpoints.push_back(entry.endpoint());
     co_return std::nullopt;
   }
 

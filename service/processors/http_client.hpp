@@ -62,7 +62,8 @@ struct HttpClientFailure {
 
 // Thread-compatible: one caller at a time (the worker that owns the
 // processor), with at most one exchange in flight. Owns the connection;
-// destroying it closes the connection.
+// destroying it closes the connection. Requires: no SendAsync exchange is
+// in flight when it is destroyed.
 class HttpClient {
  public:
   using Response = Result<HttpClientResponse, HttpClientFailure>;

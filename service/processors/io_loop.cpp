@@ -14,8 +14,9 @@ IoLoop::IoLoop(std::size_t threads)
                              std::thread::hardware_concurrency(), 1))) {}
 
 IoLoop::~IoLoop() {
-  // Without the guards run() returns once no operation is pending; every
-  // operation has a deadline, so this cannot wait for long.
+  // Without the guards run() returns once no operation is pending. Every
+  // exchange has a deadline; a resolve abandoned at its deadline is the one
+  // thing that can hold a loop (and so this) until getaddrinfo returns.
   for (auto& loop : impl_->loops) loop->work.reset();
   for (auto& loop : impl_->loops) {
     if (loop->thread.joinable()) loop->thread.join();

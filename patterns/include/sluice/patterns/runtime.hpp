@@ -91,7 +91,9 @@ class Scheduler {
   // (Go's runnext); from anywhere else it joins the global queue.
   void schedule(std::coroutine_handle<> h) {
     Worker* w = current_worker();
-    if (w == nullptr) {
+    // A thread of another runtime is "outside" too: the task must go on
+    // running on its own runtime.
+    if (w == nullptr || w->owner != this) {
       push_global(h);
       return;
     }
@@ -104,7 +106,7 @@ class Scheduler {
   // Makes `h` runnable after every task already queued (yield()).
   void schedule_last(std::coroutine_handle<> h) {
     Worker* w = current_worker();
-    if (w == nullptr) {
+    if (w == nullptr || w->owner != this) {
       push_global(h);
     } else {
       push_local(*w, h);
