@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "client.hpp"
+#include "tests/support/process_threads.hpp"
 #include "upstream.hpp"
 
 namespace sluice::itest {
@@ -442,16 +443,7 @@ TEST_F(HttpProcessorTest, OversizedResponseIsAnItemErrorWithoutRetry) {
 
 // ---- 4,096 workers on a few threads -----------------------------------------
 
-// Threads of this process: the entries of /proc/self/task (-1 if unreadable).
-int ProcessThreads() {
-  std::error_code ec;
-  int n = 0;
-  for (std::filesystem::directory_iterator it("/proc/self/task", ec), end;
-       !ec && it != end; it.increment(ec)) {
-    ++n;
-  }
-  return ec ? -1 : n;
-}
+using test_support::ProcessThreads;
 
 // Raises the soft limit on open files to at least `need` (to the hard
 // limit, when that is higher); "" on success, else why not.

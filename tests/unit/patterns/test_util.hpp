@@ -24,6 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include "../../support/process_threads.hpp"
+
 namespace sluice::test {
 
 using namespace std::chrono_literals;
@@ -48,15 +50,7 @@ inline int process_thread_count() {
 }
 
 // Number of threads in this process as the entries of /proc/self/task, or -1.
-inline int proc_task_count() {
-  std::error_code ec;
-  std::filesystem::directory_iterator it("/proc/self/task", ec);
-  int n = 0;
-  for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++n;
-  }
-  return ec ? -1 : n;
-}
+inline int proc_task_count() { return sluice::test_support::ProcessThreads(); }
 
 // The thread count to compare against after an object that owns threads is
 // gone. Starting (and joining) one thread first makes sure runtime helper

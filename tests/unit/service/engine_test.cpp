@@ -25,6 +25,7 @@
 #include "service/processors/checks.hpp"
 #include "sluice/patterns/channel.hpp"
 #include "sluice/patterns/runtime.hpp"
+#include "tests/support/process_threads.hpp"
 #include "tests/support/wait_finished.hpp"
 
 namespace sluice::engine {
@@ -1141,16 +1142,7 @@ pipelines:
 
 // ---- small jobs and many workers --------------------------------------------
 
-// Threads of this process: the entries of /proc/self/task (-1 if unreadable).
-int ProcessThreads() {
-  std::error_code ec;
-  int n = 0;
-  for (std::filesystem::directory_iterator it("/proc/self/task", ec), end;
-       !ec && it != end; it.increment(ec)) {
-    ++n;
-  }
-  return ec ? -1 : n;
-}
+using test_support::ProcessThreads;
 
 // The smallest job: one item through a CPU-bound stage and an I/O-bound
 // one (so both the Process and the ProcessAsync paths carry it), on each
