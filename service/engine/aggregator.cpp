@@ -1,8 +1,9 @@
-// The aggregator of a pipeline, the fan-in point: one thread drains the
-// last stage's channel, routes each envelope to its job, keeps ordered
-// jobs in order, folds values into the job's aggregate and windows,
-// appends result records to the job's log in batches, and finishes each
-// job once the weights of its items add up.
+// The aggregator of a pipeline, the fan-in point: one task on the engine's
+// Runtime drains the last stage's channel, routes each envelope to its
+// job, keeps ordered jobs in order, folds values into the job's aggregate
+// and windows, appends result records to the job's log in batches, and
+// finishes each job once the weights of its items add up. It is suspended
+// while nothing arrives, and while the results memory is full.
 #include <algorithm>
 #include <chrono>
 #include <optional>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "service/engine/pipeline_runtime.hpp"
+#include "sluice/patterns/select.hpp"
 #include "service/metrics/metrics.hpp"
 #include "service/processors/aggregate.hpp"
 
@@ -17,10 +19,38 @@ namespace sluice::engine {
 namespace {
 
 using Kind = Envelope::Kind;
+using Clock = std::chrono::steady_clock;
+
+enum class Received { kSome, kTimedOut, kEnded };
+
+// co_await: appends to `batch` the envelopes ready in `in`, up to 256,
+// waiting up to `wait` for the first. kEnded once `in` is closed and
+// drained, or on stop.
+Task<Received> ReceiveUntil(Channel<Envelope>& in, std::vector<Envelope>& batch,
+                            Clock::duration wait, const std::stop_token& st) {
+  constexpr std::size_t kMaxBatch = 256;
+  if (in.try_recv_many(batch, kMaxBatch) > 0) co_return Received::kSome;
+  bool ended = false;
+  const std::size_t chosen = co_await sluice::async_select(
+      st,
+      sluice::on_recv(in,
+                      [&](std::optional<Envelope> e) {
+                        if (!e) {
+                          ended = true;  // closed, and nothing buffered
+                          return;
+                        }
+                        batch.push_back(std::move(*e));
+                      }),
+      sluice::on_timeout(wait, [] {}));
+  if (chosen == sluice::kSelectStopped || ended) co_return Received::kEnded;
+  if (batch.empty()) co_return Received::kTimedOut;
+  in.try_recv_many(batch, kMaxBatch - 1);
+  co_return Received::kSome;
+}
 
 }  // namespace
 
-void PipelineRuntime::RunAggregator(std::stop_token st) {
+Task<> PipelineRuntime::Aggregate(std::stop_token st) {
   Channel<Envelope>& in = *last_;
   std::vector<Envelope> batch;
   batch.reserve(256);
@@ -33,30 +63,22 @@ void PipelineRuntime::RunAggregator(std::stop_token st) {
     const auto now = std::chrono::steady_clock::now();
     const auto until =
         next_window ? std::min(*next_window, next_sample) : next_sample;
-    const auto wait =
-        until > now ? until - now : std::chrono::steady_clock::duration{};
-    if (std::optional<Envelope> first = in.recv_for(wait, st)) {
-      batch.push_back(std::move(*first));
-      in.try_recv_many(batch, 255);
-    } else if (st.stop_requested()) {
-      break;
-    } else if (in.closed()) {
-      // Closed: nothing more can arrive, but a value buffered just before
-      // the close may still be waiting.
-      std::optional<Envelope> last = in.try_recv();
-      if (!last) break;
-      batch.push_back(std::move(*last));
-    }
+    const Received got = co_await ReceiveUntil(
+        in, batch, until > now ? until - now : Clock::duration{}, st);
+    if (got == Received::kEnded) break;
     for (Envelope& e : batch) Route(e, touched);
     batch.clear();
     if (!timed_windows_.empty()) {
       next_window = TickWindows(std::chrono::steady_clock::now(), touched);
     }
-    Flush(touched);
+    co_await Flush(touched);
     if (std::chrono::steady_clock::now() >= next_sample) {
       SampleGauges();
       next_sample = std::chrono::steady_clock::now() + interval;
     }
+    // Tasks are not preempted: a busy aggregator lets the stages on its
+    // thread run between batches.
+    if (got == Received::kSome) co_await sluice::yield();
   }
   timed_windows_.clear();
   SampleGauges();
@@ -220,33 +242,34 @@ void PipelineRuntime::ReleaseOrdered(JobContext& c) {
   }
 }
 
-bool PipelineRuntime::AppendWhenRoom(jobs::Job& job,
-                                     std::vector<jobs::ResultRecord>& records,
-                                     std::uint64_t filtered,
-                                     std::uint64_t cancelled) {
+Task<bool> PipelineRuntime::AppendWhenRoom(
+    jobs::Job& job, std::vector<jobs::ResultRecord>& records,
+    std::uint64_t filtered, std::uint64_t cancelled) {
   for (;;) {
     // A cancelled job does not wait (a DELETE, or the shutdown's cancel
     // after its grace, must not hang behind the results memory): what does
     // not fit now fails it, and its records count as cancelled.
     if (job.cancel_requested()) {
-      return job.Append(records, filtered, cancelled);
+      co_return job.Append(records, filtered, cancelled);
     }
     std::optional<jobs::Job::Clock::time_point> retry_at;
     const bool failed_now = job.Append(records, filtered, cancelled, &retry_at);
-    if (!retry_at) return failed_now;
+    if (!retry_at) co_return failed_now;
     // The results memory is full of jobs that finished less than
     // jobs.min_retention ago: hold this pipeline's results (its queues fill
     // and admission pushes back) until the oldest may be evicted. Re-checked
     // every 100 ms in case room comes sooner (a job deleted, a reader
     // letting go), and never sooner than 1 ms (room others keep taking).
     const auto now = jobs::Job::Clock::now();
-    std::this_thread::sleep_until(
+    co_await sluice::sleep_for(
         std::clamp(*retry_at, now + std::chrono::milliseconds(1),
-                   now + std::chrono::milliseconds(100)));
+                   now + std::chrono::milliseconds(100)) -
+        now);
   }
 }
 
-void PipelineRuntime::Flush(std::vector<std::shared_ptr<JobContext>>& touched) {
+Task<> PipelineRuntime::Flush(
+    std::vector<std::shared_ptr<JobContext>>& touched) {
   for (const std::shared_ptr<JobContext>& context : touched) {
     JobContext& c = *context;
     AggregatorState& a = c.agg;
@@ -254,7 +277,8 @@ void PipelineRuntime::Flush(std::vector<std::shared_ptr<JobContext>>& touched) {
     if (!a.records.empty() || a.filtered > 0 || a.cancelled > 0) {
       // Past its result limits the job fails: what is still queued for it
       // ends cancelled at once (in-flight items see cancel_requested()).
-      if (AppendWhenRoom(*c.job, a.records, a.filtered, a.cancelled)) {
+      if (co_await AppendWhenRoom(*c.job, a.records, a.filtered,
+                                  a.cancelled)) {
         intake_->Cancel(*c.job);
       }
       a.records = {};
@@ -280,20 +304,21 @@ void PipelineRuntime::Flush(std::vector<std::shared_ptr<JobContext>>& touched) {
   for (const std::shared_ptr<JobContext>& context : touched) {
     AggregatorState& a = context->agg;
     if (!a.finished && a.end_seen && a.completed == a.total) {
-      FinishJob(*context);
+      co_await FinishJob(*context);
     }
   }
   touched.clear();
 }
 
-void PipelineRuntime::FinishJob(JobContext& c) {
+Task<> PipelineRuntime::FinishJob(JobContext& c) {
   AggregatorState& a = c.agg;
   a.finished = true;
   if (a.window_aggregator) {
     // The last, partial window goes out before the job's `done`.
     CloseWindow(a, a.window_number + 1);
     if (!a.records.empty()) {
-      AppendWhenRoom(*c.job, a.records, 0, 0);  // nothing left to cancel
+      // Nothing is left to cancel.
+      co_await AppendWhenRoom(*c.job, a.records, 0, 0);
       a.records = {};
     }
     a.window_aggregator.reset();
@@ -305,7 +330,7 @@ void PipelineRuntime::FinishJob(JobContext& c) {
   a.held.clear();
   const std::optional<jobs::JobState> state =
       c.job->Finish(std::move(aggregate));
-  if (!state) return;
+  if (!state) co_return;
   switch (*state) {
     case jobs::JobState::kDone:
       m_jobs_done_.Increment();

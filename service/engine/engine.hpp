@@ -1,6 +1,7 @@
 // Defines sluice::engine::Engine, which runs every configured pipeline
-// (contract §C7: per pipeline one generator thread, one fan-out worker pool
-// per stage, one fan-in aggregator thread, linked by sluice::Channel), admits
+// (contract §C7: per pipeline one generator, one fan-out worker pool per
+// stage and one fan-in aggregator, all tasks on one sluice::Runtime, linked
+// by sluice::Channel), admits
 // jobs and streams into them, and drains on shutdown (§3.6); and
 // sluice::engine::StreamFeed, the input side of a WebSocket ingestion stream.
 #ifndef SLUICE_SERVICE_ENGINE_ENGINE_HPP_

@@ -61,8 +61,8 @@ struct Envelope {
   }
 };
 
-// What the aggregator thread keeps per job. Thread-compatible: only the
-// pipeline's aggregator thread touches it (after the job was handed over
+// What the aggregator keeps per job. Thread-compatible: only the
+// pipeline's aggregator task touches it (after the job was handed over
 // through a channel, which orders everything the submitter did before).
 struct AggregatorState {
   std::unique_ptr<processors::Aggregator> aggregator;  // may be null

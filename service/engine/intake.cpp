@@ -166,8 +166,46 @@ void Intake::Close() {
   {
     MutexLock lock(&mu_);
     closed_ = true;
+    WakeLocked();
   }
   cv_.SignalAll();
+}
+
+Intake::Poll Intake::TryNext(std::vector<Envelope>& out, std::size_t max) {
+  std::vector<std::function<void()>> wakes;
+  Poll poll = Poll::kNone;
+  {
+    MutexLock lock(&mu_);
+    const std::stop_token never;
+    for (std::size_t n = 0; n < max; ++n) {
+      std::optional<Envelope> e = NextLocked(never, /*block=*/false, wakes);
+      if (!e) break;
+      out.push_back(std::move(*e));
+      poll = Poll::kGot;
+    }
+    if (poll == Poll::kNone && closed_ && inputs_.empty() && ring_.empty() &&
+        outbox_.empty()) {
+      poll = Poll::kEnded;
+    }
+  }
+  for (auto& wake : wakes) {  // as in Next
+    if (wake) wake();
+  }
+  return poll;
+}
+
+bool Intake::WaitForWork(std::function<void()>& wake) {
+  MutexLock lock(&mu_);
+  if (ReadyLocked()) return false;
+  waiter_ = std::move(wake);
+  return true;
+}
+
+void Intake::WakeLocked() {
+  if (!waiter_) return;
+  std::function<void()> wake = std::move(waiter_);
+  waiter_ = nullptr;
+  wake();
 }
 
 bool Intake::Next(std::vector<Envelope>& out, std::size_t max,
@@ -201,6 +239,7 @@ void Intake::EnqueueLocked(Input& in) {
   in.in_ring = true;
   ring_.push_back(&in);
   cv_.Signal();
+  WakeLocked();
 }
 
 Envelope Intake::Control(Input& in, Envelope::Kind kind, std::uint64_t seq,
@@ -226,10 +265,7 @@ std::optional<Envelope> Intake::NextLocked(
       if (!block) return std::nullopt;
       // Ends only when nothing registered can produce anything any more;
       // Engine::Shutdown has every job finished before it closes us.
-      auto ready = [this]() SLUICE_REQUIRES(mu_) {
-        return !ring_.empty() || !outbox_.empty() ||
-               (closed_ && inputs_.empty());
-      };
+      auto ready = [this]() SLUICE_REQUIRES(mu_) { return ReadyLocked(); };
       if (!cv_.Wait(&mu_, st, ready)) return std::nullopt;  // stopped
       if (ring_.empty() && outbox_.empty()) return std::nullopt;
       continue;

@@ -72,7 +72,7 @@ class Admission {
 // One pipeline's pending input: per job a queue of items not yet fed, and
 // the ring of jobs the generator visits. Thread-safe: network threads call
 // Add / Push / CloseInput / Cancel, the aggregator calls Unpark, and the
-// generator thread calls Next.
+// generator (one task, or one thread) calls TryNext / WaitForWork or Next.
 class Intake {
  public:
   // `ordered_window`: most items of an ordered job fed but not yet released.
@@ -124,6 +124,22 @@ class Intake {
   [[nodiscard]] bool Next(std::vector<Envelope>& out, std::size_t max,
                           std::stop_token st) SLUICE_EXCLUDES(mu_);
 
+  // The generator task's form of Next, which never blocks. TryNext appends
+  // what is ready now, as Next does, up to `max` (>= 1): kGot when it
+  // appended something, kEnded once Close() was called and every registered
+  // job's input has ended, else kNone.
+  enum class Poll { kGot, kNone, kEnded };
+  [[nodiscard]] Poll TryNext(std::vector<Envelope>& out, std::size_t max)
+      SLUICE_EXCLUDES(mu_);
+  // After TryNext returned kNone: keeps `wake` (moved from) to be called
+  // once, when there may be something for TryNext, and returns true; or,
+  // when there already is (the race with a producer), keeps nothing and
+  // returns false. `wake` is called with this Intake's lock held, from the
+  // producer's thread: it must only schedule the waiter (an await_callback
+  // resume does), never call back in. One waiter at a time.
+  [[nodiscard]] bool WaitForWork(std::function<void()>& wake)
+      SLUICE_EXCLUDES(mu_);
+
   // No more jobs: Add fails from now on, and Next returns false once the
   // inputs still registered have ended. Idempotent.
   void Close() SLUICE_EXCLUDES(mu_);
@@ -144,6 +160,14 @@ class Intake {
 
     std::size_t queued() const { return queue.size() - head; }
   };
+
+  // TryNext and WaitForWork: a job to visit, a control envelope to send,
+  // or the end.
+  bool ReadyLocked() const SLUICE_REQUIRES(mu_) {
+    return !ring_.empty() || !outbox_.empty() || (closed_ && inputs_.empty());
+  }
+  // Calls and drops the generator task's waiter, if any.
+  void WakeLocked() SLUICE_REQUIRES(mu_);
 
   // One envelope; waits for one only when `block`. Feeds' on_room callbacks
   // due are moved to `wakes` (to be called without the lock).
@@ -174,6 +198,7 @@ class Intake {
   std::deque<Input*> ring_ SLUICE_GUARDED_BY(mu_);
   std::deque<Envelope> outbox_ SLUICE_GUARDED_BY(mu_);  // control envelopes
   bool closed_ SLUICE_GUARDED_BY(mu_) = false;
+  std::function<void()> waiter_ SLUICE_GUARDED_BY(mu_);  // WaitForWork's
 };
 
 }  // namespace sluice::engine

@@ -60,7 +60,7 @@ PipelineRuntime::PipelineRuntime(const config::PipelineConfig& config,
     stage_names_.push_back(config_.stages[i].name);
   }
 
-  // Stage 0's input, of stage 0's buffer; the generator thread feeds it.
+  // Stage 0's input, of stage 0's buffer; the generator task feeds it.
   const std::size_t first_buffer = config_.stages.empty()
                                        ? kAggregatorBuffer
                                        : config_.stages.front().buffer;
@@ -76,8 +76,10 @@ PipelineRuntime::PipelineRuntime(const config::PipelineConfig& config,
     input = &stages_[i]->output();
   }
   last_ = input;
-  aggregator_ = std::jthread([this](std::stop_token st) { RunAggregator(st); });
-  generator_ = std::jthread([this](std::stop_token st) { RunGenerator(st); });
+  aggregator_ = std::make_unique<detail::TaskGroup>(runtime);
+  aggregator_->spawn([this](std::stop_token st) { return Aggregate(st); });
+  generator_ = std::make_unique<detail::TaskGroup>(runtime);
+  generator_->spawn([this](std::stop_token st) { return Generate(st); });
 }
 
 PipelineRuntime::~PipelineRuntime() { Stop(); }
@@ -133,8 +135,8 @@ void PipelineRuntime::Stop() {
   // then the aggregator (by then every stage's last worker has closed its
   // output), then each stage's tasks, before any channel goes.
   intake_->Close();
-  if (generator_.joinable()) generator_.join();
-  if (aggregator_.joinable()) aggregator_.join();
+  generator_->join();
+  aggregator_->join();
   for (auto& stage : stages_) stage->Join();
   MutexLock channels_lock(&channels_mu_);
   for (auto& stage : stages_) stage->ForgetInput();

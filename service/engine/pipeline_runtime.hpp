@@ -1,16 +1,17 @@
 // Engine-internal: PipelineRuntime, one configured pipeline running
 // (contract §C7), built on the patterns library:
 //
-//   Intake --generator thread--> Channel(stage 0 buffer) --> stage 0 workers
+//   Intake --generator task--> Channel(stage 0 buffer) --> stage 0 workers
 //     --> Channel(stage 1 buffer) --> ... --> last stage workers
-//     --> Channel(kAggregatorBuffer) --> aggregator thread --> Job logs
+//     --> Channel(kAggregatorBuffer) --> aggregator task --> Job logs
 //
-// The generator (generator.cpp) is one thread taking items from the Intake
-// round-robin and sending them into stage 0's Channel, which it closes when
-// the Intake ends. Each Stage (stage.hpp) is a fan-out of `workers` tasks
-// on the engine's Runtime, one Processor per worker. The aggregator
-// (aggregator.cpp) is one thread draining the last stage's output (the
-// fan-in point) into each job's result log.
+// Every part is a task on the engine's Runtime (one thread per core), so a
+// pipeline has no thread of its own. The generator (generator.cpp) takes
+// items from the Intake round-robin and sends them into stage 0's Channel,
+// which it closes when the Intake ends. Each Stage (stage.hpp) is a
+// fan-out of `workers` tasks, one Processor per worker. The aggregator
+// (aggregator.cpp) drains the last stage's output (the fan-in point) into
+// each job's result log.
 #ifndef SLUICE_SERVICE_ENGINE_PIPELINE_RUNTIME_HPP_
 #define SLUICE_SERVICE_ENGINE_PIPELINE_RUNTIME_HPP_
 
@@ -23,7 +24,6 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "service/config/config.hpp"
@@ -32,18 +32,21 @@
 #include "service/engine/intake.hpp"
 #include "service/engine/stage.hpp"  // and prometheus::Counter, Gauge
 #include "sluice/patterns/channel.hpp"
+#include "sluice/patterns/detail/task_group.hpp"
 #include "sluice/patterns/mutex.hpp"
 #include "sluice/patterns/runtime.hpp"
+#include "sluice/patterns/task.hpp"
 
 namespace sluice::engine {
 
-// One pipeline's threads and state. Thread-safe: intake() and the query
+// One pipeline's tasks and state. Thread-safe: intake() and the query
 // members may be called from any thread; Stop() and destruction by the
-// engine.
+// engine, from a thread that is not one of the Runtime's.
 class PipelineRuntime {
  public:
-  // Called on the aggregator thread, with no lock held, after a job of this
-  // pipeline has finished.
+  // Called from the aggregator task (on a thread of the engine's Runtime),
+  // with no lock held, after a job of this pipeline has finished. Must not
+  // block for long: the pipeline's results wait meanwhile.
   using FinishedFn = std::function<void(const std::shared_ptr<jobs::Job>&)>;
 
   // Capacity of the channel between the last stage and the aggregator.
@@ -81,24 +84,26 @@ class PipelineRuntime {
 
   // Closes the intake (the generator ends once every registered input has
   // ended, closing stage 0's channel), lets every stage drain and end in
-  // turn, then the aggregator, and joins all threads. Requires every job of
+  // turn, then the aggregator, and joins all tasks. Requires every job of
   // this pipeline to have finished or been cancelled (else it waits for
   // them). Idempotent.
   void Stop();
 
  private:
-  void RunGenerator(std::stop_token st);
-  void RunAggregator(std::stop_token st);
+  Task<> Generate(std::stop_token st);
+  Task<> Aggregate(std::stop_token st);
   void Route(Envelope& e, std::vector<std::shared_ptr<JobContext>>& touched);
   void Emit(JobContext& c, Envelope& e);
   void ReleaseOrdered(JobContext& c);
-  void Flush(std::vector<std::shared_ptr<JobContext>>& touched);
-  // Job::Append, waiting while the results memory is full of jobs that
-  // finished less than jobs.min_retention ago. Returns Append's result.
-  static bool AppendWhenRoom(jobs::Job& job,
-                             std::vector<jobs::ResultRecord>& records,
-                             std::uint64_t filtered, std::uint64_t cancelled);
-  void FinishJob(JobContext& c);
+  Task<> Flush(std::vector<std::shared_ptr<JobContext>>& touched);
+  // co_await: Job::Append, suspending while the results memory is full of
+  // jobs that finished less than jobs.min_retention ago. Returns Append's
+  // result.
+  static Task<bool> AppendWhenRoom(jobs::Job& job,
+                                   std::vector<jobs::ResultRecord>& records,
+                                   std::uint64_t filtered,
+                                   std::uint64_t cancelled);
+  Task<> FinishJob(JobContext& c);
   std::unique_ptr<processors::Aggregator> NewAggregator() const;
   // Emits the open window's aggregate (if it holds any value) and opens
   // window `next_number`.
@@ -124,13 +129,13 @@ class PipelineRuntime {
   prometheus::Counter& m_jobs_failed_;
   prometheus::Counter& m_jobs_cancelled_;
 
-  // Stage 0's input, fed and closed by the generator thread. Declared
+  // Stage 0's input, fed and closed by the generator task. Declared
   // before the stages, which read it until joined.
   std::unique_ptr<Channel<Envelope>> source_;
   std::vector<std::unique_ptr<Stage>> stages_;
   std::vector<std::string> stage_names_;
 
-  // Aggregator thread only: items completed in the current batch, and the
+  // Aggregator task only: items completed in the current batch, and the
   // unfinished jobs with `every:` windows open.
   std::uint64_t completed_in_batch_ = 0;
   std::vector<std::shared_ptr<JobContext>> timed_windows_;
@@ -144,9 +149,9 @@ class PipelineRuntime {
   // The aggregator's input: the last stage's output (stage 0's input when
   // there is no stage).
   Channel<Envelope>* last_ = nullptr;
-  // Last: joined (aggregator first) before the channels go.
-  std::jthread generator_;
-  std::jthread aggregator_;
+  // Last: joined (generator first) before the channels go.
+  std::unique_ptr<detail::TaskGroup> generator_;
+  std::unique_ptr<detail::TaskGroup> aggregator_;
 };
 
 }  // namespace sluice::engine

@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "service/engine/channel_ops.hpp"
 #include "service/metrics/metrics.hpp"
 #include "service/processors/processor.hpp"
 
@@ -88,29 +89,6 @@ std::size_t ShardOf(const Envelope& e, const JsonPointer& key,
                             ? std::hash<nlohmann::json>{}(nlohmann::json())
                             : std::hash<nlohmann::json>{}(*v);
   return h % shards;
-}
-
-// Sends every envelope of `out` in order and clears it; false when the
-// channel closed or `st` was stopped first.
-Task<bool> SendAll(Channel<Envelope>& ch, std::vector<Envelope>& out,
-                   std::stop_token st) {
-  bool sent = true;
-  for (Envelope& e : out) {
-    if (ch.try_send(e)) continue;
-    if (!co_await ch.async_send(std::move(e), st)) {
-      sent = false;
-      break;
-    }
-  }
-  out.clear();
-  co_return sent;
-}
-
-// The first value of `ch`, without a suspension when one is ready.
-Task<std::optional<Envelope>> RecvFirst(Channel<Envelope>& ch,
-                                        std::stop_token st) {
-  if (std::optional<Envelope> e = ch.try_recv()) co_return e;
-  co_return co_await ch.async_recv(st);
 }
 
 }  // namespace

@@ -127,7 +127,7 @@ class GroupBy final : public Aggregator {
       sums_[JsonText(*key)].Add(*v);
     } catch (const std::exception&) {
       // Only std::bad_alloc can get here; dropping one value beats crashing
-      // the aggregator thread.
+      // the aggregator.
     }
   }
 

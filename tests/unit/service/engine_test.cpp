@@ -1201,8 +1201,7 @@ INSTANTIATE_TEST_SUITE_P(Threads, EngineRuntimeThreadsTest,
 // A stage's `workers` is a concurrency limit, not a thread count: 1,000
 // workers of the real delay processor are 1,000 timers in flight on the
 // runtime's few threads. The engine starts a fixed set of threads (the
-// runtime's, one generator and one aggregator per pipeline) however many
-// workers there are, and none while the job runs.
+// runtime's) however many workers there are, and none while the job runs.
 TEST_P(EngineRuntimeThreadsTest, ThousandDelayWorkersWaitOnTheRuntimeThreads) {
   constexpr int kItems = 2000;
   constexpr int kWorkers = 1000;
@@ -1223,9 +1222,9 @@ TEST_P(EngineRuntimeThreadsTest, ThousandDelayWorkersWaitOnTheRuntimeThreads) {
           false, "count")}),
       metrics, options);
   const int idle = ProcessThreads();
-  // The runtime's threads, the generator and the aggregator, and a little
-  // room; a thread per worker would be 1,000 more.
-  EXPECT_LE(idle - before, static_cast<int>(threads) + 2 + 2)
+  // The runtime's threads and a little room; a thread per worker would be
+  // 1,000 more.
+  EXPECT_LE(idle - before, static_cast<int>(threads) + 2)
       << "before " << before << ", with the engine idle " << idle;
 
   const auto start = std::chrono::steady_clock::now();
@@ -1269,6 +1268,45 @@ TEST_P(EngineRuntimeThreadsTest, ThousandDelayWorkersWaitOnTheRuntimeThreads) {
   EXPECT_EQ(*values.begin(), 0);
   EXPECT_EQ(*values.rbegin(), kItems - 1);
   EXPECT_EQ(engine.pending_items(), 0u);
+}
+
+// A pipeline's generator and aggregator are tasks too: 24 pipelines start
+// no more threads than one, and each still runs its jobs to the end.
+TEST_P(EngineRuntimeThreadsTest, PipelinesAddNoThreads) {
+  constexpr int kPipelines = 24;
+  const std::size_t threads = GetParam();
+  std::thread([] {}).join();  // as above: helper threads counted first
+  const int before = ProcessThreads();
+  ASSERT_GT(before, 0) << "/proc/self/task is unreadable";
+
+  std::vector<config::PipelineConfig> pipes;
+  for (int i = 0; i < kPipelines; ++i) {
+    pipes.push_back(Pipe("p" + std::to_string(i),
+                         {Stage("pass", "identity", 2, 64)}, false, "count"));
+  }
+  metrics::Metrics metrics("test");
+  EngineOptions options = Options();
+  options.runtime_threads = threads;
+  Engine engine(Config(std::move(pipes)), metrics, options);
+  const int idle = ProcessThreads();
+  // Two threads per pipeline would be 48 more.
+  EXPECT_LE(idle - before, static_cast<int>(threads) + 2)
+      << "before " << before << ", with " << kPipelines
+      << " pipelines idle " << idle;
+
+  std::vector<std::shared_ptr<jobs::Job>> jobs;
+  for (int i = 0; i < kPipelines; ++i) {
+    jobs.push_back(
+        MustSubmit(engine, {"p" + std::to_string(i), Ints(100), std::nullopt}));
+    ASSERT_NE(jobs.back(), nullptr);
+  }
+  for (const auto& job : jobs) {
+    ASSERT_TRUE(WaitFinished(job)) << job->Status().dump();
+    EXPECT_EQ(job->state(), jobs::JobState::kDone);
+    EXPECT_EQ(job->counts().out, 100u);
+    EXPECT_EQ(job->aggregate(), json(100));
+  }
+  EXPECT_LE(ProcessThreads() - idle, 0) << "no thread started for the jobs";
 }
 
 // ---- views ------------------------------------------------------------------

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <stop_token>
@@ -139,4 +140,70 @@ TEST(IntakeTest, CloseInputDropsOnRoomOutsideTheLock) {
 }
 
 }  // namespace
+// The generator task's side: TryNext never blocks, and says when the
+// Intake has ended.
+TEST(IntakeTest, TryNextTakesWhatIsReadyThenEndsAfterClose) {
+  Intake intake(1024);
+  std::vector<Envelope> out;
+  EXPECT_EQ(intake.TryNext(out, 64), Intake::Poll::kNone);
+  auto a = Context("a");
+  ASSERT_TRUE(intake.Add(a, Items(3), /*open=*/false));
+  EXPECT_EQ(intake.TryNext(out, 2), Intake::Poll::kGot);
+  EXPECT_EQ(out.size(), 2u) << "never more than max";
+  intake.Close();
+  EXPECT_EQ(intake.TryNext(out, 64), Intake::Poll::kGot);  // item 2, kEnd
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out.back().kind, Envelope::Kind::kEnd);
+  EXPECT_EQ(intake.TryNext(out, 64), Intake::Poll::kEnded);
+  EXPECT_EQ(out.size(), 4u);
+}
+
+// WaitForWork keeps its wake only while nothing is ready, and the wake is
+// called once by whatever makes work: an Add, a Push, a cancel, Close().
+TEST(IntakeTest, WaitForWorkWakesOnceWhenWorkArrivesOrOnClose) {
+  Intake intake(1024);
+  int woken = 0;
+  std::function<void()> wake = [&woken] { ++woken; };
+  ASSERT_TRUE(intake.WaitForWork(wake));
+  EXPECT_EQ(woken, 0);
+  auto a = Context("a");
+  ASSERT_TRUE(intake.Add(a, Items(1), /*open=*/false));
+  EXPECT_EQ(woken, 1);
+
+  // Work is ready: the wake is not kept (the caller goes round again).
+  std::function<void()> again = [&woken] { woken += 10; };
+  EXPECT_FALSE(intake.WaitForWork(again));
+  std::vector<Envelope> out;
+  while (intake.TryNext(out, 64) == Intake::Poll::kGot) {
+  }
+  EXPECT_EQ(out.size(), 2u);  // the item and its kEnd
+
+  std::function<void()> on_close = [&woken] { woken += 100; };
+  ASSERT_TRUE(intake.WaitForWork(on_close));
+  intake.Close();
+  EXPECT_EQ(woken, 101);
+  EXPECT_EQ(intake.TryNext(out, 64), Intake::Poll::kEnded);
+  intake.Close();  // idempotent, and the wake was used up
+  EXPECT_EQ(woken, 101);
+}
+
+TEST(IntakeTest, WaitForWorkWakesWhenAStreamPushes) {
+  Intake intake(1024);
+  Admission admission(100);
+  auto s = Context("s");
+  ASSERT_TRUE(intake.Add(s, {}, /*open=*/true));
+  std::vector<Envelope> out;
+  EXPECT_EQ(intake.TryNext(out, 64), Intake::Poll::kNone);
+  int woken = 0;
+  std::function<void()> wake = [&woken] { ++woken; };
+  ASSERT_TRUE(intake.WaitForWork(wake));
+  std::vector<json> items = Items(2);
+  std::function<void()> on_room;
+  ASSERT_EQ(intake.Push(*s, items, 64, admission, on_room),
+            Intake::PushResult::kAccepted);
+  EXPECT_EQ(woken, 1);
+  EXPECT_EQ(intake.TryNext(out, 64), Intake::Poll::kGot);
+  EXPECT_EQ(out.size(), 2u);
+}
+
 }  // namespace sluice::engine
