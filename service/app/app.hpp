@@ -42,11 +42,11 @@ struct AppOptions {
 class App {
  public:
   // Loads server.tls's certificate and key when set (the port then serves
-  // HTTPS and WSS only), builds metrics, the engine (starting every
-  // pipeline's threads), the router (its tokens read from the variable
-  // server.auth.tokens_env names) and the server, which binds and listens
-  // (so port() is known before Start()). Requires a validated config
-  // (config::LoadConfig*). Failure, with nothing left running:
+  // HTTPS and WSS only), builds metrics, the engine (starting its runtime
+  // threads and every pipeline's tasks), the router (its tokens read from
+  // the variable server.auth.tokens_env names) and the server, which binds
+  // and listens (so port() is known before Start()). Requires a validated
+  // config (config::LoadConfig*). Failure, with nothing left running:
   // Error{"tls", ...} when the certificate or key cannot be read or parsed,
   // or the key does not match the certificate (the message starts with
   // "server.tls.cert: " or "server.tls.key: " and names the file);

@@ -306,7 +306,7 @@ void Engine::Shutdown(std::chrono::milliseconds grace) {
       }
     }
   }
-  // Every job has finished: stop the pipelines (each joins its threads in
+  // Every job has finished: stop the pipelines (each joins its tasks in
   // pipeline order).
   for (const config::PipelineConfig& pipeline : config_.pipelines) {
     if (PipelineRuntime* runtime = RuntimeFor(pipeline.name)) runtime->Stop();

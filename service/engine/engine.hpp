@@ -97,8 +97,9 @@ struct EngineOptions {
   std::size_t ordered_window = 4096;
   // How often the aggregator samples sluice_stage_queue_depth.
   std::chrono::milliseconds sample_interval{100};
-  // Threads of the runtime every stage's workers run on as tasks; 0 = one
-  // per core. The process's thread count does not grow with `workers`.
+  // Threads of the runtime every pipeline's tasks (generator, stage workers,
+  // aggregator) run on; 0 = one per core. The process's thread count grows
+  // with neither pipelines nor `workers`.
   std::size_t runtime_threads = 0;
 };
 
@@ -164,8 +165,9 @@ class StreamFeed {
 // destructor), which callers run off the network threads.
 class Engine {
  public:
-  // Builds and starts every pipeline of `config` (their threads run until
-  // Shutdown), registers their metrics, and keeps `metrics` by reference.
+  // Builds and starts every pipeline of `config` (their tasks run on the
+  // engine's Runtime until Shutdown), registers their metrics, and keeps
+  // `metrics` by reference.
   // Requires: `config` validated (config::LoadConfig*); `metrics` outlives
   // the Engine.
   Engine(const config::Config& config, metrics::Metrics& metrics,
@@ -239,7 +241,7 @@ class Engine {
   // for running jobs (and open streams) to finish, cancels what remains and
   // waits for it to end, then stops every pipeline: the generator ends
   // (closing stage 0's channel), each stage drains and ends, then the
-  // aggregator; all threads are joined. Blocks until then. Idempotent;
+  // aggregator; all their tasks are joined. Blocks until then. Idempotent;
   // concurrent callers wait for the first.
   void Shutdown(std::chrono::milliseconds grace);
 

@@ -1,6 +1,6 @@
 // Engine-internal: Envelope, what travels on the channels between a
 // pipeline's generator, its stages and its aggregator; and JobContext, the
-// per-job state those threads share.
+// per-job state those tasks share.
 #ifndef SLUICE_SERVICE_ENGINE_ENVELOPE_HPP_
 #define SLUICE_SERVICE_ENGINE_ENVELOPE_HPP_
 
@@ -120,7 +120,7 @@ struct JobContext {
   // Written by the aggregator, read by the generator: items released.
   std::atomic<std::uint64_t> released{0};
 
-  // Aggregator thread only.
+  // Aggregator task only.
   AggregatorState agg;
 };
 

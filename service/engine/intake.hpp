@@ -116,11 +116,12 @@ class Intake {
   // The aggregator released items of a parked ordered job: feed it again.
   void Unpark(const JobContext& context) SLUICE_EXCLUDES(mu_);
 
-  // Generator thread: appends to `out` the next envelopes for stage 0, one
-  // item per job per turn of the ring: blocks until there is at least one,
-  // then takes whatever else is ready without blocking, up to `max` (>= 1)
-  // in all. Returns false (appending nothing) once Close() was called and
-  // every registered job's input has ended, or when `st` is stopped.
+  // For a generator on a thread (the task uses TryNext and WaitForWork):
+  // appends to `out` the next envelopes for stage 0, one item per job per
+  // turn of the ring: blocks until there is at least one, then takes
+  // whatever else is ready without blocking, up to `max` (>= 1) in all.
+  // Returns false (appending nothing) once Close() was called and every
+  // registered job's input has ended, or when `st` is stopped.
   [[nodiscard]] bool Next(std::vector<Envelope>& out, std::size_t max,
                           std::stop_token st) SLUICE_EXCLUDES(mu_);
 

@@ -12,8 +12,8 @@
 
 namespace sluice::processors {
 
-// Aggregate over one job's result values. Not thread-safe (the aggregator
-// thread owns it); make one per job.
+// Aggregate over one job's result values. Not thread-safe (the pipeline's
+// aggregator task owns it); make one per job.
 class Aggregator {
  public:
   virtual ~Aggregator() = default;
