@@ -6,8 +6,10 @@
 #include <array>
 #include <cstdio>
 #include <utility>
+#include <vector>
 
 #include "service/config/config.hpp"
+#include "service/metrics/process_metrics.hpp"
 
 namespace sluice::metrics {
 namespace {
@@ -242,7 +244,11 @@ std::string Metrics::Serialize() const {
     MutexLock lock(&hook_mu_);
     if (scrape_hook_) scrape_hook_();
   }
-  return prometheus::TextSerializer().Serialize(registry_->Collect());
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  for (prometheus::MetricFamily& f : ProcessFamilies()) {
+    families.push_back(std::move(f));
+  }
+  return prometheus::TextSerializer().Serialize(families);
 }
 
 }  // namespace sluice::metrics

@@ -40,6 +40,8 @@ namespace sluice::metrics {
 //   sluice_http_client_requests_total{pipeline,stage,code}  counter (http
 //                                                      processor attempts)
 //   sluice_http_client_duration_seconds{pipeline,stage}     histogram
+// and, read from /proc at each scrape, the process_* families of
+// process_metrics.hpp.
 //
 // Thread-safety: every member function is safe to call from any thread
 // (prometheus-cpp families lock on Add; counters/gauges/histograms are

@@ -234,6 +234,14 @@ TEST_F(HttpApiTest, ProbesMetricsUnknownRoutesAndWrongMethods) {
             "text/plain; version=0.0.4; charset=utf-8");
   EXPECT_EQ(MetricValue(metrics.body, "sluice_build_info{version=\"itest\"}"),
             1);
+  // DESIGN.md §3.8's process_* families, beside the service's own.
+  for (const char* series :
+       {"process_resident_memory_bytes", "process_open_fds", "process_max_fds",
+        "process_start_time_seconds", "process_threads"}) {
+    EXPECT_GT(MetricValue(metrics.body, series), 0) << series;
+  }
+  // -1 when absent; 0 is a process younger than one clock tick of CPU.
+  EXPECT_GE(MetricValue(metrics.body, "process_cpu_seconds_total"), 0);
 
   ExpectError(Http(port(), "GET", "/nothing/here"), 404, "not_found");
   HttpResponse r = Http(port(), "PATCH", "/v1/jobs");

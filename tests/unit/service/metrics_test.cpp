@@ -1,16 +1,24 @@
 // Tests of sluice::metrics::Metrics: every contract §C5 family is present
 // from start-up, children are created per pipeline and stage, accessors are
-// stable, and the output is the Prometheus text format.
+// stable, the output is the Prometheus text format, and the process_*
+// families follow the process.
 #include "service/metrics/metrics.hpp"
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <array>
 #include <atomic>
+#include <chrono>
+#include <cmath>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "service/config/config.hpp"
+#include "tests/support/process_threads.hpp"
 
 namespace sluice::metrics {
 namespace {
@@ -166,6 +174,84 @@ TEST(Metrics, IsThreadSafe) {
   }
   EXPECT_EQ(total, 8000);
   EXPECT_EQ(m.WebSocketConnections("ingest").Value(), 0);
+}
+
+// The value of the unlabelled sample `name` in exposition text; NaN when
+// absent.
+double Sample(const std::string& text, const std::string& name) {
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(name + " ", 0) == 0) {
+      return std::stod(line.substr(name.size() + 1));
+    }
+  }
+  return std::nan("");
+}
+
+// DESIGN.md §3.8: the process_* families every client library exports,
+// read from /proc at each scrape, so they follow what the process does.
+TEST(ProcessMetrics, FollowThreadsFdsCpuAndMemory) {
+  // A thread started and joined first, so lazily created helper threads
+  // (TSan's, for one) are already counted.
+  std::thread([] {}).join();
+  Metrics m("1.2.3");
+  const std::string before = m.Serialize();
+  for (const char* family :
+       {"process_cpu_seconds_total", "process_resident_memory_bytes",
+        "process_virtual_memory_bytes", "process_open_fds", "process_max_fds",
+        "process_start_time_seconds", "process_threads"}) {
+    EXPECT_FALSE(std::isnan(Sample(before, family))) << family;
+  }
+  EXPECT_TRUE(Contains(before, "# TYPE process_cpu_seconds_total counter"));
+  EXPECT_TRUE(Contains(before, "# TYPE process_threads gauge"));
+  EXPECT_EQ(Sample(before, "process_threads"),
+            test_support::ProcessThreads());
+  EXPECT_GT(Sample(before, "process_resident_memory_bytes"), 1 << 20);
+  EXPECT_GE(Sample(before, "process_virtual_memory_bytes"),
+            Sample(before, "process_resident_memory_bytes"));
+  EXPECT_GE(Sample(before, "process_max_fds"),
+            Sample(before, "process_open_fds"));
+  // Started before now, and not before the test binary could have.
+  const double now = std::chrono::duration<double>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+  EXPECT_LE(Sample(before, "process_start_time_seconds"), now + 1);
+  EXPECT_GT(Sample(before, "process_start_time_seconds"), now - 600);
+
+  // Five pipes are ten more descriptors; two threads more; some CPU.
+  std::vector<std::array<int, 2>> pipes(5);
+  for (auto& p : pipes) ASSERT_EQ(pipe(p.data()), 0);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> spinners;
+  for (int i = 0; i < 2; ++i) {
+    spinners.emplace_back([&stop] {
+      while (!stop.load()) {
+      }
+    });
+  }
+  const double cpu0 = Sample(before, "process_cpu_seconds_total");
+  std::string during;
+  for (int i = 0; i < 500; ++i) {  // until a 10 ms tick shows, at most 5 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    during = m.Serialize();
+    if (Sample(during, "process_cpu_seconds_total") > cpu0) break;
+  }
+  EXPECT_GT(Sample(during, "process_cpu_seconds_total"), cpu0);
+  EXPECT_EQ(Sample(during, "process_threads"),
+            Sample(before, "process_threads") + 2);
+  EXPECT_EQ(Sample(during, "process_open_fds"),
+            Sample(before, "process_open_fds") + 10);
+  stop = true;
+  for (auto& t : spinners) t.join();
+  for (auto& p : pipes) {
+    close(p[0]);
+    close(p[1]);
+  }
+  const std::string after = m.Serialize();
+  EXPECT_EQ(Sample(after, "process_open_fds"),
+            Sample(before, "process_open_fds"));
+  EXPECT_EQ(Sample(after, "process_threads"), Sample(before, "process_threads"));
 }
 
 }  // namespace
