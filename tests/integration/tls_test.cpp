@@ -6,43 +6,21 @@
 // TLS ports refusing each other's clients; bad certificates and keys failing
 // App::Create and `sluice serve`; the drain over WSS. Every wait is
 // bounded: each client operation runs under a tcp_stream deadline.
-
-// GCC's -Wnull-dereference misfires, when optimizing, inside Boost.Asio's
-// executor code: a false positive in Asio's code. Placed before every
-// include so that the header code it reports on is covered.
-#pragma GCC diagnostic ignored "-Wnull-dereference"
-
-#include <fcntl.h>
+//
+// The certificates and the HTTPS and WSS clients are in
+// tests/support/tls_client.hpp, compiled once (sluice_itest_tls): Beast's
+// TLS and WebSocket templates are instantiated there, not here.
 #include <gtest/gtest.h>
-#include <openssl/bio.h>
-#include <openssl/ec.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/rand.h>
-#include <openssl/rsa.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 #include <poll.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
-#include <boost/beast/websocket.hpp>
-#include <boost/beast/websocket/ssl.hpp>
-#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <memory>
-#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -52,380 +30,15 @@
 #include "service/app/app.hpp"
 #include "service/config/config.hpp"
 #include "service/processors/checks.hpp"
+#include "tests/support/tls_client.hpp"
 
 extern char** environ;
 
 namespace sluice::itest {
 namespace {
 
-namespace beast = boost::beast;
-namespace bhttp = beast::http;
-namespace net = boost::asio;
-namespace ssl = net::ssl;
-namespace websocket = beast::websocket;
-using tcp = net::ip::tcp;
-using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-// ---- certificates ----------------------------------------------------------
-
-// A certificate and its private key, both PEM. Thread-compatible.
-struct CertPair {
-  std::string cert;
-  std::string key;
-};
-
-std::string BioText(BIO* bio) {
-  char* data = nullptr;
-  // BIO_get_mem_data without its macro's C-style cast.
-  long n = BIO_ctrl(bio, BIO_CTRL_INFO, 0, static_cast<void*>(&data));
-  return std::string(data, static_cast<std::size_t>(n));
-}
-
-// A new key: EC P-256, or RSA 2048 when `rsa` (the EVP_*_gen macros carry
-// C-style casts, hence the long way). nullptr on failure.
-EVP_PKEY* NewKey(bool rsa) {
-  EVP_PKEY_CTX* ctx =
-      EVP_PKEY_CTX_new_from_name(nullptr, rsa ? "RSA" : "EC", nullptr);
-  if (ctx == nullptr) return nullptr;
-  EVP_PKEY* key = nullptr;
-  const bool ok = EVP_PKEY_keygen_init(ctx) == 1 &&
-                  (rsa ? EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, 2048) == 1
-                       : EVP_PKEY_CTX_set_group_name(ctx, "P-256") == 1) &&
-                  EVP_PKEY_generate(ctx, &key) == 1;
-  EVP_PKEY_CTX_free(ctx);
-  if (!ok) {
-    EVP_PKEY_free(key);
-    return nullptr;
-  }
-  return key;
-}
-
-void AddExtension(X509* cert, int nid, const char* value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, cert, cert, nullptr, nullptr, 0);
-  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-  ASSERT_NE(ext, nullptr) << "extension " << nid;
-  X509_add_ext(cert, ext, -1);
-  X509_EXTENSION_free(ext);
-}
-
-// A self-signed certificate for CN=127.0.0.1, subjectAltName IP:127.0.0.1,
-// valid from a minute ago for a day, with a new key (EC P-256, or RSA 2048
-// when `rsa`). Fails the current test (and returns empties) on an OpenSSL
-// error.
-CertPair MakeSelfSigned(bool rsa = false) {
-  CertPair out;
-  EVP_PKEY* key = NewKey(rsa);
-  EXPECT_NE(key, nullptr);
-  if (key == nullptr) return out;
-  X509* cert = X509_new();
-  X509_set_version(cert, 2);  // X.509 v3: extensions follow
-  std::uint32_t serial = 0;
-  RAND_bytes(reinterpret_cast<unsigned char*>(&serial), sizeof serial);
-  ASN1_INTEGER_set(X509_get_serialNumber(cert), (serial >> 1) | 1);
-  X509_gmtime_adj(X509_getm_notBefore(cert), -60);
-  X509_gmtime_adj(X509_getm_notAfter(cert), 24L * 3600);
-  X509_set_pubkey(cert, key);
-  X509_NAME* name = X509_get_subject_name(cert);
-  X509_NAME_add_entry_by_txt(
-      name, "CN", MBSTRING_ASC,
-      reinterpret_cast<const unsigned char*>("127.0.0.1"), -1, -1, 0);
-  X509_set_issuer_name(cert, name);  // self-signed: its own issuer
-  AddExtension(cert, NID_basic_constraints, "critical,CA:TRUE");
-  AddExtension(cert, NID_subject_key_identifier, "hash");
-  AddExtension(cert, NID_subject_alt_name, "IP:127.0.0.1");
-  EXPECT_GT(X509_sign(cert, key, EVP_sha256()), 0);
-
-  BIO* cert_bio = BIO_new(BIO_s_mem());
-  BIO* key_bio = BIO_new(BIO_s_mem());
-  EXPECT_EQ(PEM_write_bio_X509(cert_bio, cert), 1);
-  EXPECT_EQ(PEM_write_bio_PrivateKey(key_bio, key, nullptr, nullptr, 0, nullptr,
-                                     nullptr),
-            1);
-  out.cert = BioText(cert_bio);
-  out.key = BioText(key_bio);
-  BIO_free(cert_bio);
-  BIO_free(key_bio);
-  X509_free(cert);
-  EVP_PKEY_free(key);
-  return out;
-}
-
-// `key_pem` re-encoded as PKCS#8 encrypted with AES-256 and `passphrase`.
-std::string EncryptKey(const std::string& key_pem,
-                       const std::string& passphrase) {
-  BIO* in = BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size()));
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(in, nullptr, nullptr, nullptr);
-  BIO_free(in);
-  EXPECT_NE(key, nullptr);
-  if (key == nullptr) return {};
-  BIO* out = BIO_new(BIO_s_mem());
-  EXPECT_EQ(PEM_write_bio_PKCS8PrivateKey(
-                out, key, EVP_aes_256_cbc(), passphrase.data(),
-                static_cast<int>(passphrase.size()), nullptr, nullptr),
-            1);
-  std::string text = BioText(out);
-  BIO_free(out);
-  EVP_PKEY_free(key);
-  return text;
-}
-
-// A private temporary directory, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    char path[] = "/tmp/sluice_tls_XXXXXX";
-    if (::mkdtemp(path) != nullptr) path_ = path;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  // Writes `text` to `name` in the directory (mode 0600); returns its path.
-  std::string Write(const std::string& name, const std::string& text) const {
-    std::string path = path_ + "/" + name;
-    std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
-    std::filesystem::permissions(path, std::filesystem::perms::owner_read |
-                                           std::filesystem::perms::owner_write);
-    return path;
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// kTestConfig with server.tls set to `cert` and `key` (and `extra` server
-// keys, each a line "  key: value\n").
-std::string TlsConfig(const std::string& cert, const std::string& key,
-                      const std::string& extra = "") {
-  std::string yaml = kTestConfig;
-  const std::string anchor = "server:\n";
-  yaml.insert(
-      yaml.find(anchor) + anchor.size(),
-      "  tls: { cert: \"" + cert + "\", key: \"" + key + "\" }\n" + extra);
-  return yaml;
-}
-
-// ---- TLS clients -----------------------------------------------------------
-
-// Runs what `start` begins on `ioc` to completion, under a deadline on
-// `lowest`: an operation still pending when it passes completes with
-// beast::error::timeout (the stream closes its socket), so this never hangs.
-template <class Start>
-void RunBounded(net::io_context& ioc, beast::tcp_stream& lowest,
-                std::chrono::milliseconds timeout, Start start) {
-  lowest.expires_after(timeout);
-  start();
-  ioc.restart();
-  ioc.run();
-  lowest.expires_never();
-}
-
-// A client TLS context that trusts exactly `trusted_pem` (one certificate)
-// and verifies the peer.
-std::unique_ptr<ssl::context> ClientContext(const std::string& trusted_pem) {
-  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
-  ctx->set_verify_mode(ssl::verify_peer);
-  if (!trusted_pem.empty()) {
-    ctx->add_certificate_authority(net::buffer(trusted_pem));
-  }
-  return ctx;
-}
-
-// Connects to 127.0.0.1:port and performs the TLS client handshake,
-// verifying the chain against the context's roots and the certificate's
-// name against `host`. Returns the error ("" on success).
-std::string ConnectTls(net::io_context& ioc, TlsStream& stream,
-                       std::uint16_t port, const std::string& host,
-                       std::chrono::milliseconds timeout) {
-  stream.set_verify_callback(ssl::host_name_verification(host));
-  beast::error_code result;
-  auto& lowest = beast::get_lowest_layer(stream);
-  RunBounded(ioc, lowest, timeout, [&] {
-    lowest.async_connect(
-        tcp::endpoint(net::ip::make_address("127.0.0.1"), port),
-        [&](beast::error_code ec) {
-          if (ec) {
-            result = ec;
-            return;
-          }
-          stream.async_handshake(
-              ssl::stream_base::client,
-              [&](beast::error_code handshake_ec) { result = handshake_ec; });
-        });
-  });
-  return result ? result.message() : std::string();
-}
-
-// An HTTPS/1.1 keep-alive connection to 127.0.0.1:port. Thread-compatible.
-class HttpsClient {
- public:
-  HttpsClient(std::uint16_t port, const std::string& trusted_pem,
-              const std::string& host = "127.0.0.1")
-      : ctx_(ClientContext(trusted_pem)), stream_(ioc_, *ctx_) {
-    error_ = ConnectTls(ioc_, stream_, port, host, 10s);
-  }
-
-  // "" when the TLS handshake succeeded, else its error.
-  const std::string& error() const { return error_; }
-
-  HttpResponse Request(const std::string& method, const std::string& target,
-                       const std::string& body = "",
-                       const Headers& headers = {},
-                       std::chrono::milliseconds timeout = 20s) {
-    HttpResponse out;
-    if (!error_.empty()) {
-      out.error = "not connected: " + error_;
-      return out;
-    }
-    bhttp::request<bhttp::string_body> req;
-    req.method_string(method);
-    req.target(target);
-    req.version(11);
-    req.set(bhttp::field::host, "127.0.0.1");
-    for (const auto& [k, v] : headers) req.set(k, v);
-    req.body() = body;
-    if (!body.empty() || method == "POST") req.prepare_payload();
-    bhttp::response_parser<bhttp::string_body> parser;
-    parser.body_limit(std::uint64_t{1} << 30);
-    beast::error_code result;
-    RunBounded(ioc_, beast::get_lowest_layer(stream_), timeout, [&] {
-      bhttp::async_write(stream_, req, [&](beast::error_code ec, std::size_t) {
-        // A server refusing the body may answer before reading it all:
-        // read the response whatever the write says.
-        bhttp::async_read(stream_, buffer_, parser,
-                          [&, ec](beast::error_code read_ec, std::size_t) {
-                            result = read_ec ? read_ec : ec;
-                          });
-      });
-    });
-    if (!parser.is_header_done()) {
-      out.error = result ? result.message() : "no response";
-      return out;
-    }
-    auto res = parser.release();
-    out.status = static_cast<int>(res.result_int());
-    for (const auto& field : res) {
-      std::string name(field.name_string());
-      for (char& c : name) {
-        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      }
-      out.headers[name] = std::string(field.value());
-    }
-    out.body = std::move(res.body());
-    return out;
-  }
-
- private:
-  net::io_context ioc_;
-  std::unique_ptr<ssl::context> ctx_;
-  TlsStream stream_;
-  beast::flat_buffer buffer_;
-  std::string error_;
-};
-
-// One HTTPS request on a fresh connection that trusts `trusted_pem`.
-HttpResponse Https(std::uint16_t port, const std::string& trusted_pem,
-                   const std::string& method, const std::string& target,
-                   const std::string& body = "", const Headers& headers = {}) {
-  HttpsClient client(port, trusted_pem);
-  return client.Request(method, target, body, headers);
-}
-
-// A WSS client. Thread-compatible.
-class WssClient {
- public:
-  WssClient(std::uint16_t port, const std::string& trusted_pem,
-            const std::string& target, const Headers& headers = {})
-      : ctx_(ClientContext(trusted_pem)), ws_(ioc_, *ctx_) {
-    error_ = ConnectTls(ioc_, ws_.next_layer(), port, "127.0.0.1", 10s);
-    if (!error_.empty()) return;
-    ws_.set_option(websocket::stream_base::decorator(
-        [headers](websocket::request_type& req) {
-          for (const auto& [k, v] : headers) req.set(k, v);
-        }));
-    ws_.read_message_max(std::size_t{64} << 20);
-    beast::error_code result;
-    RunBounded(ioc_, lowest(), 10s, [&] {
-      ws_.async_handshake(handshake_, "127.0.0.1", target,
-                          [&](beast::error_code ec) { result = ec; });
-    });
-    status_ = static_cast<int>(handshake_.result_int());
-    if (result) {
-      error_ = result.message();
-    } else {
-      open_ = true;
-      ws_.text(true);
-    }
-  }
-
-  int handshake_status() const { return status_; }
-  const std::string& error() const { return error_; }
-  int close_code() const { return close_code_; }
-  bool timed_out() const { return timed_out_; }
-
-  // The next text frame; nullopt once the server closed (close_code()), on
-  // an error, or after `timeout` (timed_out()).
-  std::optional<std::string> Read(std::chrono::milliseconds timeout = 20s) {
-    if (!open_) return std::nullopt;
-    beast::flat_buffer buffer;
-    beast::error_code result;
-    bool done = false;
-    RunBounded(ioc_, lowest(), timeout, [&] {
-      ws_.async_read(buffer, [&](beast::error_code ec, std::size_t) {
-        result = ec;
-        done = true;
-      });
-    });
-    if (!result && done) return beast::buffers_to_string(buffer.data());
-    open_ = false;
-    if (result == beast::error::timeout) timed_out_ = true;
-    if (result == websocket::error::closed) close_code_ = ws_.reason().code;
-    return std::nullopt;
-  }
-
-  // Frames until the server closes (or `timeout` passes).
-  std::vector<json> ReadAll(std::chrono::milliseconds timeout = 30s) {
-    std::vector<json> frames;
-    const auto deadline = Clock::now() + timeout;
-    while (auto frame =
-               Read(std::chrono::duration_cast<std::chrono::milliseconds>(
-                   deadline - Clock::now()))) {
-      frames.push_back(json::parse(*frame));
-    }
-    return frames;
-  }
-
-  void Send(const std::string& text) {
-    if (!open_) return;
-    beast::error_code result;
-    RunBounded(ioc_, lowest(), 10s, [&] {
-      ws_.async_write(net::buffer(text),
-                      [&](beast::error_code ec, std::size_t) { result = ec; });
-    });
-    EXPECT_FALSE(result) << result.message();
-  }
-
- private:
-  beast::tcp_stream& lowest() { return beast::get_lowest_layer(ws_); }
-
-  net::io_context ioc_;
-  std::unique_ptr<ssl::context> ctx_;
-  websocket::stream<TlsStream> ws_;
-  websocket::response_type handshake_;
-  int status_ = 0;
-  std::string error_;
-  bool open_ = false;
-  int close_code_ = -1;
-  bool timed_out_ = false;
-};
 
 json Range(int n) {
   json items = json::array();
@@ -594,9 +207,7 @@ TEST_F(TlsTest, LimitsApplyOverTls) {
 TEST_F(TlsTest, PlainHttpToTheTlsPortIsDroppedQuickly) {
   // A client that connects and says nothing holds its connection (until
   // server.idle_timeout) without holding anyone else up.
-  net::io_context ioc;
-  tcp::socket silent(ioc);
-  silent.connect({net::ip::make_address("127.0.0.1"), port()});
+  SilentConnection silent(port());
 
   const auto start = Clock::now();
   std::string raw =
