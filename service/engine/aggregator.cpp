@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "service/engine/pipeline_runtime.hpp"
-#include "sluice/patterns/select.hpp"
 #include "service/metrics/metrics.hpp"
 #include "service/processors/aggregate.hpp"
+#include "sluice/patterns/select.hpp"
 
 namespace sluice::engine {
 namespace {
@@ -277,8 +277,7 @@ Task<> PipelineRuntime::Flush(
     if (!a.records.empty() || a.filtered > 0 || a.cancelled > 0) {
       // Past its result limits the job fails: what is still queued for it
       // ends cancelled at once (in-flight items see cancel_requested()).
-      if (co_await AppendWhenRoom(*c.job, a.records, a.filtered,
-                                  a.cancelled)) {
+      if (co_await AppendWhenRoom(*c.job, a.records, a.filtered, a.cancelled)) {
         intake_->Cancel(*c.job);
       }
       a.records = {};

@@ -19,12 +19,12 @@ namespace {
 
 // The fields of /proc/self/stat that we export (proc(5) numbering).
 struct Stat {
-  double utime_ticks = 0;     // 14
-  double stime_ticks = 0;     // 15
-  double threads = 0;         // 20
-  double start_ticks = 0;     // 22, since boot
-  double vsize_bytes = 0;     // 23
-  double rss_pages = 0;       // 24
+  double utime_ticks = 0;  // 14
+  double stime_ticks = 0;  // 15
+  double threads = 0;      // 20
+  double start_ticks = 0;  // 22, since boot
+  double vsize_bytes = 0;  // 23
+  double rss_pages = 0;    // 24
 };
 
 std::optional<Stat> ReadStat() {
@@ -41,13 +41,26 @@ std::optional<Stat> ReadStat() {
   for (int n = 3; fields >> f; ++n) {
     double* out = nullptr;
     switch (n) {
-      case 14: out = &s.utime_ticks; break;
-      case 15: out = &s.stime_ticks; break;
-      case 20: out = &s.threads; break;
-      case 22: out = &s.start_ticks; break;
-      case 23: out = &s.vsize_bytes; break;
-      case 24: out = &s.rss_pages; break;
-      default: break;
+      case 14:
+        out = &s.utime_ticks;
+        break;
+      case 15:
+        out = &s.stime_ticks;
+        break;
+      case 20:
+        out = &s.threads;
+        break;
+      case 22:
+        out = &s.start_ticks;
+        break;
+      case 23:
+        out = &s.vsize_bytes;
+        break;
+      case 24:
+        out = &s.rss_pages;
+        break;
+      default:
+        break;
     }
     if (out != nullptr) *out = std::stod(f);
     if (n == 24) return s;
@@ -114,10 +127,10 @@ std::vector<prometheus::MetricFamily> ProcessFamilies() {
       out.push_back(One("process_threads", "Number of OS threads in use.",
                         MetricType::Gauge, s->threads));
       if (const std::optional<double> boot = BootTimeSeconds()) {
-        out.push_back(One(
-            "process_start_time_seconds",
-            "Start time of the process since unix epoch in seconds.",
-            MetricType::Gauge, *boot + s->start_ticks / ticks));
+        out.push_back(
+            One("process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                MetricType::Gauge, *boot + s->start_ticks / ticks));
       }
     }
     if (const std::optional<double> fds = OpenFds()) {

@@ -1291,8 +1291,8 @@ TEST_P(EngineRuntimeThreadsTest, PipelinesAddNoThreads) {
   const int idle = ProcessThreads();
   // Two threads per pipeline would be 48 more.
   EXPECT_LE(idle - before, static_cast<int>(threads) + 2)
-      << "before " << before << ", with " << kPipelines
-      << " pipelines idle " << idle;
+      << "before " << before << ", with " << kPipelines << " pipelines idle "
+      << idle;
 
   std::vector<std::shared_ptr<jobs::Job>> jobs;
   for (int i = 0; i < kPipelines; ++i) {

@@ -5,7 +5,6 @@
 #include "service/metrics/metrics.hpp"
 
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <array>
@@ -205,8 +204,7 @@ TEST(ProcessMetrics, FollowThreadsFdsCpuAndMemory) {
   }
   EXPECT_TRUE(Contains(before, "# TYPE process_cpu_seconds_total counter"));
   EXPECT_TRUE(Contains(before, "# TYPE process_threads gauge"));
-  EXPECT_EQ(Sample(before, "process_threads"),
-            test_support::ProcessThreads());
+  EXPECT_EQ(Sample(before, "process_threads"), test_support::ProcessThreads());
   EXPECT_GT(Sample(before, "process_resident_memory_bytes"), 1 << 20);
   EXPECT_GE(Sample(before, "process_virtual_memory_bytes"),
             Sample(before, "process_resident_memory_bytes"));
@@ -251,7 +249,8 @@ TEST(ProcessMetrics, FollowThreadsFdsCpuAndMemory) {
   const std::string after = m.Serialize();
   EXPECT_EQ(Sample(after, "process_open_fds"),
             Sample(before, "process_open_fds"));
-  EXPECT_EQ(Sample(after, "process_threads"), Sample(before, "process_threads"));
+  EXPECT_EQ(Sample(after, "process_threads"),
+            Sample(before, "process_threads"));
 }
 
 }  // namespace
