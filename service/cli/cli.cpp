@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "service/app/app.hpp"
+#include "service/cli/config_tests.hpp"
 #include "service/config/config.hpp"
 #include "service/processors/checks.hpp"
 
@@ -17,10 +18,15 @@ constexpr const char* kUsage =
     "commands:\n"
     "  serve [--config FILE] [--listen HOST:PORT]\n"
     "      run the server (default config: the built-in config/default.yaml);\n"
-    "      SIGTERM or SIGINT drains it (a second signal exits at once)\n"
+    "      SIGTERM or SIGINT drains it (a second signal exits at once);\n"
+    "      SIGHUP reloads the --config FILE (docs/operations.md#reload)\n"
     "  check FILE\n"
     "      validate a config file: print its summary (exit 0) or its errors,\n"
     "      one per line as `path: message` (exit 1)\n"
+    "  test FILE...\n"
+    "      run config tests (docs/config-tests.md) through the engine, no\n"
+    "      server: PASS/FAIL per case and a diff (exit 0 all pass, 1 a case\n"
+    "      failed, 2 a test file is unreadable or invalid)\n"
     "  --help, -h       show this help\n"
     "  --version        show the version\n";
 
@@ -94,6 +100,8 @@ int Serve(const std::vector<std::string>& args, std::ostream& out,
                                    processors::ConfigChecks()),
       err);
   if (!config) return 1;
+  options.config_file = config_file.value_or("");
+  options.checks = processors::ConfigChecks();
 
   auto server = app::App::Create(std::move(*config), std::move(options));
   if (!server.ok()) {
@@ -127,6 +135,9 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
     return 0;
   }
   if (command == "check") return Check(args, out, err);
+  if (command == "test") {
+    return RunConfigTests({args.begin() + 1, args.end()}, out, err);
+  }
   if (command == "serve") return Serve(args, out, err);
   err << "sluice: unknown command " << command << "\n" << kUsage;
   return 2;

@@ -19,6 +19,9 @@ namespace sluice::cli {
 //       Validates FILE without starting anything: prints config::Summary on
 //       `out` and returns 0, or prints each error as "path: message", one
 //       per line, on `err` and returns 1.
+//   test FILE...
+//       Runs config tests (RunConfigTests, config_tests.hpp): 0 when every
+//       case passed, 1 when one failed, 2 on an unreadable or invalid file.
 //   --help | -h | help      usage on `out`, 0
 //   --version               "sluice <version>" on `out`, 0
 // Anything else prints the usage on `err` and returns 2.

@@ -806,6 +806,30 @@ std::string ToString(const ConfigError& error) {
   return error.path.empty() ? error.message : error.path + ": " + error.message;
 }
 
+namespace {
+
+// `text` as one YAML document (null when there is none); `what` names the
+// document in the error for several ("the config").
+Result<YAML::Node, Errors> LoadSingleDocument(const std::string& text,
+                                              std::string_view what) {
+  std::size_t documents = 0;
+  YAML::Node root;  // null when there is no document
+  try {
+    documents = CountDocuments(text);
+    if (documents == 1) root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return Errors{{Position(e.mark), e.msg}};
+  }
+  if (documents > 1) {
+    return Errors{{"", std::string(what) +
+                           " must be a single YAML document (found " +
+                           std::to_string(documents) + ")"}};
+  }
+  return root;
+}
+
+}  // namespace
+
 Result<Config, std::vector<ConfigError>> LoadConfigText(
     std::string_view text, const SpecChecks& checks) {
   try {
@@ -817,27 +841,33 @@ Result<Config, std::vector<ConfigError>> LoadConfigText(
       if (colon == std::string::npos) return Errors{{"", m}};
       return Errors{{m.substr(0, colon), m.substr(colon + 2)}};
     }
-    std::size_t documents = 0;
-    YAML::Node root;  // null when there is no document
-    try {
-      documents = CountDocuments(substituted.value());
-      if (documents == 1) root = YAML::Load(substituted.value());
-    } catch (const YAML::Exception& e) {
-      return Errors{{Position(e.mark), e.msg}};
-    }
-    if (documents > 1) {
-      return Errors{{"", "the config must be a single YAML document (found " +
-                             std::to_string(documents) + ")"}};
-    }
+    auto root = LoadSingleDocument(substituted.value(), "the config");
+    if (!root.ok()) return std::move(root).error();
     Loader loader(checks);
     Config config;
-    loader.ReadRoot(root, &config);
+    loader.ReadRoot(root.value(), &config);
     if (!loader.errors.empty()) return std::move(loader.errors);
     return config;
   } catch (const YAML::Exception& e) {
     return Errors{{Position(e.mark), e.msg}};
   } catch (const std::exception& e) {
     return Errors{{"", std::string("cannot load the config: ") + e.what()}};
+  }
+}
+
+Result<nlohmann::json, std::vector<ConfigError>> ParseYaml(
+    std::string_view text) {
+  try {
+    auto root = LoadSingleDocument(std::string(text), "the file");
+    if (!root.ok()) return std::move(root).error();
+    Loader loader(SpecChecks{});
+    json value = loader.ToJson(root.value(), "");
+    if (!loader.errors.empty()) return std::move(loader.errors);
+    return value;
+  } catch (const YAML::Exception& e) {
+    return Errors{{Position(e.mark), e.msg}};
+  } catch (const std::exception& e) {
+    return Errors{{"", std::string("cannot parse the YAML: ") + e.what()}};
   }
 }
 

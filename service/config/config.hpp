@@ -157,6 +157,17 @@ Result<Config, std::vector<ConfigError>> LoadConfigText(
 Result<Config, std::vector<ConfigError>> LoadConfigFile(
     const std::string& path, const SpecChecks& checks);
 
+// Parses one YAML (or JSON) document into JSON the way the loader reads
+// every value: maps become objects, lists arrays, plain scalars null,
+// booleans, numbers or strings by the YAML 1.2 core schema, quoted scalars
+// strings. No ${ENV} substitution and no schema: for other YAML files that
+// sluice reads (`sluice test` files). Returns the value (null for an empty
+// document) or every error: syntax ("line L, column C"), duplicate keys and
+// the alias bounds (paths as in ConfigError, rooted at the document).
+// Never throws.
+Result<nlohmann::json, std::vector<ConfigError>> ParseYaml(
+    std::string_view text);
+
 // A human-readable multi-line description of a loaded config (listen
 // address, each pipeline's stages, workers, buffers and aggregate): what
 // `sluice check` prints on success. Ends with a newline. Bytes of the
