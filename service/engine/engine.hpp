@@ -75,6 +75,9 @@ struct StageSnapshot {
   std::size_t queue_depth = 0;  // items waiting in the stage's input
   std::int64_t busy = 0;        // workers inside their processor
   std::uint64_t in = 0, out = 0, filtered = 0, errors = 0, cancelled = 0;
+  // The p99 of one item's processing over the last 10-20 s
+  // (metrics::LatencyWindow); nullopt when no item was processed in it.
+  std::optional<double> p99_seconds;
 };
 
 // One running pipeline, as of one instant. Thread-compatible (plain value).

@@ -106,7 +106,8 @@ Stage::Stage(std::uint32_t index, const config::PipelineConfig& pipeline,
       m_cancelled_(metrics.Items(pipeline.name, config.name, "cancelled")),
       m_duration_(metrics.StageDuration(pipeline.name, config.name)),
       m_queue_depth_(metrics.QueueDepth(pipeline.name, config.name)),
-      m_busy_(metrics.WorkersBusy(pipeline.name, config.name)) {
+      m_busy_(metrics.WorkersBusy(pipeline.name, config.name)),
+      latency_(m_duration_) {
   processors_.reserve(workers_);
   for (std::size_t i = 0; i < workers_; ++i) {
     processors_.push_back(factory(config_));
@@ -325,6 +326,7 @@ StageSnapshot Stage::Snapshot() const {
   s.filtered = load(filtered_);
   s.errors = load(errors_);
   s.cancelled = load(cancelled_);
+  s.p99_seconds = latency_.Quantile(0.99);
   return s;
 }
 

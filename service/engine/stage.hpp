@@ -32,6 +32,7 @@
 #include "service/config/config.hpp"
 #include "service/engine/engine.hpp"
 #include "service/engine/envelope.hpp"
+#include "service/metrics/latency_window.hpp"
 #include "service/util/json_pointer.hpp"
 #include "sluice/patterns/channel.hpp"
 #include "sluice/patterns/detail/task_group.hpp"
@@ -140,6 +141,9 @@ class Stage {
   prometheus::Histogram& m_duration_;
   prometheus::Gauge& m_queue_depth_;
   prometheus::Gauge& m_busy_;
+  // The p99 of Snapshot(), over a recent window of m_duration_; mutable as
+  // reading it moves the window (it locks itself).
+  mutable metrics::LatencyWindow latency_;
 
   // Last: stopped and joined before the rest is destroyed.
   std::unique_ptr<detail::TaskGroup> tasks_;

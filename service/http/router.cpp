@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <boost/beast/http/rfc7230.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/url_view.hpp>
 #include <charconv>
@@ -13,6 +14,7 @@
 #include <utility>
 
 #include "service/engine/engine.hpp"
+#include "service/http/dashboard.hpp"
 #include "service/http/framing.hpp"
 #include "service/http/results_page.hpp"
 #include "service/http/views.hpp"
@@ -84,6 +86,7 @@ Response RepeatedParamResponse(std::string_view key, const RequestHeader& req,
 // Which route a target names. `id` receives the job id for job routes.
 std::string_view MatchRoute(const std::vector<std::string>& s,
                             std::string* id) {
+  if (s.empty()) return kRouteDashboard;
   if (s.size() == 1) {
     if (s[0] == "metrics") return kRouteMetrics;
     if (s[0] == "healthz") return kRouteHealthz;
@@ -216,6 +219,50 @@ Response Text(bhttp::status status, std::string body,
   return res;
 }
 
+// The subprotocols a WebSocket upgrade offers (Sec-WebSocket-Protocol, one
+// or more fields of comma-separated tokens), trimmed.
+std::vector<std::string_view> OfferedSubprotocols(const RequestHeader& header) {
+  std::vector<std::string_view> offered;
+  auto [begin, end] = header.equal_range(bhttp::field::sec_websocket_protocol);
+  for (auto it = begin; it != end; ++it) {
+    std::string_view list = it->value();
+    while (!list.empty()) {
+      const std::size_t comma = std::min(list.find(','), list.size());
+      std::string_view item = list.substr(0, comma);
+      list.remove_prefix(std::min(comma + 1, list.size()));
+      const std::size_t first = item.find_first_not_of(" \t");
+      if (first == std::string_view::npos) continue;
+      item = item.substr(first, item.find_last_not_of(" \t") - first + 1);
+      offered.push_back(item);
+    }
+  }
+  return offered;
+}
+
+// The token a browser's WebSocket carries as the subprotocol
+// "sluice.bearer.<hex of the token's bytes>" (it cannot set Authorization;
+// hex because a subprotocol allows only token characters). nullopt when
+// none is offered or its hex is malformed.
+std::optional<std::string> SubprotocolToken(const RequestHeader& header) {
+  for (std::string_view offered : OfferedSubprotocols(header)) {
+    if (!offered.starts_with(kBearerSubprotocolPrefix)) continue;
+    std::string_view hex = offered.substr(kBearerSubprotocolPrefix.size());
+    if (hex.empty() || hex.size() % 2 != 0) return std::nullopt;
+    std::string token(hex.size() / 2, '\0');
+    for (std::size_t i = 0; i < token.size(); ++i) {
+      unsigned byte = 0;
+      auto [end, ec] =
+          std::from_chars(hex.data() + 2 * i, hex.data() + 2 * i + 2, byte, 16);
+      if (ec != std::errc() || end != hex.data() + 2 * i + 2) {
+        return std::nullopt;
+      }
+      token[i] = static_cast<char>(byte);
+    }
+    return token;
+  }
+  return std::nullopt;
+}
+
 // Message::keep_alive() for a bare header (which lacks it): HTTP/1.1 keeps
 // the connection unless "Connection: close"; HTTP/1.0 only on "keep-alive".
 bool KeepAlive(const RequestHeader& header) {
@@ -297,6 +344,18 @@ Reply MetricsText(const Call& call) {
                      call.req));
 }
 
+// The dashboard page: public (it holds no data; its API calls carry the
+// token), and allowed to run only its own inline script and style.
+Reply Dashboard(const Call& call) {
+  Reply reply = Answer(Text(bhttp::status::ok, std::string(DashboardPage()),
+                            "text/html; charset=utf-8", call.req));
+  reply.response.set("Content-Security-Policy", DashboardCsp());
+  reply.response.set(bhttp::field::cache_control, "no-cache");
+  reply.response.set("X-Content-Type-Options", "nosniff");
+  reply.response.set("Referrer-Policy", "no-referrer");
+  return reply;
+}
+
 Reply Pipelines(const Call& call) {
   // Already {"pipelines":[...]}.
   return call.Json(bhttp::status::ok, PipelinesJson(call.engine.Pipelines()));
@@ -375,6 +434,7 @@ struct RouteEntry {
   Handler handle;
 };
 constexpr RouteEntry kRouteTable[] = {
+    {kRouteDashboard, bhttp::verb::get, &Dashboard},
     {kRouteHealthz, bhttp::verb::get, &Healthz},
     {kRouteReadyz, bhttp::verb::get, &Readyz},
     {kRouteMetrics, bhttp::verb::get, &MetricsText},
@@ -631,30 +691,41 @@ std::string_view Router::RouteOf(std::string_view target) {
 
 bool Router::Authorized(const RequestHeader& header) const {
   if (options_.tokens.empty()) return true;
-  // Fail closed: only the probes and /metrics, spelled exactly, are public.
+  // Fail closed: only the probes, /metrics and the dashboard page (which
+  // holds no data), spelled exactly, are public.
   // Deciding by a "/v1/" prefix let equivalent spellings that routing
   // decodes (/%761/jobs, /./v1/jobs) through without a token.
   std::string_view target = header.target();
   std::string_view path = target.substr(0, target.find('?'));
-  if (path == kRouteHealthz || path == kRouteReadyz || path == kRouteMetrics) {
+  if (path == kRouteHealthz || path == kRouteReadyz || path == kRouteMetrics ||
+      path == kRouteDashboard) {
     return true;
   }
-  auto it = header.find(bhttp::field::authorization);
-  if (it == header.end()) return false;
-  std::string_view value = it->value();
-  constexpr std::string_view kBearer = "Bearer ";
-  if (value.size() <= kBearer.size() ||
-      !boost::beast::iequals(value.substr(0, kBearer.size()), kBearer)) {
-    return false;
-  }
-  std::string_view token = value.substr(kBearer.size());
+  std::optional<std::string> token = PresentedToken(header);
+  if (!token) return false;
   bool match = false;
   // Compare against every token (no early exit) so the time does not tell
   // which one, if any, matched.
   for (const std::string& candidate : options_.tokens) {
-    match |= ConstantTimeEquals(token, candidate);
+    match |= ConstantTimeEquals(*token, candidate);
   }
   return match;
+}
+
+std::optional<std::string> Router::PresentedToken(const RequestHeader& header) {
+  auto it = header.find(bhttp::field::authorization);
+  if (it == header.end()) {
+    // Only an upgrade may carry it as a subprotocol (browsers' WebSocket).
+    if (!boost::beast::websocket::is_upgrade(header)) return std::nullopt;
+    return SubprotocolToken(header);
+  }
+  std::string_view value = it->value();
+  constexpr std::string_view kBearer = "Bearer ";
+  if (value.size() <= kBearer.size() ||
+      !boost::beast::iequals(value.substr(0, kBearer.size()), kBearer)) {
+    return std::nullopt;
+  }
+  return std::string(value.substr(kBearer.size()));
 }
 
 std::optional<Reply> Router::CheckHeader(const RequestHeader& header) const {
@@ -766,6 +837,9 @@ Result<Upgrade, Reply> Router::HandleUpgrade(const Request& req) {
   }
   Upgrade upgrade;
   upgrade.route = route;
+  for (std::string_view offered : OfferedSubprotocols(req.base())) {
+    if (offered == kSubprotocol) upgrade.subprotocol = kSubprotocol;
+  }
   if (route == kRouteJobStream) {
     upgrade.kind = Upgrade::Kind::kJobStream;
     upgrade.job = engine_.Find(id);

@@ -49,7 +49,14 @@ inline constexpr std::string_view kRoutePipelines = "/v1/pipelines";
 inline constexpr std::string_view kRouteMetrics = "/metrics";
 inline constexpr std::string_view kRouteHealthz = "/healthz";
 inline constexpr std::string_view kRouteReadyz = "/readyz";
+inline constexpr std::string_view kRouteDashboard = "/";
 inline constexpr std::string_view kRouteUnmatched = "unmatched";
+
+// WebSocket subprotocols (docs/security.md): a browser, whose WebSocket
+// cannot send Authorization, offers "sluice.bearer.<hex of the token>" next
+// to kSubprotocol, which the server selects (so the token is not echoed).
+inline constexpr std::string_view kSubprotocol = "sluice.v1";
+inline constexpr std::string_view kBearerSubprotocolPrefix = "sluice.bearer.";
 
 // Limits of the API that are not configurable (documented in docs/api.md).
 inline constexpr std::size_t kDefaultResultsLimit = 1000;
@@ -85,6 +92,9 @@ struct Upgrade {
   std::string_view route = kRouteJobStream;
   std::shared_ptr<jobs::Job> job;            // kJobStream: the job to replay
   std::shared_ptr<engine::StreamFeed> feed;  // kIngest: the open stream
+  // The Sec-WebSocket-Protocol to answer with: kSubprotocol when the client
+  // offered it, else empty (none).
+  std::string_view subprotocol;
 };
 
 // Routes requests to the engine: one small handler per route, chosen by a
@@ -130,6 +140,9 @@ class Router {
   // The HEAD rule: a reply to HEAD keeps its Content-Length, loses its body.
   static void StripBodyForHead(boost::beast::http::verb method, Reply* reply);
   bool Authorized(const RequestHeader& header) const;
+  // The bearer token a request presents: Authorization: Bearer, or on a
+  // WebSocket upgrade without it, the "sluice.bearer." subprotocol.
+  static std::optional<std::string> PresentedToken(const RequestHeader& header);
 
   engine::Engine& engine_;
   metrics::Metrics& metrics_;

@@ -18,6 +18,8 @@ nlohmann::json StageJson(const engine::StageSnapshot& s) {
                         {"filtered", s.filtered},
                         {"errors", s.errors},
                         {"cancelled", s.cancelled}}}};
+  j["p99_seconds"] =
+      s.p99_seconds ? nlohmann::json(*s.p99_seconds) : nlohmann::json(nullptr);
   if (s.config.keyed) j["key"] = s.config.key;
   return j;
 }

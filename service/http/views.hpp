@@ -14,8 +14,8 @@ namespace sluice::http {
 // GET /v1/pipelines: {"pipelines":[{"name","ordered","aggregate":{"type",
 // ["field"], ["op"], ["value"]},"jobs_active","stages":[{"name","type",
 // "workers","buffer","queue_depth","busy","items":{"in","out","filtered",
-// "errors","cancelled"}, ["key"]}]}]} (docs/api.md). Never throws but for
-// allocation failure.
+// "errors","cancelled"},"p99_seconds" (null when idle), ["key"]}]}]}
+// (docs/api.md). Never throws but for allocation failure.
 nlohmann::json PipelinesJson(const std::vector<engine::PipelineSnapshot>& p);
 
 }  // namespace sluice::http

@@ -229,9 +229,15 @@ class WsSession : public http::Connection,
     ws_.set_option(timeout);
     ws_.read_message_max(read_message_max());
     std::string job_id = upgrade_.job ? upgrade_.job->id() : std::string();
+    std::string_view subprotocol = upgrade_.subprotocol;
     ws_.set_option(websocket::stream_base::decorator(
-        [job_id](websocket::response_type& res) {
+        [job_id, subprotocol](websocket::response_type& res) {
           res.set(beast::http::field::server, "sluice");
+          // A browser fails a handshake that offered subprotocols and got
+          // none back (the token one is never echoed: router.hpp).
+          if (!subprotocol.empty()) {
+            res.set(beast::http::field::sec_websocket_protocol, subprotocol);
+          }
           // Which job this stream is (ingestion streams create one), so a
           // client can fetch its results over HTTP later.
           if (!job_id.empty()) res.set("X-Sluice-Job", job_id);
