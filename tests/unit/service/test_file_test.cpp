@@ -113,11 +113,11 @@ tests:
                 "tests[0].timeout: must be a duration above zero (e.g. 10s)",
                 "tests[1].inputs: unknown key",
                 "tests[1].input: missing",
-                "tests[1]: checks nothing: give results, contains, "
-                "aggregate, items or state",
+                std::string("tests[1]: checks nothing: give results, ") +
+                    "contains, aggregate, items or state",
                 "tests[2]: must be a map",
-                "tests[3].contains[0]: must be a record (a map, e.g. {seq: "
-                "0, value: 1})",
+                std::string("tests[3].contains[0]: must be a record ") +
+                    "(a map, e.g. {seq: 0, value: 1})",
                 "tests[3].contains: give results or contains, not both",
             }));
 }
