@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "service/app/app.hpp"
+#include "service/cli/client_commands.hpp"
 #include "service/cli/config_tests.hpp"
 #include "service/config/config.hpp"
 #include "service/processors/checks.hpp"
@@ -26,6 +27,21 @@ constexpr const char* kUsage =
     "      run config tests (docs/config-tests.md) through the engine, no\n"
     "      server: PASS/FAIL per case and a diff (exit 0 all pass, 1 a case\n"
     "      failed, 2 a test file is unreadable or invalid)\n"
+    "\n"
+    "client commands (docs/cli.md), against --server URL (default\n"
+    "$SLUICE_SERVER, else http://127.0.0.1:8080) with --token T (default\n"
+    "$SLUICE_TOKEN); exit 1 on failure with the server's message:\n"
+    "  submit --pipeline P [--follow] [--batch-items N] [--batch-bytes N]\n"
+    "         FILE|-\n"
+    "      stream a JSON array or NDJSON file as a job; print the job's final\n"
+    "      status, or with --follow its records as NDJSON (and a progress bar\n"
+    "      when stderr is a terminal); exit 0 when the job ends done\n"
+    "  jobs [--limit N] [--json]      recent jobs, newest first\n"
+    "  status ID                      a job's status object\n"
+    "  results ID [--page-size N]     every result record, as NDJSON\n"
+    "  cancel ID                      cancel a job\n"
+    "  top [--interval S] [--once]    live view of the pipelines' stages\n"
+    "\n"
     "  --help, -h       show this help\n"
     "  --version        show the version\n";
 
@@ -136,6 +152,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
     return RunConfigTests({args.begin() + 1, args.end()}, out, err);
   }
   if (command == "serve") return Serve(args, out, err);
+  if (IsClientCommand(command)) return RunClientCommand(args, out, err);
   err << "sluice: unknown command " << command << "\n" << kUsage;
   return 2;
 }

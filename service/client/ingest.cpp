@@ -1,0 +1,187 @@
+// Ingest: the client side of the ingestion WebSocket (docs/api.md
+// "WebSocket: ingestion stream"), a reader and a writer coroutine on one
+// io_context run by the calling thread (see client.hpp).
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/websocket.hpp>
+#include <cctype>
+#include <exception>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "service/client/client.hpp"
+#include "service/client/client_detail.hpp"
+
+namespace sluice::client {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = boost::beast::websocket;
+using tcp = asio::ip::tcp;
+using Socket = websocket::stream<beast::tcp_stream>;
+constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+
+// What the two coroutines share; both run on the one thread.
+struct Session {
+  Session(const Server& s, FrameSource& src, const StreamEvents& ev,
+          asio::io_context& io)
+      : server(s), source(src), events(ev), ws(io) {}
+
+  const Server& server;
+  FrameSource& source;
+  const StreamEvents& events;
+  Socket ws;
+  std::optional<nlohmann::json> job;  // the `done` frame's
+  std::optional<Error> failure;       // the first failure, if any
+  std::string input_error;
+  bool writer_done = false;
+
+  void Fail(Error error) {
+    if (!failure) failure = std::move(error);
+  }
+};
+
+// The upgrade request's target: base path, /v1/stream, the pipeline.
+std::string StreamTarget(const Server& server, std::string_view pipeline) {
+  return server.base_path + "/v1/stream?pipeline=" + PercentEncode(pipeline);
+}
+
+// Resolves, connects and upgrades; false (with s.failure set) on failure.
+asio::awaitable<bool> Open(Session& s, std::string target) {
+  tcp::resolver resolver(co_await asio::this_coro::executor);
+  auto [rec, endpoints] =
+      co_await resolver.async_resolve(s.server.host, s.server.port, kNoThrow);
+  if (rec) {
+    s.Fail({"connection", detail::Failure(s.server, "cannot resolve", rec)});
+    co_return false;
+  }
+  auto [cec, ep] =
+      co_await beast::get_lowest_layer(s.ws).async_connect(endpoints, kNoThrow);
+  if (cec) {
+    s.Fail({"connection", detail::Failure(s.server, "cannot connect to", cec)});
+    co_return false;
+  }
+  s.ws.set_option(
+      websocket::stream_base::timeout::suggested(beast::role_type::client));
+  s.ws.set_option(websocket::stream_base::decorator(
+      [token = s.server.token](websocket::request_type& req) {
+        req.set(beast::http::field::user_agent, "sluice/" SLUICE_VERSION);
+        if (!token.empty()) {
+          req.set(beast::http::field::authorization, "Bearer " + token);
+        }
+      }));
+  s.ws.read_message_max(0);  // records may be large: no client-side cap
+  websocket::response_type res;
+  auto [hec] =
+      co_await s.ws.async_handshake(res, s.server.Where(), target, kNoThrow);
+  if (hec == websocket::error::upgrade_declined) {
+    Response refused{res.result_int(), res.body(), {}};
+    s.Fail({"refused", ErrorMessage(refused)});
+    co_return false;
+  }
+  if (hec) {
+    s.Fail({"connection", detail::Failure(s.server, "no WebSocket from", hec)});
+    co_return false;
+  }
+  if (s.events.on_job) s.events.on_job(std::string(res["X-Sluice-Job"]));
+  s.ws.text(true);
+  co_return true;
+}
+
+// Sends the source's frames, then {"end":true}. A bad input ends the
+// stream too (what was sent is processed), and is reported after.
+asio::awaitable<void> Write(Session& s) {
+  for (;;) {
+    auto frame = s.source.Next();
+    if (!frame.ok()) s.input_error = frame.error().message;
+    bool last = !frame.ok() || !*frame;
+    std::string text =
+        last ? std::string(R"({"end":true})") : std::move(**frame);
+    auto [ec, n] = co_await s.ws.async_write(asio::buffer(text), kNoThrow);
+    if (ec) break;  // the reader sees why the connection ended
+    if (s.events.on_sent) s.events.on_sent();
+    if (last) break;
+  }
+  s.writer_done = true;
+}
+
+// Why the server closed, e.g. "... (1009 message too big)".
+std::string ClosedEarly(const websocket::close_reason& reason) {
+  std::string text = "the server closed the stream before it was done (" +
+                     std::to_string(reason.code);
+  if (!reason.reason.empty()) {
+    text += " ";
+    text.append(reason.reason.data(), reason.reason.size());
+  }
+  return text + ")";
+}
+
+// Reads frames until the server closes the stream.
+asio::awaitable<void> Read(Session& s) {
+  for (;;) {
+    beast::flat_buffer buffer;
+    auto [ec, n] = co_await s.ws.async_read(buffer, kNoThrow);
+    if (ec == websocket::error::closed) {
+      if (!s.job) s.Fail({"closed", ClosedEarly(s.ws.reason())});
+      break;
+    }
+    if (ec) {
+      if (!s.job) {
+        s.Fail({"connection", detail::Failure(s.server, "connection to", ec)});
+      }
+      break;
+    }
+    auto frame = nlohmann::json::parse(beast::buffers_to_string(buffer.data()),
+                                       nullptr, false);
+    if (frame.is_object() && frame.value("type", "") == "done") {
+      s.job = frame.value("job", nlohmann::json::object());
+    } else if (s.events.on_frame) {
+      s.events.on_frame(frame);
+    }
+  }
+  // A writer still waiting on a dead connection gives up now.
+  boost::system::error_code ignored;
+  beast::get_lowest_layer(s.ws).socket().close(ignored);
+}
+
+asio::awaitable<void> Run(Session& s, std::string target) {
+  if (!co_await Open(s, std::move(target))) co_return;
+  auto executor = co_await asio::this_coro::executor;
+  asio::co_spawn(executor, Write(s), asio::detached);
+  co_await Read(s);
+}
+
+}  // namespace
+
+Result<StreamOutcome> Ingest(const Server& server, std::string_view pipeline,
+                             FrameSource& source, const StreamEvents& events) {
+  asio::io_context io(1);
+  Session session(server, source, events, io);
+  std::exception_ptr crashed;
+  asio::co_spawn(io, Run(session, StreamTarget(server, pipeline)),
+                 [&crashed, &io](std::exception_ptr e) {
+                   crashed = e;
+                   // The stream's own timers (a handshake's that failed)
+                   // may still be pending: the run is over all the same.
+                   io.stop();
+                 });
+  io.run();
+  if (crashed) std::rethrow_exception(crashed);  // a bug, not a failure
+  if (session.job) {
+    return StreamOutcome{std::move(*session.job),
+                         std::move(session.input_error)};
+  }
+  if (session.failure) return std::move(*session.failure);
+  return Error{"closed", "the stream ended without a done frame"};
+}
+
+}  // namespace sluice::client

@@ -1,0 +1,253 @@
+// ItemReader: a JSON array or NDJSON, read a chunk at a time and packed into
+// frames (see item_reader.hpp).
+#include "service/client/item_reader.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "service/util/json_parse.hpp"
+
+namespace sluice::client {
+namespace {
+
+constexpr std::size_t kReadChunk = std::size_t{64} * 1024;
+
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+// `s` without the JSON whitespace at both ends; `lead` gets how many bytes
+// went from the front.
+std::string Trim(std::string s, std::size_t* lead = nullptr) {
+  std::size_t b = 0;
+  while (b < s.size() && IsSpace(s[b])) ++b;
+  std::size_t e = s.size();
+  while (e > b && IsSpace(s[e - 1])) --e;
+  if (lead) *lead = b;
+  return s.substr(b, e - b);
+}
+
+}  // namespace
+
+ItemReader::ItemReader(int fd, Limits limits) : fd_(fd), limits_(limits) {}
+
+Error ItemReader::Invalid(std::uint64_t offset, const std::string& what) const {
+  return Error{"invalid_input",
+               what + " at byte offset " + std::to_string(offset)};
+}
+
+Result<void> ItemReader::Check(const std::string& item,
+                               std::uint64_t offset) const {
+  // accept() is the fast path; the util parser says where it failed.
+  if (nlohmann::json::accept(item)) return {};
+  auto parsed = ParseJsonText(item);
+  std::uint64_t at = offset + (parsed.ok() ? 0 : parsed.error().offset);
+  return Invalid(at, mode_ == Mode::kNdjson ? "malformed NDJSON line"
+                                            : "malformed array element");
+}
+
+Result<bool> ItemReader::Fill() {
+  if (pos_ < buffer_.size()) return true;
+  if (eof_) return false;
+  consumed_ += buffer_.size();
+  buffer_.clear();
+  pos_ = 0;
+  buffer_.resize(kReadChunk);
+  ssize_t n = 0;
+  do {
+    n = ::read(fd_, buffer_.data(), buffer_.size());
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    buffer_.clear();
+    return Error{"invalid_input",
+                 std::string("cannot read the input: ") + std::strerror(errno)};
+  }
+  buffer_.resize(static_cast<std::size_t>(n));
+  if (n == 0) eof_ = true;
+  return n > 0;
+}
+
+Result<bool> ItemReader::SkipSpace() {
+  for (;;) {
+    auto more = Fill();
+    if (!more.ok() || !*more) return more;
+    while (pos_ < buffer_.size() && IsSpace(buffer_[pos_])) ++pos_;
+    if (pos_ < buffer_.size()) return true;
+  }
+}
+
+Result<void> ItemReader::DetectMode() {
+  auto more = SkipSpace();
+  if (!more.ok()) return std::move(more).error();
+  if (!*more) {
+    mode_ = Mode::kEnded;
+  } else if (buffer_[pos_] == '[') {
+    mode_ = Mode::kArray;
+    ++pos_;
+  } else {
+    mode_ = Mode::kNdjson;
+  }
+  return {};
+}
+
+Result<std::string> ItemReader::ScanElement() {
+  std::string item;
+  int depth = 0;
+  bool in_string = false;
+  bool escape = false;
+  for (;;) {
+    auto more = Fill();
+    if (!more.ok()) return std::move(more).error();
+    if (!*more) {
+      return Invalid(consumed_ + pos_, "the array is not closed: input ends");
+    }
+    std::size_t i = pos_;
+    bool found = false;
+    for (; i < buffer_.size() && !found; ++i) {
+      char c = buffer_[i];
+      if (in_string) {
+        if (escape) {
+          escape = false;
+        } else if (c == '\\') {
+          escape = true;
+        } else if (c == '"') {
+          in_string = false;
+        }
+      } else if (c == '"') {
+        in_string = true;
+      } else if (c == '[' || c == '{') {
+        ++depth;
+      } else if ((c == ']' || c == '}') && depth > 0) {
+        --depth;
+      } else if (depth == 0 && (c == ',' || c == ']')) {
+        found = true;
+        --i;  // stop on the terminator
+      }
+    }
+    item.append(buffer_, pos_, i - pos_);
+    pos_ = i;
+    if (found) return Trim(std::move(item));
+  }
+}
+
+Result<void> ItemReader::ExpectEnd() {
+  auto more = SkipSpace();
+  if (!more.ok()) return std::move(more).error();
+  if (*more)
+    return Invalid(consumed_ + pos_, "text after the array's closing ]");
+  return {};
+}
+
+Result<std::optional<std::string>> ItemReader::NextArrayItem() {
+  auto more = SkipSpace();
+  if (!more.ok()) return std::move(more).error();
+  if (!*more)
+    return Invalid(consumed_ + pos_, "the array is not closed: input ends");
+  if (first_element_ && buffer_[pos_] == ']') {
+    ++pos_;
+    mode_ = Mode::kEnded;
+    auto end = ExpectEnd();
+    if (!end.ok()) return std::move(end).error();
+    return std::optional<std::string>{};
+  }
+  std::uint64_t start = consumed_ + pos_;
+  auto item = ScanElement();
+  if (!item.ok()) return std::move(item).error();
+  if (item->empty()) return Invalid(start, "expected an array element");
+  auto valid = Check(*item, start);
+  if (!valid.ok()) return std::move(valid).error();
+  first_element_ = false;
+  // The ',' or ']' ScanElement stopped on; after ']' only whitespace may
+  // follow, checked by the next call.
+  if (buffer_[pos_++] == ']') mode_ = Mode::kEnded;
+  return std::optional<std::string>(std::move(*item));
+}
+
+Result<std::optional<std::string>> ItemReader::NextNdjsonItem() {
+  for (;;) {
+    std::uint64_t start = consumed_ + pos_;
+    std::string line;
+    bool newline = false;
+    while (!newline) {
+      auto more = Fill();
+      if (!more.ok()) return std::move(more).error();
+      if (!*more) break;
+      const char* begin = buffer_.data() + pos_;
+      const void* nl = std::memchr(begin, '\n', buffer_.size() - pos_);
+      std::size_t n =
+          nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - begin)
+             : buffer_.size() - pos_;
+      line.append(begin, n);
+      pos_ += n;
+      if (nl) {
+        ++pos_;
+        newline = true;
+      }
+    }
+    if (!newline && line.empty()) {
+      mode_ = Mode::kEnded;
+      return std::optional<std::string>{};
+    }
+    std::size_t lead = 0;
+    line = Trim(std::move(line), &lead);
+    if (line.empty()) continue;
+    auto valid = Check(line, start + lead);
+    if (!valid.ok()) return std::move(valid).error();
+    return std::optional<std::string>(std::move(line));
+  }
+}
+
+Result<std::optional<std::string>> ItemReader::NextItem() {
+  if (mode_ == Mode::kUnknown) {
+    auto detected = DetectMode();
+    if (!detected.ok()) return std::move(detected).error();
+  }
+  switch (mode_) {
+    case Mode::kArray:
+      return NextArrayItem();
+    case Mode::kNdjson:
+      return NextNdjsonItem();
+    case Mode::kUnknown:
+    case Mode::kEnded:
+      break;
+  }
+  // After an array's ']': only whitespace may follow (at the end of NDJSON
+  // there is nothing left).
+  auto end = ExpectEnd();
+  if (!end.ok()) return std::move(end).error();
+  return std::optional<std::string>{};
+}
+
+Result<std::optional<std::string>> ItemReader::Next() {
+  if (error_) return *std::exchange(error_, std::nullopt);
+  std::string frame = "{\"items\":[";
+  std::size_t count = 0;
+  while (count < limits_.max_items) {
+    std::optional<std::string> item = std::exchange(pending_, std::nullopt);
+    if (!item) {
+      auto next = NextItem();
+      if (!next.ok()) {
+        if (count == 0) return std::move(next).error();
+        error_ = std::move(next).error();  // after this frame
+        break;
+      }
+      item = std::move(*next);
+    }
+    if (!item) break;
+    // +2 for the closing "]}", +1 for the comma.
+    if (count > 0 && frame.size() + item->size() + 3 > limits_.max_bytes) {
+      pending_ = std::move(item);
+      break;
+    }
+    if (count > 0) frame += ',';
+    frame += *item;
+    ++count;
+    ++items_;
+  }
+  if (count == 0) return std::optional<std::string>{};
+  frame += "]}";
+  return std::optional<std::string>(std::move(frame));
+}
+
+}  // namespace sluice::client

@@ -1,0 +1,82 @@
+// Defines sluice::client::ItemReader: the FrameSource that `sluice submit`
+// streams, reading a JSON array or NDJSON from a file descriptor a chunk at
+// a time and packing its items into {"items":[...]} frames, so an input
+// larger than memory can be sent.
+#ifndef SLUICE_SERVICE_CLIENT_ITEM_READER_HPP_
+#define SLUICE_SERVICE_CLIENT_ITEM_READER_HPP_
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "service/client/client.hpp"
+
+namespace sluice::client {
+
+// The input's items as frames. The format is decided by the first byte that
+// is not whitespace: `[` starts a JSON array, read element by element;
+// anything else is NDJSON, one JSON value a line (blank lines skipped). An
+// empty input has no items. Each item is checked to be JSON before it is
+// sent, and sent as written. Thread-compatible; it reads `fd` (which it does
+// not own or close) from whichever thread calls Next().
+class ItemReader final : public FrameSource {
+ public:
+  // A frame holds up to `max_items` items and, unless one item alone is
+  // larger, up to `max_bytes` bytes of frame text: keep it under the
+  // server's max_body_bytes (a larger frame is closed with 1009).
+  struct Limits {
+    std::size_t max_items = 1000;
+    std::size_t max_bytes = std::size_t{32} * 1024;
+  };
+
+  ItemReader(int fd, Limits limits);
+
+  // The next {"items":[...]} frame; nullopt at the end of the input. Fails
+  // (code "invalid_input", the message gives the 0-based byte offset) on
+  // input that is not a JSON array or NDJSON, or on a read error.
+  Result<std::optional<std::string>> Next() override;
+
+  // Items put in frames so far.
+  std::uint64_t items() const { return items_; }
+  // Bytes of input read so far.
+  std::uint64_t bytes_read() const { return consumed_ + buffer_.size(); }
+
+ private:
+  enum class Mode { kUnknown, kArray, kNdjson, kEnded };
+
+  // The next item's text, nullopt at the end of the input.
+  Result<std::optional<std::string>> NextItem();
+  Result<std::optional<std::string>> NextArrayItem();
+  Result<std::optional<std::string>> NextNdjsonItem();
+  // Decides the mode from the first byte that is not whitespace.
+  Result<void> DetectMode();
+  // Makes buffer_[pos_] readable; false at the end of the input.
+  Result<bool> Fill();
+  // Skips whitespace; false at the end of the input.
+  Result<bool> SkipSpace();
+  // The array element starting at pos_, up to (not including) the ',' or
+  // ']' that ends it, trimmed.
+  Result<std::string> ScanElement();
+  // After the closing ']': only whitespace may follow.
+  Result<void> ExpectEnd();
+  Error Invalid(std::uint64_t offset, const std::string& what) const;
+  Result<void> Check(const std::string& item, std::uint64_t offset) const;
+
+  int fd_;
+  Limits limits_;
+  Mode mode_ = Mode::kUnknown;
+  bool eof_ = false;
+  bool first_element_ = true;
+  std::string buffer_;  // unread input starts at pos_
+  std::size_t pos_ = 0;
+  std::uint64_t consumed_ = 0;  // input bytes dropped from buffer_'s front
+  std::uint64_t items_ = 0;
+  std::optional<std::string>
+      pending_;                 // an item that did not fit the last frame
+  std::optional<Error> error_;  // reported after the frame before it
+};
+
+}  // namespace sluice::client
+
+#endif  // SLUICE_SERVICE_CLIENT_ITEM_READER_HPP_

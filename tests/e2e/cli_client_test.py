@@ -1,0 +1,227 @@
+"""End-to-end test of the CLI client (docs/cli.md): `sluice submit`, `jobs`,
+`status`, `results`, `cancel` and `top` against a real server, and submit's
+progress bar under a pseudo-terminal (and its absence on a pipe).
+
+    python3 tests/e2e/cli_client_test.py build/dev/service/sluice
+
+The server's max_body_bytes is 64 KiB, so the ~400 KiB inputs below could
+not be POSTed: they go through only because submit streams them.
+"""
+import json
+import os
+import pty
+import re
+import select
+import socket
+import subprocess
+import tempfile
+import time
+
+from sluice_server import SluiceServer, binary_from_argv, check
+
+CONFIG = """
+server:
+  max_body_bytes: 64KiB
+jobs:
+  max_pending_items: 2000
+pipelines:
+  - name: tag
+    stages:
+      - name: mark
+        processor: { type: set, fields: { /seen: true } }
+        workers: 2
+    aggregate: { type: count }
+  - name: slow
+    stages:
+      - name: nap
+        processor: { type: delay, duration: 20ms }
+        workers: 2
+    aggregate: { type: count }
+"""
+
+N = 3000
+PAD = "x" * 120
+
+
+def items(n=N):
+    return [{"i": k, "pad": PAD} for k in range(n)]
+
+
+def run(binary, *args, stdin=None, env=None, timeout=60):
+    """(exit code, stdout, stderr) of `sluice args...`."""
+    proc = subprocess.run([binary] + list(args), input=stdin,
+                          capture_output=True, timeout=timeout,
+                          env=dict(os.environ, **(env or {})))
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+def check_records(stdout, n, what):
+    """Every seq 0..n-1 exactly once, each value carrying its item."""
+    records = [json.loads(line) for line in stdout.splitlines() if line]
+    seqs = sorted(r["seq"] for r in records)
+    check(seqs == list(range(n)),
+          "%s: %d records, want seqs 0..%d once each" % (what, len(seqs), n - 1))
+    check(all(r["value"]["i"] == r["seq"] and r["value"]["seen"] is True
+              for r in records), what + ": a record is not its item's result")
+    check(all(set(r) == {"seq", "value"} for r in records),
+          what + ": records are not shaped as GET /v1/jobs/ID/results's")
+
+
+def test_submit(binary, server, tmp):
+    url = ["--server", server.url]
+    array_path = os.path.join(tmp, "items.json")
+    with open(array_path, "w") as f:
+        json.dump(items(), f, indent=1)  # whitespace and newlines inside
+    check(os.path.getsize(array_path) > 64 * 1024, "the input is not large")
+    rc, out, err = run(binary, "submit", "--pipeline", "tag", "--follow",
+                       *url, array_path)
+    check(rc == 0, "submit --follow of an array: exit %d, %s" % (rc, err))
+    check_records(out, N, "array --follow")
+    check(re.search(r"^job [0-9a-f]+$", err, re.M), "no `job ID` line: " + err)
+    check("\r" not in err and "items" not in err,
+          "a progress bar on a pipe: " + repr(err))
+
+    ndjson = "".join(json.dumps(item) + "\n" for item in items())
+    rc, out, err = run(binary, "submit", "--pipeline=tag", "--follow", *url,
+                       "-", stdin=ndjson.encode())
+    check(rc == 0, "submit --follow of NDJSON on stdin: exit %d, %s" % (rc, err))
+    check_records(out, N, "NDJSON stdin --follow")
+
+    # Without --follow: the final status object only.
+    rc, out, err = run(binary, "submit", "--pipeline", "tag", *url, array_path)
+    job = json.loads(out)
+    check(rc == 0 and job["state"] == "done" and job["items"]["in"] == N
+          and job["aggregate"] == N, "submit without --follow: %r" % out[:300])
+    return job["id"]
+
+
+def test_failures(binary, server, tmp):
+    url = ["--server", server.url]
+    rc, out, err = run(binary, "submit", "--pipeline", "nope", *url, "-",
+                       stdin=b"[1]")
+    check(rc == 1 and 'unknown pipeline "nope"' in err,
+          "unknown pipeline: exit %d, %r" % (rc, err))
+
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc, out, err = run(binary, "jobs", "--server", "http://127.0.0.1:%d" % port)
+    check(rc == 1 and "127.0.0.1:%d" % port in err and "refused" in err,
+          "connection refused: exit %d, %r" % (rc, err))
+    rc, out, err = run(binary, "submit", "--pipeline", "tag", "--server",
+                       "127.0.0.1:%d" % port, "-", stdin=b"[1]")
+    check(rc == 1 and "127.0.0.1:%d" % port in err, "submit refused: %r" % err)
+
+    rc, out, err = run(binary, "submit", *url, "-", stdin=b"[1]")
+    check(rc == 2 and "--pipeline" in err, "no --pipeline: exit %d" % rc)
+    rc, out, err = run(binary, "status", *url)
+    check(rc == 2, "status without ID: exit %d" % rc)
+    rc, out, err = run(binary, "status", "0123456789abcdef", *url)
+    check(rc == 1 and "unknown_job" in err, "unknown job: %d %r" % (rc, err))
+    rc, out, err = run(binary, "submit", "--pipeline", "tag", "--server",
+                       "https://127.0.0.1:1", "-", stdin=b"[1]")
+    check(rc == 2 and "not supported by the CLI yet" in err, "https: %r" % err)
+
+    # Malformed input: the offset is said, the exit is 1.
+    rc, out, err = run(binary, "submit", "--pipeline", "tag", *url, "-",
+                       stdin=b'[{"i": 0},\n {"i": 1,}]')
+    check(rc == 1 and "byte offset 20" in err, "malformed: %d %r" % (rc, err))
+
+
+def test_job_commands(binary, server, job_id):
+    url = ["--server", server.url]
+    rc, out, err = run(binary, "jobs", *url)
+    check(rc == 0 and job_id in out and "PIPELINE" in out, "jobs: " + out[:300])
+    rc, out, err = run(binary, "status", job_id, *url)
+    check(rc == 0 and json.loads(out)["id"] == job_id, "status: " + out[:200])
+    # 3000 records at 700 a page: five pages.
+    rc, out, err = run(binary, "results", job_id, "--page-size", "700", *url)
+    check(rc == 0, "results: exit %d %s" % (rc, err))
+    check_records(out, N, "results")
+
+    status, job = server.json("POST", "/v1/jobs?pipeline=slow",
+                              [{"k": k} for k in range(1000)])
+    check(status == 202, "slow job: %d" % status)
+    rc, out, err = run(binary, "cancel", job["id"], *url)
+    check(rc == 0 and json.loads(out)["id"] == job["id"], "cancel: " + err)
+    check(server.wait_job(job["id"])["state"] == "cancelled", "not cancelled")
+
+
+def test_top(binary, server):
+    rc, out, err = run(binary, "top", "--once", "--interval", "0.2",
+                       "--server", server.url)
+    check(rc == 0, "top --once: exit %d %s" % (rc, err))
+    for name in ("tag", "mark", "slow", "nap", "ITEMS/S", "BUSY/WORKERS"):
+        check(name in out, "top --once lacks %s:\n%s" % (name, out))
+    check("\x1b[" not in out, "ANSI codes on a pipe")
+
+
+def test_progress_bar(binary, server):
+    """stderr on a pseudo-terminal: the bar with done/total is drawn."""
+    master, slave = pty.openpty()
+    ndjson = "".join(json.dumps({"k": k}) + "\n" for k in range(200))
+    proc = subprocess.Popen(
+        [binary, "submit", "--pipeline", "slow", "--follow", "--server",
+         server.url, "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=slave)
+    os.close(slave)
+    proc.stdin.write(ndjson.encode())
+    proc.stdin.close()
+    tty_text = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        tty_text += chunk
+    os.close(master)
+    out = proc.stdout.read()
+    check(proc.wait(timeout=30) == 0, "submit under a pty failed")
+    text = tty_text.decode(errors="replace")
+    check(re.search(r"\[[#-]+\] 200/200 items", text),
+          "no final bar 200/200 on the terminal: %r" % text[-500:])
+    check(re.search(r"\] \d+/\d+ items +\d+/s", text),
+          "no bar with a rate: %r" % text[:300])
+    check(len(out.splitlines()) == 200, "records missing under a pty")
+
+
+def test_auth(binary, tmp):
+    env = {"E2E_CLI_TOKENS": "s3cret"}
+    config = CONFIG.replace("server:\n", "server:\n  auth: { tokens_env: E2E_CLI_TOKENS }\n")
+    with SluiceServer(binary, config_text=config, env=env) as server:
+        rc, out, err = run(binary, "submit", "--pipeline", "tag", "--server",
+                           server.url, "-", stdin=b"[1]")
+        check(rc == 1 and "unauthorized" in err, "no token: %d %r" % (rc, err))
+        rc, out, err = run(binary, "submit", "--pipeline", "tag", "--server",
+                           server.url, "-", stdin=b"[{}]",
+                           env={"SLUICE_TOKEN": "s3cret"})
+        check(rc == 0, "SLUICE_TOKEN: exit %d %s" % (rc, err))
+        rc, out, err = run(binary, "jobs", "--token", "s3cret",
+                           env={"SLUICE_SERVER": server.url})
+        check(rc == 0 and "tag" in out, "--token + SLUICE_SERVER: %s" % err)
+
+
+def main():
+    binary = binary_from_argv()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="sluice-cli-") as tmp:
+        with SluiceServer(binary, config_text=CONFIG) as server:
+            job_id = test_submit(binary, server, tmp)
+            test_failures(binary, server, tmp)
+            test_job_commands(binary, server, job_id)
+            test_top(binary, server)
+            test_progress_bar(binary, server)
+        test_auth(binary, tmp)
+    print("cli client: ok in %.1f s" % (time.monotonic() - started))
+
+
+if __name__ == "__main__":
+    main()
