@@ -122,7 +122,11 @@ std::string ClosedEarly(const websocket::close_reason& reason) {
     text += " ";
     text.append(reason.reason.data(), reason.reason.size());
   }
-  return text + ")";
+  text += ")";
+  if (reason.code == websocket::close_code::too_big) {
+    text += ": a frame passed the server's max_body_bytes; lower --batch-bytes";
+  }
+  return text;
 }
 
 // Reads frames until the server closes the stream.
