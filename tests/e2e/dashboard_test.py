@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sluice_server import SluiceServer, binary_from_argv, check  # noqa: E402
 
 TOKEN = "e2e-dashboard-token-Zp3x"
-# "enrich" runs 40 items through a 150 ms delay on 2 workers: about 3 s.
+# "enrich" runs 60 items through a 150 ms delay on 2 workers: about 4.5 s.
 CONFIG = """
 server:
   io_threads: 2
@@ -50,7 +50,7 @@ pipelines:
         processor: { type: split, field: /text }
     aggregate: { type: group_by, field: "", op: count }
 """
-JOB_ITEMS = 40
+JOB_ITEMS = 60
 
 
 def start_browser(profile_dir):
