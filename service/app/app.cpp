@@ -31,12 +31,72 @@ http::WebSocketHandoff WebSocketSessions() {
   return {&ws::StartWebSocketSession, &ws::StartWebSocketSession};
 }
 
+std::string ErrorCount(std::size_t n) {
+  return std::to_string(n) + (n == 1 ? " error" : " errors");
+}
+
+http::ReloadOutcome Outcome(http::ReloadOutcome::Kind kind,
+                            std::string message) {
+  http::ReloadOutcome outcome;
+  outcome.kind = kind;
+  outcome.message = std::move(message);
+  return outcome;
+}
+
+// The keys outside `pipelines` whose values differ: a reload leaves them as
+// they were started.
+std::vector<std::string> RestartRequired(const config::Config& now,
+                                         const config::Config& next) {
+  std::vector<std::string> keys;
+  auto differ = [&keys](const char* key, const auto& a, const auto& b) {
+    if (!(a == b)) keys.emplace_back(key);
+  };
+  const config::ServerConfig &s = now.server, &t = next.server;
+  differ("server.listen", s.listen, t.listen);
+  differ("server.io_threads", s.io_threads, t.io_threads);
+  differ("server.max_body_bytes", s.max_body_bytes, t.max_body_bytes);
+  differ("server.max_connections", s.max_connections, t.max_connections);
+  differ("server.shutdown_grace", s.shutdown_grace, t.shutdown_grace);
+  differ("server.idle_timeout", s.idle_timeout, t.idle_timeout);
+  differ("server.max_header_bytes", s.max_header_bytes, t.max_header_bytes);
+  differ("server.auth.tokens_env", s.auth.tokens_env, t.auth.tokens_env);
+  differ("server.tls.cert", s.tls.cert, t.tls.cert);
+  differ("server.tls.key", s.tls.key, t.tls.key);
+  const config::JobsConfig &j = now.jobs, &k = next.jobs;
+  differ("jobs.max_pending_items", j.max_pending_items, k.max_pending_items);
+  differ("jobs.retention", j.retention, k.retention);
+  differ("jobs.max_retained_bytes", j.max_retained_bytes, k.max_retained_bytes);
+  differ("jobs.max_job_result_bytes", j.max_job_result_bytes,
+         k.max_job_result_bytes);
+  differ("jobs.min_retention", j.min_retention, k.min_retention);
+  return keys;
+}
+
+std::string ReloadLogLine(const std::string& file,
+                          const http::ReloadOutcome& outcome) {
+  using Kind = http::ReloadOutcome::Kind;
+  if (outcome.kind != Kind::kReloaded) {
+    return "reload refused: " + outcome.message;
+  }
+  std::string line = "reloaded " + file + ": pipelines";
+  for (const std::string& name : outcome.pipelines) line += " " + name;
+  if (!outcome.restart_required.empty()) {
+    line += "; unchanged until a restart:";
+    for (const std::string& key : outcome.restart_required) line += " " + key;
+  }
+  return line;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<App>> App::Create(config::Config config,
                                          AppOptions options) {
   std::unique_ptr<App> app(new App());
+  // Nobody else sees `app` yet; the lock is for the analysis's sake.
+  MutexLock lock(&app->reload_mu_);
   app->config_ = std::move(config);
+  app->config_file_ = std::move(options.config_file);
+  app->checks_ = std::move(options.checks);
   const config::ServerConfig& server = app->config_.server;
 
   // Before anything starts: a bad certificate is a config error.
@@ -63,8 +123,12 @@ Result<std::unique_ptr<App>> App::Create(config::Config config,
     http::Log("server.auth.tokens_env names " + server.auth.tokens_env +
               ", which is unset or holds no token: auth is OFF");
   }
+  App* self = app.get();
+  auto reload = [self] { return self->Reload(); };
   app->router_ = std::make_unique<http::Router>(
-      *app->engine_, *app->metrics_, http::RouterOptions{std::move(tokens)});
+      *app->engine_, *app->metrics_,
+      http::RouterOptions{std::move(tokens), reload});
+  options.server.on_hangup = [self] { self->Reload(); };
 
   auto listening = http::Server::Create(
       server,
@@ -93,6 +157,50 @@ void App::Start() { server_->Start(); }
 void App::Shutdown() { server_->Shutdown(); }
 void App::Wait() { server_->Wait(); }
 engine::Engine& App::engine() { return *engine_; }
+
+http::ReloadOutcome App::Reload() {
+  MutexLock lock(&reload_mu_);
+  http::ReloadOutcome outcome = ReloadLocked();
+  const bool ok = outcome.kind == http::ReloadOutcome::Kind::kReloaded;
+  metrics_->RecordConfigReload(ok);
+  http::Log(ReloadLogLine(config_file_, outcome));
+  for (const auto& [path, message] : outcome.errors) {
+    http::Log("reload: " + path + ": " + message);
+  }
+  return outcome;
+}
+
+http::ReloadOutcome App::ReloadLocked() {
+  using Kind = http::ReloadOutcome::Kind;
+  if (config_file_.empty()) {
+    return Outcome(
+        Kind::kUnavailable,
+        "the server runs the built-in config (started without --config "
+        "FILE): there is no file to read again");
+  }
+  auto loaded = config::LoadConfigFile(config_file_, checks_);
+  if (!loaded.ok()) {
+    http::ReloadOutcome invalid =
+        Outcome(Kind::kInvalid, config_file_ + " is invalid (" +
+                                    ErrorCount(loaded.error().size()) +
+                                    "); the running config is kept");
+    for (const auto& e : loaded.error())
+      invalid.errors.emplace_back(e.path, e.message);
+    return invalid;
+  }
+  config::Config next = std::move(loaded).value();
+  auto names = engine_->Reload(next.pipelines);
+  if (!names.ok()) {
+    const bool draining = names.error().code == "draining";
+    return Outcome(draining ? Kind::kDraining : Kind::kFailed,
+                   names.error().message);
+  }
+  http::ReloadOutcome done = Outcome(Kind::kReloaded, "");
+  done.pipelines = std::move(names).value();
+  done.restart_required = RestartRequired(config_, next);
+  config_.pipelines = std::move(next.pipelines);
+  return done;
+}
 metrics::Metrics& App::metrics() { return *metrics_; }
 
 }  // namespace sluice::app

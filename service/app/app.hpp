@@ -15,6 +15,8 @@
 #include "service/config/config.hpp"
 #include "service/http/server.hpp"
 #include "service/util/result.hpp"
+#include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
 
 namespace sluice::engine {
 class Engine;
@@ -32,8 +34,14 @@ namespace sluice::app {
 struct AppOptions {
   // The value of the `version` label of sluice_build_info.
   std::string version = "unknown";
-  // The listen override and signal handling (http/server.hpp).
+  // The listen override and signal handling (http/server.hpp). With
+  // handle_signals, SIGHUP reloads (Reload()).
   http::ServerOptions server;
+  // The file the config came from, which Reload() reads again ("" = the
+  // built-in config: nothing to reload), and the checks it loads it with
+  // (processors::ConfigChecks(), which the app room cannot name itself).
+  std::string config_file;
+  config::SpecChecks checks;
 };
 
 // Thread-safety: as http::Server. Start() and Wait() are for the owning
@@ -73,10 +81,25 @@ class App {
   engine::Engine& engine();
   metrics::Metrics& metrics();
 
+  // DESIGN.md §3.8 reload (SIGHUP, POST /v1/admin/reload): reads
+  // options.config_file again and, when it is valid, swaps in its pipelines
+  // at once (engine::Engine::Reload): new jobs use them, running jobs and
+  // streams finish on the old ones. Keys outside `pipelines` that changed
+  // are listed in restart_required and take effect at the next start. An
+  // invalid file changes nothing; its errors are logged and returned.
+  // Counts sluice_config_reloads_total{result}. Thread-safe; reloads run
+  // one at a time.
+  http::ReloadOutcome Reload() SLUICE_EXCLUDES(reload_mu_);
+
  private:
   App() = default;
+  http::ReloadOutcome ReloadLocked() SLUICE_REQUIRES(reload_mu_);
 
-  config::Config config_;
+  std::string config_file_;
+  config::SpecChecks checks_;
+  Mutex reload_mu_;
+  // The config serving now (its pipelines replaced by each reload).
+  config::Config config_ SLUICE_GUARDED_BY(reload_mu_);
   std::unique_ptr<metrics::Metrics> metrics_;
   std::unique_ptr<engine::Engine> engine_;
   std::unique_ptr<http::Router> router_;

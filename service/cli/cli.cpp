@@ -19,7 +19,8 @@ constexpr const char* kUsage =
     "commands:\n"
     "  serve [--config FILE] [--listen HOST:PORT]\n"
     "      run the server (default config: the built-in config/default.yaml);\n"
-    "      SIGTERM or SIGINT drains it (a second signal exits at once)\n"
+    "      SIGTERM or SIGINT drains it (a second signal exits at once);\n"
+    "      SIGHUP reloads the --config FILE (docs/operations.md#reload)\n"
     "  check FILE\n"
     "      validate a config file: print its summary (exit 0) or its errors,\n"
     "      one per line as `path: message` (exit 1)\n"
@@ -115,6 +116,8 @@ int Serve(const std::vector<std::string>& args, std::ostream& out,
                                    processors::ConfigChecks()),
       err);
   if (!config) return 1;
+  options.config_file = config_file.value_or("");
+  options.checks = processors::ConfigChecks();
 
   auto server = app::App::Create(std::move(*config), std::move(options));
   if (!server.ok()) {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <utility>
 
 #include "service/engine/intake.hpp"
@@ -72,22 +73,73 @@ Engine::Engine(const config::Config& config, metrics::Metrics& metrics,
       io_(std::make_unique<processors::IoLoop>()),
       runtime_(std::make_unique<Runtime>(options_.runtime_threads)),
       rate_at_(std::chrono::steady_clock::now()) {
-  for (const config::PipelineConfig& pipeline : config_.pipelines) {
-    runtimes_.emplace(
-        pipeline.name,
-        std::make_unique<PipelineRuntime>(
-            pipeline, *runtime_, io_.get(), metrics_, options_, admission_,
-            [this](const std::shared_ptr<jobs::Job>& job) {
-              OnJobFinished(job);
-            }));
-  }
+  std::shared_ptr<const PipelineSet> pipelines =
+      BuildPipelines(config_.pipelines);
+  MutexLock lock(&pipelines_mu_);
+  pipelines_ = std::move(pipelines);
 }
 
 Engine::~Engine() { Shutdown(std::chrono::milliseconds(0)); }
 
-PipelineRuntime* Engine::RuntimeFor(std::string_view pipeline) const {
-  auto it = runtimes_.find(pipeline);
-  return it == runtimes_.end() ? nullptr : it->second.get();
+std::shared_ptr<const Engine::PipelineSet> Engine::BuildPipelines(
+    const std::vector<config::PipelineConfig>& pipelines) {
+  auto set = std::make_shared<PipelineSet>();
+  for (const config::PipelineConfig& pipeline : pipelines) {
+    auto runtime = std::make_shared<PipelineRuntime>(
+        pipeline, *runtime_, io_.get(), metrics_, options_, admission_,
+        [this](const std::shared_ptr<jobs::Job>& job) { OnJobFinished(job); });
+    set->in_order.push_back(runtime);
+    set->by_name.emplace(pipeline.name, std::move(runtime));
+  }
+  return set;
+}
+
+std::shared_ptr<const Engine::PipelineSet> Engine::current() const {
+  MutexLock lock(&pipelines_mu_);
+  return pipelines_;
+}
+
+std::shared_ptr<PipelineRuntime> Engine::RuntimeFor(
+    std::string_view pipeline) const {
+  std::shared_ptr<const PipelineSet> set = current();
+  auto it = set->by_name.find(pipeline);
+  return it == set->by_name.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<PipelineRuntime>> Engine::RuntimesNamed(
+    std::string_view name) const {
+  std::vector<std::shared_ptr<PipelineRuntime>> named;
+  MutexLock lock(&pipelines_mu_);
+  if (auto it = pipelines_->by_name.find(name); it != pipelines_->by_name.end())
+    named.push_back(it->second);
+  for (const auto& runtime : retired_) {
+    if (runtime->config().name == name) named.push_back(runtime);
+  }
+  return named;
+}
+
+std::shared_ptr<PipelineRuntime> Engine::AddToIntake(
+    std::shared_ptr<PipelineRuntime> runtime,
+    const std::shared_ptr<jobs::Job>& job, std::vector<nlohmann::json>& items,
+    std::optional<bool> ordered, bool open,
+    std::shared_ptr<JobContext>* context) {
+  // At most twice: a runtime retired between RuntimeFor and here has a
+  // successor, which was current before the retirement began.
+  for (int attempt = 0; attempt < 2 && runtime; ++attempt) {
+    *context = runtime->MakeContext(job, ordered);
+    if (runtime->intake()->Add(*context, std::move(items), open)) {
+      return runtime;
+    }
+    if (draining()) return nullptr;
+    runtime = RuntimeFor(job->pipeline());
+  }
+  return nullptr;
+}
+
+void Engine::CancelIn(const std::shared_ptr<jobs::Job>& job) {
+  for (const auto& runtime : RuntimesNamed(job->pipeline())) {
+    runtime->intake()->Cancel(*job);
+  }
 }
 
 bool Engine::HasPipeline(std::string_view name) const {
@@ -115,7 +167,7 @@ Result<std::shared_ptr<jobs::Job>, Refusal> Engine::NewJob(
 
 Result<std::shared_ptr<jobs::Job>, Refusal> Engine::Submit(
     SubmitRequest request) {
-  PipelineRuntime* runtime = RuntimeFor(request.pipeline);
+  std::shared_ptr<PipelineRuntime> runtime = RuntimeFor(request.pipeline);
   if (runtime == nullptr) return UnknownPipelineRefusal(request.pipeline);
   if (draining()) return DrainingRefusal();
   const std::uint64_t n = request.items.size();
@@ -144,10 +196,9 @@ Result<std::shared_ptr<jobs::Job>, Refusal> Engine::Submit(
     admission_->Release(n, /*completed=*/false);
     return job;
   }
-  std::shared_ptr<JobContext> context =
-      runtime->MakeContext(job.value(), request.ordered);
-  if (!runtime->intake()->Add(context, std::move(request.items),
-                              /*open=*/false)) {
+  std::shared_ptr<JobContext> context;
+  if (!AddToIntake(runtime, job.value(), request.items, request.ordered,
+                   /*open=*/false, &context)) {
     // Unreachable while Shutdown waits for active jobs before closing the
     // intake; kept so a broken invariant fails one job, not the process.
     admission_->Release(n, /*completed=*/false);
@@ -163,23 +214,25 @@ Result<std::shared_ptr<jobs::Job>, Refusal> Engine::Submit(
 
 Result<std::shared_ptr<StreamFeed>, Refusal> Engine::OpenStream(
     std::string_view pipeline) {
-  PipelineRuntime* runtime = RuntimeFor(pipeline);
+  std::shared_ptr<PipelineRuntime> runtime = RuntimeFor(pipeline);
   if (runtime == nullptr) return UnknownPipelineRefusal(pipeline);
   if (draining()) return DrainingRefusal();
   Result<std::shared_ptr<jobs::Job>, Refusal> job = NewJob(*runtime, 0);
   if (!job.ok()) return job.error();
-  std::shared_ptr<JobContext> context =
-      runtime->MakeContext(job.value(), std::nullopt);
-  if (!runtime->intake()->Add(context, {}, /*open=*/true)) {
+  std::shared_ptr<JobContext> context;
+  std::vector<nlohmann::json> none;
+  std::shared_ptr<PipelineRuntime> taker = AddToIntake(
+      runtime, job.value(), none, std::nullopt, /*open=*/true, &context);
+  if (!taker) {
     job.value()->RequestCancel();
     job.value()->Finish(nullptr);
     runtime->jobs_active().Decrement();
     OnJobFinished(job.value());
     return DrainingRefusal();
   }
-  return std::make_shared<StreamFeed>(runtime->intake(), admission_,
+  return std::make_shared<StreamFeed>(taker->intake(), admission_,
                                       std::move(context),
-                                      runtime->stream_queue_limit());
+                                      taker->stream_queue_limit());
 }
 
 std::shared_ptr<jobs::Job> Engine::Find(std::string_view id) const {
@@ -193,20 +246,14 @@ std::vector<std::shared_ptr<jobs::Job>> Engine::List(std::size_t limit) const {
 bool Engine::Cancel(std::string_view id) {
   std::shared_ptr<jobs::Job> job = store_.Find(id);
   if (!job) return false;
-  if (job->RequestCancel()) {
-    if (PipelineRuntime* runtime = RuntimeFor(job->pipeline())) {
-      runtime->intake()->Cancel(*job);
-    }
-  }
+  if (job->RequestCancel()) CancelIn(job);
   return true;
 }
 
 std::vector<PipelineSnapshot> Engine::Pipelines() const {
   std::vector<PipelineSnapshot> pipelines;
-  for (const config::PipelineConfig& pipeline : config_.pipelines) {
-    if (PipelineRuntime* runtime = RuntimeFor(pipeline.name)) {
-      pipelines.push_back(runtime->Snapshot());
-    }
+  for (const auto& runtime : current()->in_order) {
+    pipelines.push_back(runtime->Snapshot());
   }
   return pipelines;
 }
@@ -258,7 +305,7 @@ int Engine::retry_after_seconds() const {
 }
 
 void Engine::SampleGauges() {
-  for (auto& [name, runtime] : runtimes_) runtime->SampleGauges();
+  for (const auto& runtime : current()->in_order) runtime->SampleGauges();
 }
 
 void Engine::OnJobFinished(const std::shared_ptr<jobs::Job>& job) {
@@ -294,11 +341,7 @@ void Engine::Shutdown(std::chrono::milliseconds grace) {
     // before draining began reached the store only after a round.
     for (;;) {
       for (const std::shared_ptr<jobs::Job>& job : store_.Unfinished()) {
-        if (job->RequestCancel()) {
-          if (PipelineRuntime* runtime = RuntimeFor(job->pipeline())) {
-            runtime->intake()->Cancel(*job);
-          }
-        }
+        if (job->RequestCancel()) CancelIn(job);
       }
       if (WaitIdle(std::chrono::steady_clock::now() +
                    std::chrono::milliseconds(100))) {
@@ -306,12 +349,58 @@ void Engine::Shutdown(std::chrono::milliseconds grace) {
       }
     }
   }
-  // Every job has finished: stop the pipelines (each joins its tasks in
-  // pipeline order).
-  for (const config::PipelineConfig& pipeline : config_.pipelines) {
-    if (PipelineRuntime* runtime = RuntimeFor(pipeline.name)) runtime->Stop();
+  // Every job has finished: stop the pipelines, those a reload replaced
+  // included (each joins its tasks in pipeline order).
+  std::vector<std::shared_ptr<PipelineRuntime>> all;
+  {
+    MutexLock pipelines_lock(&pipelines_mu_);
+    all = pipelines_->in_order;
+    all.insert(all.end(), retired_.begin(), retired_.end());
   }
+  for (const auto& runtime : all) runtime->Stop();
   shut_down_ = true;
+}
+
+Result<std::vector<std::string>> Engine::Reload(
+    const std::vector<config::PipelineConfig>& pipelines) {
+  if (draining()) return Error{"draining", "the service is shutting down"};
+  MutexLock lock(&shutdown_mu_);  // no Shutdown halfway through a swap
+  if (shut_down_) return Error{"draining", "the service has shut down"};
+  std::shared_ptr<const PipelineSet> next;
+  try {
+    next = BuildPipelines(pipelines);
+  } catch (const std::exception& e) {
+    // Dropping `next` stops what was started; nothing was swapped.
+    return Error{"engine",
+                 std::string("cannot build the pipelines: ") + e.what()};
+  }
+  std::vector<std::string> names;
+  for (const auto& runtime : next->in_order)
+    names.push_back(runtime->config().name);
+  std::shared_ptr<const PipelineSet> previous;
+  {
+    MutexLock pipelines_lock(&pipelines_mu_);
+    previous = std::exchange(pipelines_, std::move(next));
+    retired_.insert(retired_.end(), previous->in_order.begin(),
+                    previous->in_order.end());
+  }
+  for (const auto& runtime : previous->in_order) runtime->Retire();
+  ReapRetired();
+  return names;
+}
+
+void Engine::ReapRetired() {
+  std::vector<std::shared_ptr<PipelineRuntime>> ended;
+  {
+    MutexLock lock(&pipelines_mu_);
+    auto still = std::stable_partition(
+        retired_.begin(), retired_.end(),
+        [](const auto& runtime) { return !runtime->retired_and_ended(); });
+    ended.assign(std::make_move_iterator(still),
+                 std::make_move_iterator(retired_.end()));
+    retired_.erase(still, retired_.end());
+  }
+  for (const auto& runtime : ended) runtime->Stop();
 }
 
 }  // namespace sluice::engine

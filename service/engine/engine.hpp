@@ -240,6 +240,21 @@ class Engine {
   // do it every sample_interval). Cheap; e.g. from a metrics scrape hook.
   void SampleGauges();
 
+  // Replaces the running pipelines with `pipelines` (DESIGN.md §3.8
+  // reload), atomically: every new pipeline is built and started first,
+  // then one swap makes them the ones Submit, OpenStream, Pipelines and
+  // HasPipeline see. Jobs and streams already admitted finish on the
+  // pipelines they started on, which are then stopped (by a later Reload,
+  // or Shutdown). Jobs, results and admission (the `jobs` section) are
+  // untouched. Requires `pipelines` from a validated config
+  // (config::LoadConfig*). Returns the new pipelines' names, or, changing
+  // nothing: "draining" once the drain began, or why a pipeline could not
+  // be built. Blocks only to join replaced pipelines that have already
+  // drained (milliseconds); call it off the engine's runtime threads.
+  Result<std::vector<std::string>> Reload(
+      const std::vector<config::PipelineConfig>& pipelines)
+      SLUICE_EXCLUDES(shutdown_mu_, pipelines_mu_);
+
   // contract §C6: BeginDrain() (stops admitting), waits up to `grace`
   // for running jobs (and open streams) to finish, cancels what remains and
   // waits for it to end, then stops every pipeline: the generator ends
@@ -249,7 +264,35 @@ class Engine {
   void Shutdown(std::chrono::milliseconds grace);
 
  private:
-  PipelineRuntime* RuntimeFor(std::string_view pipeline) const;
+  // The pipelines new jobs go to, in config order. Immutable once built:
+  // a reload swaps in a new set.
+  struct PipelineSet {
+    std::vector<std::shared_ptr<PipelineRuntime>> in_order;
+    std::map<std::string, std::shared_ptr<PipelineRuntime>, std::less<>>
+        by_name;
+  };
+
+  std::shared_ptr<const PipelineSet> BuildPipelines(
+      const std::vector<config::PipelineConfig>& pipelines);
+  std::shared_ptr<const PipelineSet> current() const
+      SLUICE_EXCLUDES(pipelines_mu_);
+  std::shared_ptr<PipelineRuntime> RuntimeFor(std::string_view pipeline) const;
+  // Every pipeline named `name` that may hold a job: the current one and
+  // those a reload replaced.
+  std::vector<std::shared_ptr<PipelineRuntime>> RuntimesNamed(
+      std::string_view name) const SLUICE_EXCLUDES(pipelines_mu_);
+  // Registers `job` (its context built by `runtime`) with the runtime's
+  // intake; when a reload retired that runtime in between, with the
+  // pipeline that replaced it. Returns the runtime that took it, or null
+  // (the engine is draining, or the pipeline was removed).
+  std::shared_ptr<PipelineRuntime> AddToIntake(
+      std::shared_ptr<PipelineRuntime> runtime,
+      const std::shared_ptr<jobs::Job>& job, std::vector<nlohmann::json>& items,
+      std::optional<bool> ordered, bool open,
+      std::shared_ptr<JobContext>* context);
+  void CancelIn(const std::shared_ptr<jobs::Job>& job);
+  // Stops (joins) the replaced pipelines whose generators have ended.
+  void ReapRetired() SLUICE_EXCLUDES(pipelines_mu_);
   void OnJobFinished(const std::shared_ptr<jobs::Job>& job);
   Result<std::shared_ptr<jobs::Job>, Refusal> NewJob(PipelineRuntime& runtime,
                                                      std::uint64_t accepted);
@@ -269,10 +312,13 @@ class Engine {
   // as a task. Declared before the pipelines, which use them until joined.
   std::unique_ptr<processors::IoLoop> io_;
   std::unique_ptr<Runtime> runtime_;
-  // Built in the constructor, destroyed (threads joined) in Shutdown; the
-  // map itself never changes, so it is read without a lock.
-  std::map<std::string, std::unique_ptr<PipelineRuntime>, std::less<>>
-      runtimes_;
+  // The current pipelines (swapped by Reload) and those a reload replaced
+  // that have not been stopped yet. Every one is stopped in Shutdown.
+  mutable Mutex pipelines_mu_;
+  std::shared_ptr<const PipelineSet> pipelines_
+      SLUICE_GUARDED_BY(pipelines_mu_);
+  std::vector<std::shared_ptr<PipelineRuntime>> retired_
+      SLUICE_GUARDED_BY(pipelines_mu_);
 
   std::atomic<bool> draining_{false};
 

@@ -73,9 +73,9 @@ Intake::Intake(std::size_t ordered_window)
     : ordered_window_(ordered_window == 0 ? 1 : ordered_window) {}
 
 bool Intake::Add(std::shared_ptr<JobContext> context,
-                 std::vector<nlohmann::json> items, bool open) {
+                 std::vector<nlohmann::json>&& items, bool open) {
   MutexLock lock(&mu_);
-  if (closed_) return false;
+  if (closed_ || ended_) return false;
   const jobs::Job* key = context->job.get();
   Input& in = inputs_[key];
   in.context = std::move(context);
@@ -171,6 +171,20 @@ void Intake::Close() {
   cv_.SignalAll();
 }
 
+void Intake::Retire() {
+  {
+    MutexLock lock(&mu_);
+    retiring_ = true;
+    WakeLocked();
+  }
+  cv_.SignalAll();
+}
+
+bool Intake::ended() const {
+  MutexLock lock(&mu_);
+  return ended_;
+}
+
 Intake::Poll Intake::TryNext(std::vector<Envelope>& out, std::size_t max) {
   std::vector<std::function<void()>> wakes;
   Poll poll = Poll::kNone;
@@ -183,9 +197,10 @@ Intake::Poll Intake::TryNext(std::vector<Envelope>& out, std::size_t max) {
       out.push_back(std::move(*e));
       poll = Poll::kGot;
     }
-    if (poll == Poll::kNone && closed_ && inputs_.empty() && ring_.empty() &&
+    if (poll == Poll::kNone && EndingLocked() && ring_.empty() &&
         outbox_.empty()) {
       poll = Poll::kEnded;
+      ended_ = true;
     }
   }
   for (auto& wake : wakes) {  // as in Next
@@ -267,7 +282,10 @@ std::optional<Envelope> Intake::NextLocked(
       // Engine::Shutdown has every job finished before it closes us.
       auto ready = [this]() SLUICE_REQUIRES(mu_) { return ReadyLocked(); };
       if (!cv_.Wait(&mu_, st, ready)) return std::nullopt;  // stopped
-      if (ring_.empty() && outbox_.empty()) return std::nullopt;
+      if (ring_.empty() && outbox_.empty()) {
+        ended_ = true;  // ReadyLocked held, so EndingLocked does
+        return std::nullopt;
+      }
       continue;
     }
 

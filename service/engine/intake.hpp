@@ -84,8 +84,11 @@ class Intake {
   // Registers a job with `items` queued (seqs 0, 1, ...). Its input stays
   // open for Push when `open` (a stream), else it is complete now. Returns
   // false, taking nothing, once Close() was called.
+  // Once Retire() was called it still registers jobs until the generator
+  // has seen the end (ended()); then it returns false too. `items` is moved
+  // from only on success, so a caller may offer them elsewhere.
   [[nodiscard]] bool Add(std::shared_ptr<JobContext> context,
-                         std::vector<nlohmann::json> items, bool open)
+                         std::vector<nlohmann::json>&& items, bool open)
       SLUICE_EXCLUDES(mu_);
 
   enum class PushResult { kAccepted, kFull, kClosed };
@@ -145,6 +148,15 @@ class Intake {
   // inputs still registered have ended. Idempotent.
   void Close() SLUICE_EXCLUDES(mu_);
 
+  // A reload replaced this pipeline: the generator ends once the inputs
+  // registered (and any Add that still gets in before that) have ended.
+  // Unlike Close(), open streams keep their Push. Idempotent.
+  void Retire() SLUICE_EXCLUDES(mu_);
+
+  // True once the generator has been told the end (TryNext returned kEnded,
+  // or Next returned false for it): nothing more will be fed.
+  bool ended() const SLUICE_EXCLUDES(mu_);
+
  private:
   // One job's input. Its address is stable (a node of inputs_), so ring_
   // can point at it.
@@ -165,7 +177,11 @@ class Intake {
   // TryNext and WaitForWork: a job to visit, a control envelope to send,
   // or the end.
   bool ReadyLocked() const SLUICE_REQUIRES(mu_) {
-    return !ring_.empty() || !outbox_.empty() || (closed_ && inputs_.empty());
+    return !ring_.empty() || !outbox_.empty() || EndingLocked();
+  }
+  // Closed or retired, and every registered input has ended.
+  bool EndingLocked() const SLUICE_REQUIRES(mu_) {
+    return (closed_ || retiring_) && inputs_.empty();
   }
   // Calls and drops the generator task's waiter, if any.
   void WakeLocked() SLUICE_REQUIRES(mu_);
@@ -199,6 +215,8 @@ class Intake {
   std::deque<Input*> ring_ SLUICE_GUARDED_BY(mu_);
   std::deque<Envelope> outbox_ SLUICE_GUARDED_BY(mu_);  // control envelopes
   bool closed_ SLUICE_GUARDED_BY(mu_) = false;
+  bool retiring_ SLUICE_GUARDED_BY(mu_) = false;
+  bool ended_ SLUICE_GUARDED_BY(mu_) = false;  // the generator saw the end
   std::function<void()> waiter_ SLUICE_GUARDED_BY(mu_);  // WaitForWork's
 };
 

@@ -89,6 +89,14 @@ class PipelineRuntime {
   // them). Idempotent.
   void Stop();
 
+  // A reload replaced this pipeline (Engine::Reload): it takes no new job
+  // once its generator has ended, which it does when the jobs already in
+  // it (open streams included) have all ended their input. Never blocks.
+  void Retire() { intake_->Retire(); }
+  // True once retired and its generator has ended: Stop() then returns as
+  // soon as the last stage and the aggregator have drained what is left.
+  bool retired_and_ended() const { return intake_->ended(); }
+
  private:
   Task<> Generate(std::stop_token st);
   Task<> Aggregate(std::stop_token st);

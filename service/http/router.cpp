@@ -94,6 +94,9 @@ std::string_view MatchRoute(const std::vector<std::string>& s,
     return kRouteUnmatched;
   }
   if (s.empty() || s[0] != "v1") return kRouteUnmatched;
+  if (s.size() == 3 && s[1] == "admin" && s[2] == "reload") {
+    return kRouteAdminReload;
+  }
   if (s.size() == 2) {
     if (s[1] == "jobs") return kRouteJobs;
     if (s[1] == "pipelines") return kRoutePipelines;
@@ -289,6 +292,7 @@ struct Call {
   const std::string& id;  // the {id} of the job routes, else empty
   engine::Engine& engine;
   metrics::Metrics& metrics;
+  const RouterOptions& options;
 
   unsigned version() const { return req.version(); }
   bool keep_alive() const { return req.keep_alive(); }
@@ -354,6 +358,47 @@ Reply Dashboard(const Call& call) {
   reply.response.set("X-Content-Type-Options", "nosniff");
   reply.response.set("Referrer-Policy", "no-referrer");
   return reply;
+}
+
+nlohmann::json ReloadErrors(const ReloadOutcome& outcome) {
+  nlohmann::json errors = nlohmann::json::array();
+  for (const auto& [path, message] : outcome.errors) {
+    errors.push_back({{"path", path}, {"message", message}});
+  }
+  return errors;
+}
+
+// POST /v1/admin/reload: DESIGN.md §3.8 (docs/operations.md#reload).
+Reply AdminReload(const Call& call) {
+  if (!call.options.reload) {
+    return call.Fail(bhttp::status::conflict, "reload_unavailable",
+                     "this server cannot reload its config");
+  }
+  const ReloadOutcome outcome = call.options.reload();
+  using Kind = ReloadOutcome::Kind;
+  switch (outcome.kind) {
+    case Kind::kReloaded:
+      return call.Json(bhttp::status::ok,
+                       {{"result", "success"},
+                        {"pipelines", outcome.pipelines},
+                        {"restart_required", outcome.restart_required}});
+    case Kind::kInvalid:
+      return call.Json(bhttp::status::unprocessable_entity,
+                       {{"error",
+                         {{"code", "invalid_config"},
+                          {"message", outcome.message},
+                          {"errors", ReloadErrors(outcome)}}}});
+    case Kind::kUnavailable:
+      return call.Fail(bhttp::status::conflict, "reload_unavailable",
+                       outcome.message);
+    case Kind::kDraining:
+      return call.Fail(bhttp::status::service_unavailable, "draining",
+                       outcome.message);
+    case Kind::kFailed:
+      break;
+  }
+  return call.Fail(bhttp::status::internal_server_error, "reload_failed",
+                   outcome.message);
 }
 
 Reply Pipelines(const Call& call) {
@@ -446,6 +491,7 @@ constexpr RouteEntry kRouteTable[] = {
     {kRouteJobResults, bhttp::verb::get, &GetResults},
     {kRouteJobStream, bhttp::verb::get, &UpgradeRequired},
     {kRouteStream, bhttp::verb::get, &UpgradeRequired},
+    {kRouteAdminReload, bhttp::verb::post, &AdminReload},
 };
 
 bool IsWebSocketRoute(std::string_view route) {
@@ -771,7 +817,7 @@ Reply Router::Dispatch(const Request& req) {
     }
     std::string id;
     const std::string_view route = MatchRoute(target.segments, &id);
-    const Call call{req, target.query, id, engine_, metrics_};
+    const Call call{req, target.query, id, engine_, metrics_, options_};
     Reply reply;
     if (route == kRouteUnmatched) {
       const std::string_view path =

@@ -10,6 +10,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -50,6 +51,7 @@ inline constexpr std::string_view kRouteMetrics = "/metrics";
 inline constexpr std::string_view kRouteHealthz = "/healthz";
 inline constexpr std::string_view kRouteReadyz = "/readyz";
 inline constexpr std::string_view kRouteDashboard = "/";
+inline constexpr std::string_view kRouteAdminReload = "/v1/admin/reload";
 inline constexpr std::string_view kRouteUnmatched = "unmatched";
 
 // WebSocket subprotocols (docs/security.md): a browser, whose WebSocket
@@ -65,11 +67,35 @@ inline constexpr std::size_t kDefaultJobsListLimit = 100;
 inline constexpr std::size_t kMaxJobsListLimit = 1000;
 inline constexpr double kMaxWaitSeconds = 300;
 
+// What a config reload did (POST /v1/admin/reload, SIGHUP), as the app
+// reports it and the router answers it. Thread-compatible (plain value).
+struct ReloadOutcome {
+  enum class Kind {
+    kReloaded,     // 200: new jobs use `pipelines`
+    kInvalid,      // 422 invalid_config: `errors`; the old config serves on
+    kUnavailable,  // 409 reload_unavailable: no config file to re-read
+    kDraining,     // 503 draining
+    kFailed,       // 500 reload_failed: `message`
+  };
+  Kind kind = Kind::kFailed;
+  std::string message;
+  std::vector<std::string> pipelines;
+  // Keys outside `pipelines` that changed in the file: they take effect
+  // only at the next start.
+  std::vector<std::string> restart_required;
+  // kInvalid: {key path, message}, as config::ConfigError.
+  std::vector<std::pair<std::string, std::string>> errors;
+};
+
 // Router settings. Thread-compatible (plain value).
 struct RouterOptions {
   // Accepted bearer tokens; empty = auth off. The server fills it from the
   // variable named by server.auth.tokens_env (comma-separated).
   std::vector<std::string> tokens;
+  // Re-reads the config and swaps in its pipelines (app::App::Reload). Runs
+  // on the network thread that received the request. Empty: the route
+  // answers 409 reload_unavailable.
+  std::function<ReloadOutcome()> reload;
 };
 
 // What the router decided for one request. Thread-compatible.

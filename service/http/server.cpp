@@ -136,6 +136,15 @@ struct Server::Impl {
   void WaitForSignal() {
     signals.async_wait([this](boost::system::error_code ec, int signal) {
       if (ec) return;
+      if (signal == SIGHUP) {
+        if (shutdown_started.load()) {
+          Log("received SIGHUP while draining: not reloading");
+        } else {
+          options.on_hangup();
+        }
+        WaitForSignal();
+        return;
+      }
       const char* name = signal == SIGINT ? "SIGINT" : "SIGTERM";
       if (shutdown_started.load()) {
         Log(std::string("received ") + name + " again: exiting now");
@@ -248,6 +257,7 @@ void Server::Start() {
   if (s.options.handle_signals) {
     s.signals.add(SIGINT);
     s.signals.add(SIGTERM);
+    if (s.options.on_hangup) s.signals.add(SIGHUP);
     s.WaitForSignal();
   }
   net::post(s.control, [&s] { s.DoAccept(); });

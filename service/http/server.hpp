@@ -10,6 +10,7 @@
 
 #include <boost/asio/ssl/context.hpp>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -30,6 +31,10 @@ struct ServerOptions {
   // Install SIGINT/SIGTERM handlers that start the drain (the `serve`
   // command does; tests call Shutdown() instead).
   bool handle_signals = false;
+  // With handle_signals: SIGHUP calls this (the config reload; the `serve`
+  // command sets it), on a network thread, one call at a time. Empty:
+  // SIGHUP is left alone (its default ends the process).
+  std::function<void()> on_hangup;
 };
 
 // What the server serves, owned by the caller and outliving the Server.

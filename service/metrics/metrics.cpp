@@ -116,6 +116,8 @@ Metrics::Metrics(std::string version)
                                .Help("Time of one http processor attempt")
                                .Register(*registry_);
 
+  RegisterReloadFamilies();
+
   build_info_->Add({{"version", std::move(version)}}).Set(1);
   WebSocketConnections("job_stream");
   WebSocketConnections("ingest");
@@ -126,6 +128,34 @@ Metrics::Metrics(std::string version)
 }
 
 Metrics::~Metrics() = default;
+
+void Metrics::RegisterReloadFamilies() {
+  using prometheus::BuildCounter;
+  using prometheus::BuildGauge;
+  config_reloads_ = &BuildCounter()
+                         .Name("sluice_config_reloads_total")
+                         .Help(
+                             "Config reloads (SIGHUP or POST "
+                             "/v1/admin/reload), by result")
+                         .Register(*registry_);
+  last_reload_success_ =
+      &BuildGauge()
+           .Name("sluice_config_last_reload_success_timestamp_seconds")
+           .Help(
+               "Unix time of the last successful config load (the start "
+               "counts as one)")
+           .Register(*registry_)
+           .Add({});
+  config_reloads_->Add({{"result", "success"}});
+  config_reloads_->Add({{"result", "failure"}});
+  last_reload_success_->SetToCurrentTime();
+}
+
+void Metrics::RecordConfigReload(bool success) {
+  config_reloads_->Add({{"result", success ? "success" : "failure"}})
+      .Increment();
+  if (success) last_reload_success_->SetToCurrentTime();
+}
 
 void Metrics::RegisterPipeline(const config::PipelineConfig& pipeline) {
   const std::string& p = pipeline.name;

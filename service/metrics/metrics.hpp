@@ -40,6 +40,10 @@ namespace sluice::metrics {
 //   sluice_http_client_requests_total{pipeline,stage,code}  counter (http
 //                                                      processor attempts)
 //   sluice_http_client_duration_seconds{pipeline,stage}     histogram
+//   sluice_config_reloads_total{result}                counter (success,
+//                                                      failure)
+//   sluice_config_last_reload_success_timestamp_seconds  gauge (the start
+//                                                      counts as a load)
 // and, read from /proc at each scrape, the process_* families of
 // process_metrics.hpp.
 //
@@ -122,6 +126,10 @@ class Metrics {
                           int code, double seconds)
       SLUICE_EXCLUDES(request_cache_mu_);
 
+  // One config reload attempted: sluice_config_reloads_total{result} += 1
+  // and, on success, the last-success timestamp is set to now.
+  void RecordConfigReload(bool success);
+
   // The registry in the Prometheus text exposition format 0.0.4 (serve with
   // Content-Type "text/plain; version=0.0.4; charset=utf-8").
   std::string Serialize() const SLUICE_EXCLUDES(hook_mu_);
@@ -130,6 +138,10 @@ class Metrics {
   prometheus::Registry& registry() { return *registry_; }
 
  private:
+  // sluice_config_reloads_total (both results at 0) and the last-success
+  // timestamp (now: the start counts as a load).
+  void RegisterReloadFamilies();
+
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* http_requests_;
   prometheus::Family<prometheus::Histogram>* http_duration_;
@@ -144,6 +156,8 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* build_info_;
   prometheus::Family<prometheus::Counter>* http_client_requests_;
   prometheus::Family<prometheus::Histogram>* http_client_duration_;
+  prometheus::Family<prometheus::Counter>* config_reloads_;
+  prometheus::Gauge* last_reload_success_;
 
   // ObserveHttpRequest's cache: "method route code" -> the two children.
   struct RequestChildren {

@@ -98,7 +98,7 @@ struct Service {
         engine(config, metrics),
         router(engine, metrics, http::RouterOptions{}),
         router_with_auth(engine, metrics,
-                         http::RouterOptions{{std::string(kFuzzToken)}}) {}
+                         http::RouterOptions{{std::string(kFuzzToken)}, {}}) {}
 };
 
 // The service for `config_text`, created on the first call (later calls

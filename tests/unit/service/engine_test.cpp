@@ -1369,5 +1369,119 @@ TEST(EngineTest, PipelinesJsonDescribesStagesAndLiveCounters) {
   }));
 }
 
+// ---- reload (DESIGN.md §3.8) ------------------------------------------------
+
+std::vector<std::string> PipelineNames(const Engine& engine) {
+  std::vector<std::string> names;
+  for (const PipelineSnapshot& p : engine.Pipelines()) names.push_back(p.name);
+  return names;
+}
+
+TEST(EngineReloadTest, RunningJobsFinishOnTheOldPipelinesNewJobsUseTheNew) {
+  metrics::Metrics metrics("test");
+  Gate gate;
+  Engine engine(Config({Pipe("p", {Stage("held", "gate", 2, 4)})}), metrics,
+                Options(&gate));
+  auto old_job = MustSubmit(engine, {"p", Ints(100), std::nullopt});
+  ASSERT_TRUE(gate.WaitForWaiting(2));
+
+  auto reloaded =
+      engine.Reload({Pipe("p", {Stage("odd", "drop_mod", 2, 4, {{"mod", 2}})}),
+                     Pipe("q", {Stage("pass", "pass", 1, 4)})});
+  ASSERT_TRUE(reloaded.ok()) << reloaded.error().message;
+  EXPECT_EQ(reloaded.value(), (std::vector<std::string>{"p", "q"}));
+  EXPECT_EQ(PipelineNames(engine), (std::vector<std::string>{"p", "q"}));
+  EXPECT_EQ(engine.Pipelines()[0].stages[0].config.name, "odd");
+
+  auto new_job = MustSubmit(engine, {"p", Ints(10), std::nullopt});
+  ASSERT_TRUE(WaitFinished(new_job));
+  EXPECT_EQ(new_job->counts().filtered, 5u) << "the new p drops even items";
+  EXPECT_EQ(new_job->counts().out, 5u);
+  EXPECT_EQ(old_job->state(), jobs::JobState::kRunning)
+      << "the old p still holds its job at the gate";
+
+  gate.Open();
+  ASSERT_TRUE(WaitFinished(old_job));
+  EXPECT_EQ(old_job->state(), jobs::JobState::kDone);
+  EXPECT_EQ(old_job->counts().out, 100u) << "nothing accepted is lost";
+  EXPECT_EQ(old_job->counts().filtered, 0u) << "it ran on the old stages";
+  EXPECT_EQ(engine.pending_items(), 0u);
+}
+
+TEST(EngineReloadTest, AnOpenStreamKeepsFeedingItsOldPipeline) {
+  metrics::Metrics metrics("test");
+  Engine engine(Config({Pipe("p", {Stage("pass", "pass", 2, 8)})}), metrics,
+                Options());
+  auto opened = engine.OpenStream("p");
+  ASSERT_TRUE(opened.ok());
+  std::shared_ptr<StreamFeed> feed = opened.value();
+  std::vector<json> items = Ints(10);
+  ASSERT_TRUE(feed->TryPush(items, [] {}));
+
+  ASSERT_TRUE(engine.Reload({Pipe("q", {Stage("pass", "pass", 1, 4)})}).ok());
+  EXPECT_FALSE(engine.HasPipeline("p"));
+  EXPECT_EQ(engine.OpenStream("p").error().reason,
+            Refusal::Reason::kUnknownPipeline);
+
+  items = Ints(10, 10);
+  ASSERT_TRUE(Eventually([&] { return feed->TryPush(items, [] {}); }))
+      << "the replaced pipeline still takes the stream's items";
+  feed->End();
+  ASSERT_TRUE(WaitFinished(feed->job()));
+  EXPECT_EQ(feed->job()->state(), jobs::JobState::kDone);
+  EXPECT_EQ(feed->job()->counts().in, 20u);
+  EXPECT_EQ(feed->job()->counts().out, 20u);
+}
+
+TEST(EngineReloadTest, CancelReachesAJobOnAReplacedPipeline) {
+  metrics::Metrics metrics("test");
+  Gate gate;
+  Engine engine(Config({Pipe("p", {Stage("held", "gate", 2, 4)})}), metrics,
+                Options(&gate));
+  auto job = MustSubmit(engine, {"p", Ints(100), std::nullopt});
+  ASSERT_TRUE(gate.WaitForWaiting(2));
+  ASSERT_TRUE(engine.Reload({Pipe("p", {Stage("pass", "pass", 1, 4)})}).ok());
+  EXPECT_TRUE(engine.Cancel(job->id()));
+  gate.Open();
+  ASSERT_TRUE(WaitFinished(job));
+  EXPECT_EQ(job->state(), jobs::JobState::kCancelled);
+  EXPECT_EQ(job->counts().out + job->counts().cancelled, 100u);
+  EXPECT_GT(job->counts().cancelled, 0u);
+}
+
+TEST(EngineReloadTest, ManyReloadsAddNoThreadsAndShutdownStopsThemAll) {
+  metrics::Metrics metrics("test");
+  Gate gate;
+  Engine engine(Config({Pipe("p", {Stage("held", "gate", 2, 4)})}), metrics,
+                Options(&gate));
+  ASSERT_TRUE(engine.Reload({Pipe("p", {Stage("held", "gate", 2, 4)})}).ok());
+  const int threads = test_support::ProcessThreads();
+  auto held = MustSubmit(engine, {"p", Ints(10), std::nullopt});
+  ASSERT_TRUE(gate.WaitForWaiting(2));
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(
+        engine.Reload({Pipe("p", {Stage("pass", "pass", 64, 64)})}).ok());
+  }
+  EXPECT_EQ(test_support::ProcessThreads(), threads)
+      << "pipelines are tasks; replaced ones are stopped as they drain";
+  auto quick = MustSubmit(engine, {"p", Ints(50), std::nullopt});
+  ASSERT_TRUE(WaitFinished(quick));
+  EXPECT_EQ(quick->counts().out, 50u);
+
+  // The held job is on a replaced pipeline: the drain cancels it and stops
+  // every pipeline, replaced ones included (a hang here fails by TIMEOUT).
+  std::thread opener([&] {
+    std::this_thread::sleep_for(50ms);
+    gate.Open();
+  });
+  engine.Shutdown(0ms);
+  opener.join();
+  EXPECT_TRUE(held->finished());
+  EXPECT_EQ(held->counts().out + held->counts().cancelled, 10u);
+  auto after = engine.Reload({Pipe("p", {Stage("pass", "pass", 1, 4)})});
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(after.error().code, "draining");
+}
+
 }  // namespace
 }  // namespace sluice::engine

@@ -78,14 +78,16 @@ class RouterTest : public ::testing::Test {
     if (engine_) engine_->Shutdown(milliseconds(0));
   }
 
-  void Make(std::vector<std::string> tokens) {
+  void Make(std::vector<std::string> tokens,
+            std::function<ReloadOutcome()> reload = {}) {
     router_.reset();
     if (engine_) engine_->Shutdown(milliseconds(0));
     engine_.reset();
     metrics_ = std::make_unique<metrics::Metrics>("test");
     engine_ = std::make_unique<engine::Engine>(LoadTestConfig(), *metrics_);
-    router_ = std::make_unique<Router>(*engine_, *metrics_,
-                                       RouterOptions{std::move(tokens)});
+    router_ = std::make_unique<Router>(
+        *engine_, *metrics_,
+        RouterOptions{std::move(tokens), std::move(reload)});
   }
 
   Reply Do(
@@ -670,6 +672,47 @@ TEST_F(RouterTest, RefusedHandshakeCreatesNoJob) {
   ASSERT_FALSE(up.ok());
   ExpectError(up.error(), bhttp::status::upgrade_required, "upgrade_required");
   EXPECT_EQ(JobCount(), before);
+}
+
+TEST_F(RouterTest, AdminReloadAnswersWhatTheReloadDid) {
+  ExpectError(Do(bhttp::verb::post, "/v1/admin/reload"),
+              bhttp::status::conflict, "reload_unavailable");
+  ReloadOutcome next;
+  next.kind = ReloadOutcome::Kind::kReloaded;
+  next.pipelines = {"a", "b"};
+  next.restart_required = {"server.listen"};
+  int calls = 0;
+  Make({}, [&] {
+    ++calls;
+    return next;
+  });
+  Reply ok = Do(bhttp::verb::post, "/v1/admin/reload");
+  EXPECT_EQ(ok.response.result(), bhttp::status::ok) << ok.response.body();
+  EXPECT_EQ(ok.route, kRouteAdminReload);
+  EXPECT_EQ(Body(ok.response), json({{"result", "success"},
+                                     {"pipelines", {"a", "b"}},
+                                     {"restart_required", {"server.listen"}}}));
+
+  next = ReloadOutcome{};
+  next.kind = ReloadOutcome::Kind::kInvalid;
+  next.message = "config.yaml is invalid (1 error)";
+  next.errors = {{"pipelines[0].stages[0].workers", "must be >= 1"}};
+  Reply bad = Do(bhttp::verb::post, "/v1/admin/reload");
+  ExpectError(bad, bhttp::status::unprocessable_entity, "invalid_config");
+  EXPECT_EQ(Body(bad.response)["error"]["errors"],
+            json::parse(R"([{"path": "pipelines[0].stages[0].workers",
+                             "message": "must be >= 1"}])"));
+  Reply get = Do(bhttp::verb::get, "/v1/admin/reload");
+  EXPECT_EQ(get.response.result(), bhttp::status::method_not_allowed);
+  EXPECT_EQ(calls, 2) << "only POST reloads";
+
+  Make({"secret"}, [&] {
+    ++calls;
+    return next;
+  });
+  ExpectError(Do(bhttp::verb::post, "/v1/admin/reload"),
+              bhttp::status::unauthorized, "unauthorized");
+  EXPECT_EQ(calls, 2) << "behind the token, like every /v1 route";
 }
 
 }  // namespace
