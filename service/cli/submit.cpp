@@ -168,11 +168,13 @@ client::StreamEvents Events(const Args& args, const client::ItemReader& reader,
   };
   events.on_frame = [&, follow](const nlohmann::json& frame) {
     if (frame.value("type", "") == "error" && !frame.contains("seq")) {
-      progress.Clear();
-      err << "sluice submit: the server refused a frame: "
-          << frame.value("code", "") << ": " << frame.value("message", "")
-          << std::endl;
-      ++tally.refused;
+      // The first says why; the frames already in flight say it again.
+      if (tally.refused++ == 0) {
+        progress.Clear();
+        err << "sluice submit: the server refused a frame: "
+            << frame.value("code", "") << ": " << frame.value("message", "")
+            << std::endl;
+      }
       return;
     }
     if (frame.contains("seq")) ++tally.done;
@@ -198,6 +200,10 @@ int Verdict(const Args& args, const client::StreamOutcome& outcome,
         << outcome.input_error
         << " (the items before it were sent and processed)\n";
     code = 1;
+  }
+  if (tally.refused > 1) {
+    err << "sluice submit: " << tally.refused - 1
+        << " more frames were refused\n";
   }
   if (tally.refused > 0) code = 1;
   std::string state = outcome.job.value("state", "");

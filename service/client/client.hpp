@@ -92,6 +92,8 @@ struct StreamOutcome {
 // {"end":true} while reading the server's frames concurrently (two
 // coroutines on one thread, so the server's back-pressure never deadlocks
 // the client), and returns once the server has sent `done` and closed.
+// After a `stream_closed` error frame (the job failed or was cancelled) it
+// stops reading the source and sends {"end":true}.
 // When the source fails, what was sent is ended with {"end":true} and the
 // error's message is returned in the outcome beside the job. Fails when
 // the upgrade is refused (code "refused", the server's ErrorMessage), the

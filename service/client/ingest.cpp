@@ -44,6 +44,10 @@ struct Session {
   std::optional<Error> failure;       // the first failure, if any
   std::string input_error;
   bool writer_done = false;
+  // Set once the server said the stream takes no more items (its job
+  // failed or was cancelled, or the server drains): the rest would only be
+  // refused frame by frame.
+  bool stop_sending = false;
 
   void Fail(Error error) {
     if (!failure) failure = std::move(error);
@@ -101,7 +105,8 @@ asio::awaitable<bool> Open(Session& s, std::string target) {
 // stream too (what was sent is processed), and is reported after.
 asio::awaitable<void> Write(Session& s) {
   for (;;) {
-    auto frame = s.source.Next();
+    Result<std::optional<std::string>> frame = std::optional<std::string>();
+    if (!s.stop_sending) frame = s.source.Next();
     if (!frame.ok()) s.input_error = frame.error().message;
     bool last = !frame.ok() || !*frame;
     std::string text =
@@ -148,7 +153,12 @@ asio::awaitable<void> Read(Session& s) {
                                        nullptr, false);
     if (frame.is_object() && frame.value("type", "") == "done") {
       s.job = frame.value("job", nlohmann::json::object());
-    } else if (s.events.on_frame) {
+      continue;
+    }
+    if (frame.is_object() && frame.value("code", "") == "stream_closed") {
+      s.stop_sending = true;
+    }
+    if (s.events.on_frame) {
       s.events.on_frame(frame);
     }
   }
