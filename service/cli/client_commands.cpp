@@ -57,6 +57,7 @@ Result<Args> Parse(const std::vector<std::string>& args,
 
 Result<client::Server> ServerOf(const Args& args) {
   auto env = [](const char* name) -> std::optional<std::string> {
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): read once, nothing sets it.
     const char* v = std::getenv(name);
     if (v == nullptr || *v == '\0') return std::nullopt;
     return std::string(v);

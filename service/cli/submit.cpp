@@ -7,11 +7,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <optional>
 #include <sstream>
+#include <system_error>
 
 #include "service/cli/client_args.hpp"
 #include "service/client/item_reader.hpp"
@@ -23,7 +25,7 @@ using Clock = std::chrono::steady_clock;
 
 // "1:05" or "2:03:04".
 std::string Duration(double seconds) {
-  auto s = static_cast<long long>(seconds + 0.5);
+  long long s = std::llround(seconds);
   char text[32];
   if (s >= 3600) {
     std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600,
@@ -65,7 +67,8 @@ class Progress {
     line << "\r\x1b[K[" << std::string(filled, '#')
          << std::string(kWidth - filled, '-') << "] " << done << '/' << sent
          << " items  "
-         << static_cast<long long>(elapsed > 0 ? done / elapsed : 0) << "/s";
+         << std::llround(elapsed > 0 ? static_cast<double>(done) / elapsed : 0)
+         << "/s";
     if (size_ && fraction > 0 && fraction < 1) {
       line << "  ETA " << Duration(elapsed * (1 - fraction) / fraction);
     }
@@ -120,8 +123,10 @@ Result<void> Open(const std::string& path, Input& input) {
   } else {
     input.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (input.fd < 0) {
-      return Error{"input",
-                   "cannot open " + path + ": " + std::strerror(errno)};
+      return Error{
+          "input",
+          "cannot open " + path + ": " +
+              std::error_code(errno, std::system_category()).message()};
     }
     input.owned = true;
   }

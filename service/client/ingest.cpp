@@ -183,7 +183,7 @@ Result<StreamOutcome> Ingest(const Server& server, std::string_view pipeline,
   std::exception_ptr crashed;
   asio::co_spawn(io, Run(session, StreamTarget(server, pipeline)),
                  [&crashed, &io](std::exception_ptr e) {
-                   crashed = e;
+                   crashed = std::move(e);
                    // The stream's own timers (a handshake's that failed)
                    // may still be pending: the run is over all the same.
                    io.stop();

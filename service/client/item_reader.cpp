@@ -4,8 +4,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
-#include <cstring>
+#include <cstddef>
+#include <system_error>
 #include <utility>
 
 #include "service/util/json_parse.hpp"
@@ -61,7 +63,8 @@ Result<bool> ItemReader::Fill() {
   if (n < 0) {
     buffer_.clear();
     return Error{"invalid_input",
-                 std::string("cannot read the input: ") + std::strerror(errno)};
+                 std::string("cannot read the input: ") +
+                     std::error_code(errno, std::system_category()).message()};
   }
   buffer_.resize(static_cast<std::size_t>(n));
   if (n == 0) eof_ = true;
@@ -173,14 +176,11 @@ Result<std::optional<std::string>> ItemReader::NextNdjsonItem() {
       auto more = Fill();
       if (!more.ok()) return std::move(more).error();
       if (!*more) break;
-      const char* begin = buffer_.data() + pos_;
-      const void* nl = std::memchr(begin, '\n', buffer_.size() - pos_);
-      std::size_t n =
-          nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - begin)
-             : buffer_.size() - pos_;
-      line.append(begin, n);
-      pos_ += n;
-      if (nl) {
+      auto begin = buffer_.begin() + static_cast<std::ptrdiff_t>(pos_);
+      auto nl = std::find(begin, buffer_.end(), '\n');
+      line.append(begin, nl);
+      pos_ += static_cast<std::size_t>(nl - begin);
+      if (nl != buffer_.end()) {
         ++pos_;
         newline = true;
       }

@@ -156,6 +156,43 @@ def test_top(binary, server):
     check("\x1b[" not in out, "ANSI codes on a pipe")
 
 
+def read_pty(master, proc, seconds):
+    """What the child wrote on the terminal `master` within `seconds` or
+    until it exited."""
+    text = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        text += chunk
+    return text.decode(errors="replace")
+
+
+def test_top_terminal(binary, server):
+    """stdout on a pseudo-terminal: the view is redrawn in place."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([binary, "top", "--interval", "0.2", "--server",
+                             server.url], stdout=slave,
+                            stderr=subprocess.PIPE)
+    os.close(slave)
+    text = read_pty(master, proc, 1.5)
+    proc.terminate()
+    proc.wait(timeout=10)
+    os.close(master)
+    check(text.count("\x1b[H") >= 2 and "\x1b[K" in text,
+          "top on a terminal does not redraw in place: %r" % text[:300])
+    check("mark" in text and "nap" in text, "top on a terminal: no stages")
+
+
 def test_progress_bar(binary, server):
     """stderr on a pseudo-terminal: the bar with done/total is drawn."""
     master, slave = pty.openpty()
@@ -167,25 +204,10 @@ def test_progress_bar(binary, server):
     os.close(slave)
     proc.stdin.write(ndjson.encode())
     proc.stdin.close()
-    tty_text = b""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.5)
-        if not ready:
-            if proc.poll() is not None:
-                break
-            continue
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        tty_text += chunk
+    text = read_pty(master, proc, 30)
     os.close(master)
     out = proc.stdout.read()
     check(proc.wait(timeout=30) == 0, "submit under a pty failed")
-    text = tty_text.decode(errors="replace")
     check(re.search(r"\[[#-]+\] 200/200 items", text),
           "no final bar 200/200 on the terminal: %r" % text[-500:])
     check(re.search(r"\] \d+/\d+ items +\d+/s", text),
@@ -218,6 +240,7 @@ def main():
             test_failures(binary, server, tmp)
             test_job_commands(binary, server, job_id)
             test_top(binary, server)
+            test_top_terminal(binary, server)
             test_progress_bar(binary, server)
         test_auth(binary, tmp)
     print("cli client: ok in %.1f s" % (time.monotonic() - started))

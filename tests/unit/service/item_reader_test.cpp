@@ -66,6 +66,7 @@ std::vector<nlohmann::json> Items(const Read& read) {
 // structure: , ] } [ { " and backslashes.
 std::vector<nlohmann::json> Tricky(int n) {
   std::vector<nlohmann::json> items;
+  items.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) {
     items.push_back({{"i", i},
                      {"s", "a,]}\"[{\\" + std::string(i % 50, 'x')},
@@ -88,7 +89,7 @@ TEST(ItemReader, NdjsonWithBlankLinesCrlfAndNoFinalNewline) {
   std::string text = "\n";
   for (const auto& item : items) text += item.dump() + "\r\n\n";
   text += "42";  // last line without '\n'
-  items.push_back(42);
+  items.emplace_back(42);
   Read read = ReadAll(text);
   EXPECT_EQ(read.error, "");
   EXPECT_EQ(Items(read), items);
