@@ -142,6 +142,13 @@ def test_job_commands(binary, server, job_id):
     status, job = server.json("POST", "/v1/jobs?pipeline=slow",
                               [{"k": k} for k in range(1000)])
     check(status == 202, "slow job: %d" % status)
+    # While it runs, top shows the nap stage busy, with a rate.
+    rc, out, err = run(binary, "top", "--once", "--interval", "0.5", *url)
+    row = next((line.split() for line in out.splitlines()
+                if line.split()[:1] == ["nap"]), None)
+    check(rc == 0 and row is not None, "top: no nap row:\n" + out)
+    check(float(row[2]) > 0 and row[4] == "2/2",
+          "top: the running stage has no rate or idle workers: %r" % row)
     rc, out, err = run(binary, "cancel", job["id"], *url)
     check(rc == 0 and json.loads(out)["id"] == job["id"], "cancel: " + err)
     check(server.wait_job(job["id"])["state"] == "cancelled", "not cancelled")
