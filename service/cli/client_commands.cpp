@@ -3,6 +3,7 @@
 #include "service/cli/client_commands.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <iomanip>
 #include <iostream>
@@ -163,6 +164,22 @@ int JobRequest(const std::vector<std::string>& argv, std::string_view method,
   return 0;
 }
 
+// --page-size: 1..10000 (the server's bounds for `limit`), 1000 when not
+// given. Checked here, so that 0 is not taken for "no page" and the error
+// names the option rather than the query parameter.
+Result<std::uint64_t> PageSize(const Args& args) {
+  auto v = args.Value("--page-size");
+  if (!v) return std::uint64_t{1000};
+  char* end = nullptr;
+  unsigned long long n = std::strtoull(v->c_str(), &end, 10);
+  if (v->empty() || !std::isdigit(static_cast<unsigned char>(v->front())) ||
+      *end != '\0' || n < 1 || n > 10000) {
+    return Error{"usage",
+                 "--page-size needs an integer from 1 to 10000, not " + *v};
+  }
+  return std::uint64_t{n};
+}
+
 // Every page of the job's results as NDJSON, from offset 0 until the
 // page's next offset reaches the total.
 int Results(const std::vector<std::string>& argv, std::ostream& out,
@@ -171,9 +188,10 @@ int Results(const std::vector<std::string>& argv, std::ostream& out,
   if (!prepared.ok())
     return Report(Args{argv[0], {}, {}, {}}, prepared.error(), err);
   auto& [args, server] = *prepared;
-  std::string page_size = args.Value("--page-size").value_or("1000");
+  auto page_size = PageSize(args);
+  if (!page_size.ok()) return Report(args, page_size.error(), err);
   std::string base = "/v1/jobs/" + client::PercentEncode(args.positional[0]) +
-                     "/results?limit=" + client::PercentEncode(page_size) +
+                     "/results?limit=" + std::to_string(*page_size) +
                      "&offset=";
   std::uint64_t offset = 0;
   for (;;) {

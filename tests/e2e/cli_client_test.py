@@ -154,6 +154,19 @@ def test_job_commands(binary, server, job_id):
     check(server.wait_job(job["id"])["state"] == "cancelled", "not cancelled")
 
 
+def test_page_size(binary, server, job_id):
+    """--page-size is checked before any request: 0 would print nothing and
+    exit 0, 20000 would say the server's `limit` instead of the option."""
+    for bad in ("0", "20000", "-5", "abc", ""):
+        rc, out, err = run(binary, "results", job_id, "--page-size=" + bad,
+                           "--server", server.url)
+        check(rc == 2 and "--page-size" in err and "1 to 10000" in err
+              and out == "", "--page-size=%r: exit %d %r" % (bad, rc, err))
+    rc, out, err = run(binary, "results", job_id, "--page-size", "10000",
+                       "--server", server.url)
+    check(rc == 0 and len(out.splitlines()) == N, "--page-size 10000: %s" % err)
+
+
 def test_top(binary, server):
     rc, out, err = run(binary, "top", "--once", "--interval", "0.2",
                        "--server", server.url)
@@ -246,6 +259,7 @@ def main():
             job_id = test_submit(binary, server, tmp)
             test_failures(binary, server, tmp)
             test_job_commands(binary, server, job_id)
+            test_page_size(binary, server, job_id)
             test_top(binary, server)
             test_top_terminal(binary, server)
             test_progress_bar(binary, server)
