@@ -29,14 +29,16 @@ struct Args {
 };
 
 // Parses args[1..]: `value_options` take a value (`--x V` or `--x=V`),
-// `flag_options` none; --server and --token are always allowed. Fails
+// `flag_options` none; --server, --token and --timeout are always
+// allowed. Fails
 // (code "usage") on an unknown option or a missing value.
 Result<Args> Parse(const std::vector<std::string>& args,
                    std::initializer_list<std::string_view> value_options,
                    std::initializer_list<std::string_view> flag_options);
 
 // The server of --server / $SLUICE_SERVER / http://127.0.0.1:8080 with the
-// token of --token / $SLUICE_TOKEN. Fails (code "usage") on a bad URL.
+// token of --token / $SLUICE_TOKEN and the timeout of --timeout (a
+// duration, default 30s). Fails (code "usage") on a bad URL or timeout.
 Result<client::Server> ServerOf(const Args& args);
 
 // Prints "sluice <command>: <message>" on `err`; returns the exit code for

@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "service/cli/client_args.hpp"
+#include "service/config/units.hpp"
 
 namespace sluice::cli {
 namespace client_cmd {
@@ -25,7 +26,7 @@ Result<Args> Parse(const std::vector<std::string>& args,
   Args parsed;
   parsed.command = args.at(0);
   auto is_value = [&](std::string_view name) {
-    return name == "--server" || name == "--token" ||
+    return name == "--server" || name == "--token" || name == "--timeout" ||
            std::find(value_options.begin(), value_options.end(), name) !=
                value_options.end();
   };
@@ -68,7 +69,19 @@ Result<client::Server> ServerOf(const Args& args) {
           .value_or(env("SLUICE_SERVER").value_or("http://127.0.0.1:8080"));
   std::string token =
       args.Value("--token").value_or(env("SLUICE_TOKEN").value_or(""));
-  return client::ParseServer(url, std::move(token));
+  auto server = client::ParseServer(url, std::move(token));
+  if (!server.ok()) return server;
+  if (auto v = args.Value("--timeout")) {
+    auto timeout = config::ParseDuration(*v);
+    if (!timeout.ok() || timeout->count() <= 0) {
+      return Error{"usage",
+                   "--timeout needs a duration above 0 such as 30s "
+                   "or 500ms, not " +
+                       *v};
+    }
+    server->timeout = *timeout;
+  }
+  return server;
 }
 
 int Report(const Args& args, const Error& error, std::ostream& err) {

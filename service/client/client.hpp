@@ -6,6 +6,7 @@
 #ifndef SLUICE_SERVICE_CLIENT_CLIENT_HPP_
 #define SLUICE_SERVICE_CLIENT_CLIENT_HPP_
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -24,6 +25,9 @@ struct Server {
   std::string port;       // "8080" when the URL gives none
   std::string base_path;  // the URL's path without its trailing '/'; "" usually
   std::string token;      // sent as `Authorization: Bearer` when not empty
+  // How long a connect, a request's write or its answer's read may take
+  // (the WebSocket's connect and upgrade too) before it fails.
+  std::chrono::milliseconds timeout{30000};
 
   // "host:port", for messages that say where a connection failed.
   std::string Where() const;
@@ -50,8 +54,9 @@ struct Response {
 // Sends `method target` (target relative to server.base_path, e.g.
 // "/v1/jobs") with `Accept: accept` on a new connection and reads the whole
 // answer. Any HTTP status is a value; fails (code "connection", a message
-// that names host:port and the system error) only when the exchange itself
-// fails: resolution, connection, write or read.
+// that names host:port and the system error, or "timed out after 30s")
+// only when the exchange itself fails: resolution, connection, write or
+// read, the last three each within server.timeout.
 Result<Response> Request(const Server& server, std::string_view method,
                          std::string_view target,
                          std::string_view accept = "application/json");

@@ -12,7 +12,8 @@
 namespace sluice::client::detail {
 
 // "<what> host:port: <system error>", e.g. "cannot connect to
-// 127.0.0.1:9: Connection refused". Pure.
+// 127.0.0.1:9: Connection refused"; a Beast timeout says "timed out after
+// 30s" (server.timeout). Pure.
 std::string Failure(const Server& server, std::string_view what,
                     const boost::system::error_code& ec);
 

@@ -4,11 +4,13 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/url/parse.hpp>
 #include <cctype>
+#include <chrono>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -90,12 +92,65 @@ std::string PercentEncode(std::string_view text) {
 
 namespace detail {
 
+std::string FormatTimeout(std::chrono::milliseconds timeout) {
+  auto ms = timeout.count();
+  return ms % 1000 == 0 ? std::to_string(ms / 1000) + "s"
+                        : std::to_string(ms) + "ms";
+}
+
 std::string Failure(const Server& server, std::string_view what,
                     const boost::system::error_code& ec) {
-  return std::string(what) + " " + server.Where() + ": " + ec.message();
+  std::string why = ec == beast::error::timeout
+                        ? "timed out after " + FormatTimeout(server.timeout)
+                        : ec.message();
+  return std::string(what) + " " + server.Where() + ": " + why;
 }
 
 }  // namespace detail
+
+namespace {
+
+// Runs the one asynchronous operation `start` begins (given its completion
+// handler) to its end, and returns its error. Beast's stream timeouts
+// (expires_after) apply only to asynchronous operations, hence these
+// rather than the blocking calls.
+template <class Start>
+boost::system::error_code Await(boost::asio::io_context& io, Start start) {
+  boost::system::error_code result;
+  start([&result](boost::system::error_code ec, auto&&...) { result = ec; });
+  io.restart();
+  io.run();
+  return result;
+}
+
+http::request<http::string_body> MakeRequest(const Server& server,
+                                             std::string_view method,
+                                             std::string_view target,
+                                             std::string_view accept) {
+  http::request<http::string_body> req(
+      http::string_to_verb(method), server.base_path + std::string(target), 11);
+  req.set(http::field::host, server.Where());
+  req.set(http::field::user_agent, "sluice/" SLUICE_VERSION);
+  req.set(http::field::accept, accept);
+  if (!server.token.empty()) {
+    req.set(http::field::authorization, "Bearer " + server.token);
+  }
+  req.prepare_payload();
+  return req;
+}
+
+Response ResponseOf(http::response_parser<http::string_body>& parser) {
+  Response response;
+  response.status = parser.get().result_int();
+  response.body = std::move(parser.get().body());
+  for (const auto& field : parser.get()) {
+    response.headers[Lower(std::string(field.name_string()))] =
+        std::string(field.value());
+  }
+  return response;
+}
+
+}  // namespace
 
 Result<Response> Request(const Server& server, std::string_view method,
                          std::string_view target, std::string_view accept) {
@@ -106,42 +161,29 @@ Result<Response> Request(const Server& server, std::string_view method,
   auto endpoints = resolver.resolve(server.host, server.port, ec);
   if (ec)
     return Error{"connection", detail::Failure(server, "cannot resolve", ec)};
-  stream.connect(endpoints, ec);
+  stream.expires_after(server.timeout);
+  ec = Await(io, [&](auto done) { stream.async_connect(endpoints, done); });
   if (ec)
     return Error{"connection",
                  detail::Failure(server, "cannot connect to", ec)};
-
-  http::request<http::string_body> req(
-      http::string_to_verb(method), server.base_path + std::string(target), 11);
-  req.set(http::field::host, server.Where());
-  req.set(http::field::user_agent, "sluice/" SLUICE_VERSION);
-  req.set(http::field::accept, accept);
-  if (!server.token.empty()) {
-    req.set(http::field::authorization, "Bearer " + server.token);
-  }
-  req.prepare_payload();
-  http::write(stream, req, ec);
+  auto req = MakeRequest(server, method, target, accept);
+  stream.expires_after(server.timeout);
+  ec = Await(io, [&](auto done) { http::async_write(stream, req, done); });
   if (ec)
     return Error{"connection", detail::Failure(server, "cannot send to", ec)};
-
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   // A results page is about 1 MiB, but always holds its first record
   // however large: no client-side cap.
   parser.body_limit(std::numeric_limits<std::uint64_t>::max());
-  http::read(stream, buffer, parser, ec);
+  stream.expires_after(server.timeout);
+  ec = Await(
+      io, [&](auto done) { http::async_read(stream, buffer, parser, done); });
   if (ec) {
     return Error{"connection", detail::Failure(server, "no answer from", ec)};
   }
-  Response response;
-  response.status = parser.get().result_int();
-  response.body = std::move(parser.get().body());
-  for (const auto& field : parser.get()) {
-    response.headers[Lower(std::string(field.name_string()))] =
-        std::string(field.value());
-  }
   stream.socket().shutdown(tcp::socket::shutdown_both, ec);
-  return response;
+  return ResponseOf(parser);
 }
 
 std::string ErrorMessage(const Response& response) {

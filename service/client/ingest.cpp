@@ -68,14 +68,21 @@ asio::awaitable<bool> Open(Session& s, std::string target) {
     s.Fail({"connection", detail::Failure(s.server, "cannot resolve", rec)});
     co_return false;
   }
-  auto [cec, ep] =
-      co_await beast::get_lowest_layer(s.ws).async_connect(endpoints, kNoThrow);
+  auto& tcp_stream = beast::get_lowest_layer(s.ws);
+  tcp_stream.expires_after(s.server.timeout);
+  auto [cec, ep] = co_await tcp_stream.async_connect(endpoints, kNoThrow);
   if (cec) {
     s.Fail({"connection", detail::Failure(s.server, "cannot connect to", cec)});
     co_return false;
   }
-  s.ws.set_option(
-      websocket::stream_base::timeout::suggested(beast::role_type::client));
+  // From here the WebSocket's own timeouts apply (Beast wants the TCP
+  // stream's off): the upgrade within server.timeout, no idle limit, as
+  // results may be long in coming.
+  tcp_stream.expires_never();
+  auto timeouts =
+      websocket::stream_base::timeout::suggested(beast::role_type::client);
+  timeouts.handshake_timeout = s.server.timeout;
+  s.ws.set_option(timeouts);
   s.ws.set_option(websocket::stream_base::decorator(
       [token = s.server.token](websocket::request_type& req) {
         req.set(beast::http::field::user_agent, "sluice/" SLUICE_VERSION);

@@ -167,6 +167,29 @@ def test_page_size(binary, server, job_id):
     check(rc == 0 and len(out.splitlines()) == N, "--page-size 10000: %s" % err)
 
 
+def test_timeout(binary):
+    """A listener that accepts and never answers: every request command
+    gives up after --timeout, naming the address, with exit 1."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        where = "127.0.0.1:%d" % listener.getsockname()[1]
+        cases = [("jobs",), ("status", "0123456789abcdef"),
+                 ("results", "0123456789abcdef"),
+                 ("cancel", "0123456789abcdef"), ("top", "--once")]
+        for args in cases:
+            started = time.monotonic()
+            rc, out, err = run(binary, *args, "--timeout", "700ms",
+                               "--server", where, timeout=20)
+            took = time.monotonic() - started
+            check(rc == 1 and where in err and "timed out after 700ms" in err,
+                  "%s against a silent server: exit %d %r" % (args, rc, err))
+            check(took < 5, "%s: gave up after %.1f s" % (args, took))
+        rc, out, err = run(binary, "jobs", "--timeout", "soon", "--server",
+                           where)
+        check(rc == 2 and "--timeout" in err, "bad --timeout: %d %r" % (rc, err))
+
+
 def test_top(binary, server):
     rc, out, err = run(binary, "top", "--once", "--interval", "0.2",
                        "--server", server.url)
@@ -264,6 +287,7 @@ def main():
             test_top_terminal(binary, server)
             test_progress_bar(binary, server)
         test_auth(binary, tmp)
+    test_timeout(binary)
     print("cli client: ok in %.1f s" % (time.monotonic() - started))
 
 
