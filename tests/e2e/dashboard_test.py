@@ -8,6 +8,10 @@ real `sluice serve` with a slow pipeline, so a job runs for a few seconds:
 - the configured pipeline and its stages are drawn;
 - a stage's numbers change while a job runs;
 - opening a job shows its results, arriving over its WebSocket stream;
+- behind a slow stage, the fast stage before it (its queue full, its workers
+  idle) is never marked the bottleneck: only the slow stage is;
+- a job's progress bar follows items.completed / items.in, not the result
+  records (a split item makes several);
 - with auth on, the page asks for the token (a wrong one is refused), then
   shows the data and streams a job (the token in a WebSocket subprotocol).
 
@@ -52,6 +56,36 @@ pipelines:
 """
 JOB_ITEMS = 60
 
+# A fast first stage with a small queue before a slow one: once "slow" is
+# behind, "first"'s queue fills too (8/8) while its workers sit idle,
+# blocked downstream; only "slow" may be marked. "fanout" splits each item
+# into 5 words that then wait 50 ms each on 2 workers, so its result
+# records run 5 times ahead of its items.
+FLOW_CONFIG = """
+server:
+  io_threads: 2
+pipelines:
+  - name: chain
+    stages:
+      - name: first
+        processor: { type: filter, field: /n, op: ">=", value: 0 }
+        workers: 2
+        buffer: 8
+      - name: slow
+        processor: { type: delay, duration: 100ms }
+        workers: 2
+        buffer: 8
+    aggregate: { type: count }
+  - name: fanout
+    stages:
+      - name: words
+        processor: { type: split, field: /text }
+      - name: wait
+        processor: { type: delay, duration: 50ms }
+        workers: 2
+    aggregate: { type: count }
+"""
+
 
 def start_browser(profile_dir):
     options = webdriver.ChromeOptions()
@@ -93,9 +127,9 @@ def severe_logs(driver, allow=()):
             and not any(a in e["message"] for a in allow)]
 
 
-def submit(server, items, headers=None):
-    status, body = server.json("POST", "/v1/jobs?pipeline=enrich",
-                               [{"n": i} for i in range(items)],
+def submit(server, items, headers=None, pipeline="enrich", payload=None):
+    status, body = server.json("POST", "/v1/jobs?pipeline=" + pipeline,
+                               payload or [{"n": i} for i in range(items)],
                                headers=headers)
     check(status == 202, "POST /v1/jobs: %s %s" % (status, body))
     return body["id"]
@@ -192,6 +226,76 @@ def test_live_dashboard(driver, binary):
         check(not errors, "console errors: %r" % errors)
 
 
+def check_bottleneck_downstream(driver, server):
+    """The slow stage is marked, not the fast one before it whose queue it
+    filled: first seen in one drawing with first's queue full, then in
+    every drawing for about 2 s."""
+    job_id = submit(server, 300, pipeline="chain")
+    marked = ("Array.from(document.querySelectorAll('[data-pipeline=\"chain\"]"
+              " .bottleneck'), function (e) { return e.dataset.stage; })")
+    wait_for(driver, "(function(){var q=document.querySelector("
+             "'[data-pipeline=\"chain\"] [data-stage=\"first\"] dd.queue');"
+             "return q && q.textContent === '8 / 8' && %s.join() === 'slow'"
+             "})()" % marked,
+             "first's queue full (8 / 8) and slow marked the bottleneck", 8)
+    seen = set()
+    for _ in range(20):
+        seen.add(",".join(driver.execute_script("return " + marked)))
+        time.sleep(0.1)
+    check(seen == {"slow"}, "bottleneck marks while slow is behind: %r"
+          % sorted(seen))
+    status, _, _ = server.request("DELETE", "/v1/jobs/" + job_id)
+    check(status in (200, 202), "DELETE the chain job: %s" % status)
+
+
+def bar_width(driver, job_id):
+    """The job row's progress bar fill, in % (None before it is drawn)."""
+    return driver.execute_script(
+        "var f = document.querySelector('tr[data-job=\"%s\"] .bar > div');"
+        "return f ? parseFloat(f.style.width) : null;" % job_id)
+
+
+def check_progress_counts_items(driver, server):
+    """A job whose items split into 5 records each: its bar follows
+    items.completed / items.in, not the records out (5 times ahead)."""
+    n = 24  # 120 words waiting 50 ms on 2 workers: about 3 s
+    job_id = submit(server, 0, pipeline="fanout",
+                    payload=[{"text": "a b c d e"} for _ in range(n)])
+    wait_for(driver, "document.querySelector('tr[data-job=\"%s\"]')"
+             % job_id, "the fanout job in the jobs table")
+    checked = 0
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        # The bar first, then the job: the page read the job earlier, so
+        # its completed count can only be behind the one read here.
+        width = bar_width(driver, job_id)
+        _, job = server.json("GET", "/v1/jobs/" + job_id)
+        if job["state"] != "running":
+            break
+        items = job["items"]
+        check("completed" in items, "GET /v1/jobs/ID has no items.completed")
+        check(width is None or width <= 100.0 * items["completed"] / n + 0.1,
+              "bar at %.1f %% with %r" % (width, items))
+        checked += 1
+        time.sleep(0.1)
+    check(checked >= 10, "the fanout job's bar checked %d times while it ran"
+          % checked)
+    wait_for(driver, "document.querySelector('tr[data-job=\"%s\"] "
+             "td.state-done')" % job_id, "the fanout job row to say done")
+    check(bar_width(driver, job_id) == 100.0, "a done job's bar is not full")
+
+
+def test_flow(driver, binary):
+    with SluiceServer(binary, config_text=FLOW_CONFIG) as server:
+        driver.get(server.url + "/")
+        wait_for(driver, "document.querySelector('[data-pipeline=\"chain\"]')",
+                 "pipeline chain drawn")
+        check_bottleneck_downstream(driver, server)
+        check_progress_counts_items(driver, server)
+        errors = severe_logs(driver)
+        check(not errors, "console errors: %r" % errors)
+
+
 def test_auth(driver, binary):
     env = {"SLUICE_E2E_DASH_TOKENS": TOKEN}
     with SluiceServer(binary, config_text=CONFIG % "SLUICE_E2E_DASH_TOKENS",
@@ -242,6 +346,7 @@ def main():
     driver = start_browser(profile)
     try:
         test_live_dashboard(driver, binary)
+        test_flow(driver, binary)
         test_auth(driver, binary)
         if "--update-doc-image" in sys.argv:
             src = os.path.join(os.environ.get("SLUICE_E2E_ARTIFACTS")
