@@ -284,6 +284,7 @@ Task<> PipelineRuntime::Flush(
       a.filtered = 0;
       a.cancelled = 0;
     }
+    c.job->NoteCompleted(a.completed);
     if (c.ordered) {
       // Publish before looking at `parked` (the generator does the mirror
       // image), so a parked job is always seen and fed again.

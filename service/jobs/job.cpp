@@ -174,11 +174,13 @@ nlohmann::json Job::aggregate() const {
 
 nlohmann::json Job::Status() const {
   MutexLock lock(&mu_);
-  nlohmann::json items = {{"in", counts_.in},
-                          {"out", counts_.out},
-                          {"filtered", counts_.filtered},
-                          {"errors", counts_.errors},
-                          {"cancelled", counts_.cancelled}};
+  nlohmann::json items = {
+      {"in", counts_.in},
+      {"out", counts_.out},
+      {"filtered", counts_.filtered},
+      {"errors", counts_.errors},
+      {"cancelled", counts_.cancelled},
+      {"completed", completed_.load(std::memory_order_relaxed)}};
   nlohmann::json j = nlohmann::json::object();
   j["id"] = id_;
   j["pipeline"] = pipeline_;

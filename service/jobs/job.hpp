@@ -190,7 +190,7 @@ class Job {
   nlohmann::json aggregate() const;
 
   // The contract §C2 status object: {"id","pipeline","state","items":{"in",
-  // "out","filtered","errors","cancelled"},"aggregate","created_at",
+  // "out","filtered","errors","cancelled","completed"},"aggregate","created_at",
   // "started_at","finished_at"}, timestamps RFC 3339 UTC with milliseconds
   // or null; plus "error": {"code","message"} once the job failed over its
   // result limits (only then).
@@ -248,6 +248,12 @@ class Job {
 
   // Adds `n` accepted input items (streams accept items over time).
   void AddAccepted(std::uint64_t n);
+  // How many input items have ended so far (with their records, filtered,
+  // as errors or cancelled; released, for an ordered job): the status's
+  // items.completed, for progress. Monotonic; the aggregator's count.
+  void NoteCompleted(std::uint64_t completed) {
+    completed_.store(completed, std::memory_order_relaxed);
+  }
   // queued -> running, recording started_at; a no-op in any other state.
   void MarkRunning(Clock::time_point now = Clock::now());
   // Appends records to the log and counts them (out / errors), plus
@@ -304,6 +310,7 @@ class Job {
   // Read lock-free by workers for every envelope; only set under mu_, so
   // Finish sees it consistently.
   std::atomic<bool> cancel_requested_{false};
+  std::atomic<std::uint64_t> completed_{0};  // NoteCompleted
 
   mutable Mutex mu_;
   JobState state_ SLUICE_GUARDED_BY(mu_) = JobState::kQueued;

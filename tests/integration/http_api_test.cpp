@@ -68,7 +68,8 @@ TEST_F(HttpApiTest, SubmitReturns202AndTheJobRuns) {
   EXPECT_EQ(status["state"], "done");
   EXPECT_EQ(
       status["items"],
-      json::parse(R"({"in":3,"out":3,"filtered":0,"errors":0,"cancelled":0})"));
+      json::parse(R"({"in":3,"out":3,"filtered":0,"errors":0,"cancelled":0,
+                    "completed":3})"));
   EXPECT_EQ(status["id"], id);
   EXPECT_EQ(status["pipeline"], "echo");
   // RFC 3339 UTC with milliseconds.

@@ -583,7 +583,7 @@ pipelines:
 
   ASSERT_EQ(status["state"], "done") << status.dump();
   EXPECT_EQ(status["items"], json::parse(R"({"in":8192,"out":8192,
-      "filtered":0,"errors":0,"cancelled":0})"));
+      "filtered":0,"errors":0,"cancelled":0,"completed":8192})"));
   EXPECT_EQ(status["aggregate"], json(std::int64_t{kItems} * (kItems - 1) / 2));
   EXPECT_EQ(upstream.requests(), static_cast<std::uint64_t>(kItems))
       << "retries: 0, so one request per item";

@@ -1128,7 +1128,8 @@ pipelines:
   // "a b c" -> a, c (b filtered); "b d" -> d; "" -> no parts (filtered);
   // 7 -> error at "words" (split needs an array or a string).
   EXPECT_EQ(s["items"], json::parse(R"({"in":4,"out":3,"filtered":3,
-                                         "errors":1,"cancelled":0})"));
+                                         "errors":1,"cancelled":0,
+                                         "completed":4})"));
   EXPECT_EQ(s["aggregate"], 3);
   std::vector<json> got;
   for (const auto& r : job->Results(0, 100)) got.push_back(jobs::ToJson(r));
