@@ -231,14 +231,11 @@ bool Stage::Admit(Envelope& e, std::vector<Envelope>& out) {
   if (e.context->job->cancel_requested()) {
     e.kind = Kind::kCancelled;
     e.value = nullptr;
-    cancelled_.fetch_add(1, std::memory_order_relaxed);
     m_cancelled_.Increment();
     out.push_back(std::move(e));
     return false;
   }
-  in_.fetch_add(1, std::memory_order_relaxed);
   m_in_.Increment();
-  busy_.fetch_add(1, std::memory_order_relaxed);
   m_busy_.Increment();
   return true;
 }
@@ -266,7 +263,6 @@ void Stage::Conclude(Envelope& e, processors::Outcome outcome,
   m_duration_.Observe(
       std::chrono::duration<double>(Clock::now() - start).count());
   m_busy_.Decrement();
-  busy_.fetch_sub(1, std::memory_order_relaxed);
 
   e.value = nullptr;
   if (outcome.kind == processors::Outcome::kValues &&
@@ -280,7 +276,6 @@ void Stage::Conclude(Envelope& e, processors::Outcome outcome,
       (outcome.kind == processors::Outcome::kValues &&
        outcome.values.empty())) {
     e.kind = Kind::kFiltered;
-    filtered_.fetch_add(1, std::memory_order_relaxed);
     m_filtered_.Increment();
     out.push_back(std::move(e));
     return;
@@ -289,13 +284,11 @@ void Stage::Conclude(Envelope& e, processors::Outcome outcome,
     e.kind = Kind::kError;
     e.error = std::move(outcome.error);
     e.stage = index_;
-    errors_.fetch_add(1, std::memory_order_relaxed);
     m_error_.Increment();
     out.push_back(std::move(e));
     return;
   }
   const std::size_t n = outcome.values.size();
-  out_.fetch_add(n, std::memory_order_relaxed);
   m_out_.Increment(static_cast<double>(n));
   if (n == 1) {
     e.value = std::move(outcome.values.front());
@@ -314,18 +307,22 @@ void Stage::SampleGauges() {
 }
 
 StageSnapshot Stage::Snapshot() const {
-  auto load = [](const std::atomic<std::uint64_t>& v) {
-    return v.load(std::memory_order_relaxed);
+  // From the metrics, which a pipeline's runtimes share by name: so the
+  // counts run on across a reload (and include the jobs still finishing on
+  // a replaced runtime), as /metrics does. Exact: integers below 2^53.
+  auto count = [](const prometheus::Counter& c) {
+    return static_cast<std::uint64_t>(c.Value());
   };
   StageSnapshot s;
   s.config = config_;
   s.queue_depth = queue_depth();
-  s.busy = std::max<std::int64_t>(busy_.load(std::memory_order_relaxed), 0);
-  s.in = load(in_);
-  s.out = load(out_);
-  s.filtered = load(filtered_);
-  s.errors = load(errors_);
-  s.cancelled = load(cancelled_);
+  s.busy =
+      std::max<std::int64_t>(static_cast<std::int64_t>(m_busy_.Value()), 0);
+  s.in = count(m_in_);
+  s.out = count(m_out_);
+  s.filtered = count(m_filtered_);
+  s.errors = count(m_error_);
+  s.cancelled = count(m_cancelled_);
   s.p99_seconds = latency_.Quantile(0.99);
   return s;
 }

@@ -129,10 +129,6 @@ class Stage {
   std::unique_ptr<Channel<Envelope>> output_;
   std::atomic<std::size_t> live_workers_{0};
 
-  std::atomic<std::uint64_t> in_{0}, out_{0}, filtered_{0}, errors_{0},
-      cancelled_{0};
-  std::atomic<std::int64_t> busy_{0};
-
   prometheus::Counter& m_in_;
   prometheus::Counter& m_out_;
   prometheus::Counter& m_filtered_;
