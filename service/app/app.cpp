@@ -161,8 +161,13 @@ engine::Engine& App::engine() { return *engine_; }
 http::ReloadOutcome App::Reload() {
   MutexLock lock(&reload_mu_);
   http::ReloadOutcome outcome = ReloadLocked();
-  const bool ok = outcome.kind == http::ReloadOutcome::Kind::kReloaded;
-  metrics_->RecordConfigReload(ok);
+  using Kind = http::ReloadOutcome::Kind;
+  // A reload that read no file (none to read, or draining) is no attempt:
+  // counting it as a failure would fire "a bad config was pushed".
+  if (outcome.kind == Kind::kReloaded || outcome.kind == Kind::kInvalid ||
+      outcome.kind == Kind::kFailed) {
+    metrics_->RecordConfigReload(outcome.kind == Kind::kReloaded);
+  }
   http::Log(ReloadLogLine(config_file_, outcome));
   for (const auto& [path, message] : outcome.errors) {
     http::Log("reload: " + path + ": " + message);

@@ -177,6 +177,9 @@ def main():
         check(status == 409 and
               body["error"]["code"] == "reload_unavailable",
               "no file to reload: %s %s" % (status, body))
+        check(metric(server,
+                     'sluice_config_reloads_total{result="failure"}') == 0,
+              "a reload with no file to read is not a failed reload")
     print("reload_test: ok")
 
 
