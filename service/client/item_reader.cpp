@@ -34,9 +34,11 @@ std::string Trim(std::string s, std::size_t* lead = nullptr) {
 
 ItemReader::ItemReader(int fd, Limits limits) : fd_(fd), limits_(limits) {}
 
-Error ItemReader::Invalid(std::uint64_t offset, const std::string& what) const {
+Error ItemReader::Invalid(std::uint64_t offset, const std::string& what,
+                          std::uint64_t line) const {
+  std::string where = line > 0 ? "line " + std::to_string(line) + ", " : "";
   return Error{"invalid_input",
-               what + " at byte offset " + std::to_string(offset)};
+               what + " at " + where + "byte offset " + std::to_string(offset)};
 }
 
 Result<void> ItemReader::Check(const std::string& item,
@@ -45,8 +47,8 @@ Result<void> ItemReader::Check(const std::string& item,
   if (nlohmann::json::accept(item)) return {};
   auto parsed = ParseJsonText(item);
   std::uint64_t at = offset + (parsed.ok() ? 0 : parsed.error().offset);
-  return Invalid(at, mode_ == Mode::kNdjson ? "malformed NDJSON line"
-                                            : "malformed array element");
+  if (mode_ == Mode::kNdjson) return Invalid(at, "malformed NDJSON", lines_);
+  return Invalid(at, "malformed array element");
 }
 
 Result<bool> ItemReader::Fill() {
@@ -172,6 +174,7 @@ Result<std::optional<std::string>> ItemReader::NextNdjsonItem() {
     std::uint64_t start = consumed_ + pos_;
     std::string line;
     bool newline = false;
+    ++lines_;
     while (!newline) {
       auto more = Fill();
       if (!more.ok()) return std::move(more).error();

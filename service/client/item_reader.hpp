@@ -33,8 +33,9 @@ class ItemReader final : public FrameSource {
   ItemReader(int fd, Limits limits);
 
   // The next {"items":[...]} frame; nullopt at the end of the input. Fails
-  // (code "invalid_input", the message gives the 0-based byte offset) on
-  // input that is not a JSON array or NDJSON, or on a read error.
+  // (code "invalid_input", the message gives the 0-based byte offset, and
+  // for NDJSON the 1-based line) on input that is not a JSON array or
+  // NDJSON, or on a read error.
   Result<std::optional<std::string>> Next() override;
 
   // Items put in frames so far.
@@ -60,7 +61,10 @@ class ItemReader final : public FrameSource {
   Result<std::string> ScanElement();
   // After the closing ']': only whitespace may follow.
   Result<void> ExpectEnd();
-  Error Invalid(std::uint64_t offset, const std::string& what) const;
+  // "<what> at byte offset N", or with `line` (1-based, NDJSON's) "<what>
+  // at line L, byte offset N".
+  Error Invalid(std::uint64_t offset, const std::string& what,
+                std::uint64_t line = 0) const;
   Result<void> Check(const std::string& item, std::uint64_t offset) const;
 
   int fd_;
@@ -72,6 +76,7 @@ class ItemReader final : public FrameSource {
   std::size_t pos_ = 0;
   std::uint64_t consumed_ = 0;  // input bytes dropped from buffer_'s front
   std::uint64_t items_ = 0;
+  std::uint64_t lines_ = 0;  // NDJSON lines started (blank ones too)
   std::optional<std::string>
       pending_;                 // an item that did not fit the last frame
   std::optional<Error> error_;  // reported after the frame before it

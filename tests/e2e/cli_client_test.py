@@ -2,7 +2,7 @@
 `status`, `results`, `cancel` and `top` against a real server, and submit's
 progress bar under a pseudo-terminal (and its absence on a pipe).
 
-    python3 tests/e2e/cli_client_test.py build/dev/service/sluice
+    /usr/bin/python3 tests/e2e/cli_client_test.py build/dev/service/sluice
 
 The server's max_body_bytes is 64 KiB, so the ~400 KiB inputs below could
 not be POSTed: they go through only because submit streams them.
@@ -126,6 +126,10 @@ def test_failures(binary, server, tmp):
     rc, out, err = run(binary, "submit", "--pipeline", "tag", *url, "-",
                        stdin=b'[{"i": 0},\n {"i": 1,}]')
     check(rc == 1 and "byte offset 20" in err, "malformed: %d %r" % (rc, err))
+    rc, out, err = run(binary, "submit", "--pipeline", "tag", *url, "-",
+                       stdin=b'{"i": 0}\n{"i": 1,}\n')
+    check(rc == 1 and "malformed NDJSON at line 2, byte offset 17" in err,
+          "malformed NDJSON: %d %r" % (rc, err))
 
 
 def test_job_commands(binary, server, job_id):

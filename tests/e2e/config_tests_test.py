@@ -6,7 +6,7 @@ aggregate (exit 1); an invalid test file names the file and the key (exit
 relative `config` is found next to the test file; an ordered case catches
 records out of order; a case that outlives its `timeout` fails. No server.
 
-    python3 tests/e2e/config_tests_test.py build/dev/service/sluice
+    /usr/bin/python3 tests/e2e/config_tests_test.py build/dev/service/sluice
 """
 import glob
 import os

@@ -135,7 +135,10 @@ TEST(ItemReader, MalformedInputSaysWhere) {
            {"[1, 2", "the array is not closed: input ends at byte offset 5"},
            {"[1] x", "text after the array's closing ] at byte offset 4"},
            {R"([{"a": 1,}])", "malformed array element at byte offset 9"},
-           {"{\"a\":1}\n{\"a\":}\n", "malformed NDJSON line at byte offset 13"},
+           {"{\"a\":1}\n{\"a\":}\n",
+            "malformed NDJSON at line 2, byte offset 13"},
+           // Blank and CRLF lines count: the bad one is the 4th.
+           {"1\r\n\n  2\n [x]\n", "malformed NDJSON at line 4, byte offset 10"},
        }) {
     EXPECT_EQ(ReadAll(c.text).error, c.error) << c.text;
   }
