@@ -155,21 +155,21 @@ Result<client::ItemReader::Limits> LimitsOf(const Args& args) {
 
 // What one run of submit saw, for the end.
 struct Tally {
+  std::uint64_t sent = 0;     // items in the frames written
   std::uint64_t done = 0;     // records with a seq
   std::uint64_t refused = 0;  // error frames about refused input frames
-  Clock::time_point flushed = Clock::now();
 };
 
-client::StreamEvents Events(const Args& args, const client::ItemReader& reader,
-                            Progress& progress, Tally& tally, std::ostream& out,
-                            std::ostream& err) {
+client::StreamEvents Events(const Args& args, Progress& progress, Tally& tally,
+                            std::ostream& out, std::ostream& err) {
   bool follow = args.Flag("--follow");
   client::StreamEvents events;
   events.on_job = [&err](const std::string& id) {
     err << "job " << id << std::endl;
   };
-  events.on_sent = [&] {
-    progress.Draw(tally.done, reader.items(), reader.bytes_read());
+  events.on_sent = [&](std::size_t items, bool /*end*/) {
+    tally.sent += items;
+    progress.Draw(tally.done, tally.sent, 0);
   };
   events.on_frame = [&, follow](const nlohmann::json& frame) {
     if (frame.value("type", "") == "error" && !frame.contains("seq")) {
@@ -184,13 +184,10 @@ client::StreamEvents Events(const Args& args, const client::ItemReader& reader,
     }
     if (frame.contains("seq")) ++tally.done;
     if (!follow) return;
-    out << Record(frame).dump() << '\n';
-    // Lines reach a pipe promptly without a flush per record.
-    if (Clock::now() - tally.flushed > std::chrono::milliseconds(100)) {
-      out.flush();
-      tally.flushed = Clock::now();
-    }
-    progress.Draw(tally.done, reader.items(), reader.bytes_read());
+    // Flushed at once: a record may be the last for a while (a quiet
+    // input), and must not wait in the buffer for the next one.
+    out << Record(frame).dump() << '\n' << std::flush;
+    progress.Draw(tally.done, tally.sent, 0);
   };
   return events;
 }
@@ -249,11 +246,12 @@ int Submit(const std::vector<std::string>& argv, std::ostream& out,
 
   client::ItemReader reader(input.fd, *limits);
   bool tty = &err == &std::cerr && ::isatty(STDERR_FILENO);
-  Progress progress(tty && args->Flag("--follow"), input.size, err);
+  // The input is read on a thread of its own, ahead of what is sent: its
+  // bytes say nothing of the progress.
+  Progress progress(tty && args->Flag("--follow"), std::nullopt, err);
   Tally tally;
-  auto outcome =
-      client::Ingest(*server, *pipeline, reader,
-                     Events(*args, reader, progress, tally, out, err));
+  auto outcome = client::Ingest(*server, *pipeline, reader,
+                                Events(*args, progress, tally, out, err));
   out.flush();
   if (!outcome.ok()) {
     progress.Clear();
@@ -261,8 +259,7 @@ int Submit(const std::vector<std::string>& argv, std::ostream& out,
   }
   // A done job has ended every item, filtered ones (no record) included.
   bool done = outcome->job.value("state", "") == "done";
-  progress.Finish(done ? reader.items() : tally.done, reader.items(),
-                  reader.bytes_read());
+  progress.Finish(done ? tally.sent : tally.done, tally.sent, 0);
   if (!args->Flag("--follow")) out << outcome->job.dump() << std::endl;
   return Verdict(*args, *outcome, tally, err);
 }

@@ -7,6 +7,8 @@
 #define SLUICE_SERVICE_CLIENT_CLIENT_HPP_
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -65,26 +67,38 @@ Result<Response> Request(const Server& server, std::string_view method,
 // {"error":{"code","message"}} body, else "HTTP <status>: <body>".
 std::string ErrorMessage(const Response& response);
 
-// Supplies the text frames of an ingestion stream, e.g. {"items":[...]}.
-// Called on the stream's one thread only.
+// One frame of an ingestion stream. Thread-compatible (plain value).
+struct Frame {
+  std::string text;          // e.g. {"items":[...]}
+  std::size_t items = 0;     // how many items it holds
+  std::uint64_t offset = 0;  // the input's byte offset of its first item
+};
+
+// Supplies the frames of an ingestion stream. Next() is called on one
+// thread at a time (Ingest's reader thread); Cancel() from any.
 class FrameSource {
  public:
   virtual ~FrameSource() = default;
   // The next frame, or nullopt when the input has ended; an error (code
-  // "invalid_input") when the input is malformed.
-  virtual Result<std::optional<std::string>> Next() = 0;
+  // "invalid_input") when the input is malformed, (code "cancelled") once
+  // Cancel() was called. May block while it waits for input.
+  virtual Result<std::optional<Frame>> Next() = 0;
+  // Makes a Next() that waits for input, and every later one, return
+  // "cancelled" soon. Thread-safe.
+  virtual void Cancel() {}
 };
 
-// What the ingestion stream reports as it goes. Called on the stream's one
-// thread; any callback may be empty.
+// What the ingestion stream reports as it goes. Called on the stream's
+// network thread (the caller of Ingest); any callback may be empty.
 struct StreamEvents {
   // Once, with the job id of the 101 (X-Sluice-Job).
   std::function<void(const std::string& job_id)> on_job;
   // Each frame other than `done`: result, error (an item's, with "seq", or a
   // refused frame's, with "code"), aggregate.
   std::function<void(const nlohmann::json& frame)> on_frame;
-  // After each frame has been written.
-  std::function<void()> on_sent;
+  // After each frame has been written: how many items it held; `end` for
+  // the closing {"end":true} (0 items), after which nothing more is sent.
+  std::function<void(std::size_t items, bool end)> on_sent;
 };
 
 // The end of an ingestion stream. Thread-compatible (plain value).
@@ -95,8 +109,12 @@ struct StreamOutcome {
 
 // Opens `GET /v1/stream?pipeline=P` on `server`, sends source's frames then
 // {"end":true} while reading the server's frames concurrently (two
-// coroutines on one thread, so the server's back-pressure never deadlocks
-// the client), and returns once the server has sent `done` and closed.
+// coroutines on the calling thread, so the server's back-pressure never
+// deadlocks the client), and returns once the server has sent `done` and
+// closed. The source is read on a thread of its own a few frames ahead
+// (waiting for input never holds up the server's frames; when the
+// server's back-pressure holds up the writer, the reading stops too); it
+// is cancelled and joined before Ingest returns.
 // After a `stream_closed` error frame (the job failed or was cancelled) it
 // stops reading the source and sends {"end":true}.
 // When the source fails, what was sent is ended with {"end":true} and the

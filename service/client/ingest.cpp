@@ -1,20 +1,29 @@
 // Ingest: the client side of the ingestion WebSocket (docs/api.md
 // "WebSocket: ingestion stream"), a reader and a writer coroutine on one
-// io_context run by the calling thread (see client.hpp).
+// io_context run by the calling thread, and a thread that reads the input
+// a few frames ahead of the writer (see client.hpp).
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/websocket.hpp>
 #include <cctype>
+#include <chrono>
+#include <cstddef>
+#include <deque>
 #include <exception>
 #include <optional>
+#include <semaphore>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "service/client/client.hpp"
@@ -30,16 +39,26 @@ using tcp = asio::ip::tcp;
 using Socket = websocket::stream<beast::tcp_stream>;
 constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 
-// What the two coroutines share; both run on the one thread.
+// Frames the reader thread may have read ahead of the writer: bounds the
+// client's memory, and stops the reading while the server holds back.
+constexpr std::ptrdiff_t kFramesAhead = 4;
+
+using Next = Result<std::optional<Frame>>;
+
+// What the two coroutines share; both run on the one thread, as do the
+// handlers the reader thread posts. Only `slots` is touched by both threads.
 struct Session {
   Session(const Server& s, FrameSource& src, const StreamEvents& ev,
           asio::io_context& io)
-      : server(s), source(src), events(ev), ws(io) {}
+      : server(s), source(src), events(ev), ws(io), wake(io) {}
 
   const Server& server;
   FrameSource& source;
   const StreamEvents& events;
   Socket ws;
+  std::deque<Next> ready;   // what the reader thread read, in order
+  asio::steady_timer wake;  // cancelled when `ready` gets a frame
+  std::counting_semaphore<kFramesAhead> slots{kFramesAhead};
   std::optional<nlohmann::json> job;  // the `done` frame's
   std::optional<Error> failure;       // the first failure, if any
   std::string input_error;
@@ -108,19 +127,49 @@ asio::awaitable<bool> Open(Session& s, std::string target) {
   co_return true;
 }
 
+// The reader thread: source.Next() until the input ends or fails, each
+// result posted to the io thread, at most kFramesAhead not yet taken.
+void ReadAhead(std::stop_token stop, Session& s, asio::io_context& io) {
+  for (;;) {
+    while (!s.slots.try_acquire_for(std::chrono::milliseconds(100))) {
+      if (stop.stop_requested()) return;
+    }
+    if (stop.stop_requested()) return;
+    Next next = s.source.Next();
+    bool last = !next.ok() || !*next;
+    asio::post(io, [&s, next = std::move(next)]() mutable {
+      s.ready.push_back(std::move(next));
+      s.wake.cancel();
+    });
+    if (last) return;
+  }
+}
+
+// The reader thread's next result, once there is one.
+asio::awaitable<Next> Take(Session& s) {
+  while (s.ready.empty()) {
+    s.wake.expires_at(asio::steady_timer::time_point::max());
+    co_await s.wake.async_wait(kNoThrow);  // cancelled by a new frame
+  }
+  Next next = std::move(s.ready.front());
+  s.ready.pop_front();
+  s.slots.release();
+  co_return next;
+}
+
 // Sends the source's frames, then {"end":true}. A bad input ends the
 // stream too (what was sent is processed), and is reported after.
 asio::awaitable<void> Write(Session& s) {
   for (;;) {
-    Result<std::optional<std::string>> frame = std::optional<std::string>();
-    if (!s.stop_sending) frame = s.source.Next();
+    Next frame = std::optional<Frame>();
+    if (!s.stop_sending) frame = co_await Take(s);
     if (!frame.ok()) s.input_error = frame.error().message;
     bool last = !frame.ok() || !*frame;
     std::string text =
-        last ? std::string(R"({"end":true})") : std::move(**frame);
+        last ? std::string(R"({"end":true})") : std::move((*frame)->text);
     auto [ec, n] = co_await s.ws.async_write(asio::buffer(text), kNoThrow);
     if (ec) break;  // the reader sees why the connection ended
-    if (s.events.on_sent) s.events.on_sent();
+    if (s.events.on_sent) s.events.on_sent(last ? 0 : (*frame)->items, last);
     if (last) break;
   }
   s.writer_done = true;
@@ -187,6 +236,8 @@ Result<StreamOutcome> Ingest(const Server& server, std::string_view pipeline,
                              FrameSource& source, const StreamEvents& events) {
   asio::io_context io(1);
   Session session(server, source, events, io);
+  std::jthread reader(
+      [&session, &io](std::stop_token stop) { ReadAhead(stop, session, io); });
   std::exception_ptr crashed;
   asio::co_spawn(io, Run(session, StreamTarget(server, pipeline)),
                  [&crashed, &io](std::exception_ptr e) {
@@ -196,6 +247,10 @@ Result<StreamOutcome> Ingest(const Server& server, std::string_view pipeline,
                    io.stop();
                  });
   io.run();
+  // The reader may wait on the input (a quiet pipe) or on a slot.
+  reader.request_stop();
+  source.Cancel();
+  reader.join();
   if (crashed) std::rethrow_exception(crashed);  // a bug, not a failure
   if (session.job) {
     return StreamOutcome{std::move(*session.job),

@@ -2,11 +2,14 @@
 // frames (see item_reader.hpp).
 #include "service/client/item_reader.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
+#include <string_view>
 #include <system_error>
 #include <utility>
 
@@ -32,7 +35,47 @@ std::string Trim(std::string s, std::size_t* lead = nullptr) {
 
 }  // namespace
 
-ItemReader::ItemReader(int fd, Limits limits) : fd_(fd), limits_(limits) {}
+ItemReader::ItemReader(int fd, Limits limits) : fd_(fd), limits_(limits) {
+  if (::pipe2(cancel_, O_CLOEXEC | O_NONBLOCK) != 0) cancel_[0] = -1;
+}
+
+ItemReader::~ItemReader() {
+  for (int end : cancel_) {
+    if (end >= 0) ::close(end);
+  }
+}
+
+void ItemReader::Cancel() {
+  char byte = 1;
+  // The pipe stays readable from then on; a full pipe is as good.
+  if (cancel_[1] >= 0) static_cast<void>(::write(cancel_[1], &byte, 1));
+}
+
+Result<bool> ItemReader::WaitInput(int timeout_ms) {
+  pollfd fds[2] = {{fd_, POLLIN, 0}, {cancel_[0], POLLIN, 0}};
+  int n = 0;
+  do {
+    n = ::poll(fds, cancel_[0] >= 0 ? 2 : 1, timeout_ms);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    return Error{"invalid_input",
+                 std::string("cannot wait for the input: ") +
+                     std::error_code(errno, std::system_category()).message()};
+  }
+  if (fds[1].revents != 0) return Error{"cancelled", "the input was cancelled"};
+  // POLLHUP and POLLERR too: the read says what they mean.
+  return fds[0].revents != 0;
+}
+
+Result<bool> ItemReader::MoreSoon() {
+  if (pending_ || eof_ || input_ready_) return true;
+  auto unread =
+      std::string_view(buffer_).substr(std::min(pos_, buffer_.size()));
+  if (unread.find('\n') != std::string_view::npos) return true;
+  auto ready = WaitInput(kIdleFlushMs);
+  if (ready.ok() && *ready) input_ready_ = true;
+  return ready;
+}
 
 Error ItemReader::Invalid(std::uint64_t offset, const std::string& what,
                           std::uint64_t line) const {
@@ -57,6 +100,11 @@ Result<bool> ItemReader::Fill() {
   consumed_ += buffer_.size();
   buffer_.clear();
   pos_ = 0;
+  if (!input_ready_) {
+    auto ready = WaitInput(-1);
+    if (!ready.ok()) return std::move(ready).error();
+  }
+  input_ready_ = false;
   buffer_.resize(kReadChunk);
   ssize_t n = 0;
   do {
@@ -163,6 +211,7 @@ Result<std::optional<std::string>> ItemReader::NextArrayItem() {
   auto valid = Check(*item, start);
   if (!valid.ok()) return std::move(valid).error();
   first_element_ = false;
+  item_offset_ = start;
   // The ',' or ']' ScanElement stopped on; after ']' only whitespace may
   // follow, checked by the next call.
   if (buffer_[pos_++] == ']') mode_ = Mode::kEnded;
@@ -197,6 +246,7 @@ Result<std::optional<std::string>> ItemReader::NextNdjsonItem() {
     if (line.empty()) continue;
     auto valid = Check(line, start + lead);
     if (!valid.ok()) return std::move(valid).error();
+    item_offset_ = start + lead;
     return std::optional<std::string>(std::move(line));
   }
 }
@@ -222,35 +272,47 @@ Result<std::optional<std::string>> ItemReader::NextItem() {
   return std::optional<std::string>{};
 }
 
-Result<std::optional<std::string>> ItemReader::Next() {
+Result<std::optional<Frame>> ItemReader::Next() {
   if (error_) return *std::exchange(error_, std::nullopt);
-  std::string frame = "{\"items\":[";
-  std::size_t count = 0;
-  while (count < limits_.max_items) {
+  Frame frame{"{\"items\":[", 0, 0};
+  while (frame.items < limits_.max_items) {
+    if (frame.items > 0) {
+      // Items already in hand go now rather than wait on a quiet input.
+      auto more = MoreSoon();
+      if (!more.ok() || !*more) {
+        if (!more.ok()) error_ = std::move(more).error();
+        break;
+      }
+    }
     std::optional<std::string> item = std::exchange(pending_, std::nullopt);
+    std::uint64_t offset = pending_offset_;
     if (!item) {
       auto next = NextItem();
       if (!next.ok()) {
-        if (count == 0) return std::move(next).error();
+        if (frame.items == 0) return std::move(next).error();
         error_ = std::move(next).error();  // after this frame
         break;
       }
       item = std::move(*next);
+      offset = item_offset_;
     }
     if (!item) break;
     // +2 for the closing "]}", +1 for the comma.
-    if (count > 0 && frame.size() + item->size() + 3 > limits_.max_bytes) {
+    if (frame.items > 0 &&
+        frame.text.size() + item->size() + 3 > limits_.max_bytes) {
       pending_ = std::move(item);
+      pending_offset_ = offset;
       break;
     }
-    if (count > 0) frame += ',';
-    frame += *item;
-    ++count;
+    if (frame.items == 0) frame.offset = offset;
+    if (frame.items > 0) frame.text += ',';
+    frame.text += *item;
+    ++frame.items;
     ++items_;
   }
-  if (count == 0) return std::optional<std::string>{};
-  frame += "]}";
-  return std::optional<std::string>(std::move(frame));
+  if (frame.items == 0) return std::optional<Frame>{};
+  frame.text += "]}";
+  return std::optional<Frame>(std::move(frame));
 }
 
 }  // namespace sluice::client

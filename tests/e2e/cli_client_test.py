@@ -95,6 +95,35 @@ def test_submit(binary, server, tmp):
     return job["id"]
 
 
+def test_streaming_stdin(binary, server):
+    """An item written on a pipe that then stays quiet goes at once (a
+    partial frame), and its record comes back while the input is still
+    open: `tail -f log | sluice submit --follow -` streams."""
+    proc = subprocess.Popen(
+        [binary, "submit", "--pipeline", "tag", "--follow", "--server",
+         server.url, "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(b'{"i": 0}\n')
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 5)
+        check(ready, "no record within 5 s of the first line, the input open")
+        first = json.loads(proc.stdout.readline())
+        check(first == {"seq": 0, "value": {"i": 0, "seen": True}},
+              "first record: %r" % first)
+        proc.stdin.write(b'{"i": 1}\n')
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        out, err = proc.stdout.read(), proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    check(proc.returncode == 0, "streaming submit: exit %d %r" % (
+        proc.returncode, err))
+    check(json.loads(out) == {"seq": 1, "value": {"i": 1, "seen": True}},
+          "second record: %r" % out)
+
+
 def test_failures(binary, server, tmp):
     url = ["--server", server.url]
     rc, out, err = run(binary, "submit", "--pipeline", "nope", *url, "-",
@@ -284,6 +313,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="sluice-cli-") as tmp:
         with SluiceServer(binary, config_text=CONFIG) as server:
             job_id = test_submit(binary, server, tmp)
+            test_streaming_stdin(binary, server)
             test_failures(binary, server, tmp)
             test_job_commands(binary, server, job_id)
             test_page_size(binary, server, job_id)

@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace sluice::client {
@@ -48,7 +50,7 @@ Read ReadAll(const std::string& text, ItemReader::Limits limits = {}) {
       return read;
     }
     if (!*frame) return read;
-    read.frames.push_back(**frame);
+    read.frames.push_back((*frame)->text);
   }
 }
 
@@ -148,6 +150,69 @@ TEST(ItemReader, TheFrameBeforeAnErrorIsStillSent) {
   Read read = ReadAll("[1, 2, oops]");
   EXPECT_EQ(read.frames, (std::vector<std::string>{R"({"items":[1,2]})"}));
   EXPECT_EQ(read.error, "malformed array element at byte offset 7");
+}
+
+TEST(ItemReader, FramesSayTheirItemsAndTheFirstOnesOffset) {
+  TempInput input("[1, 22,\n 333]");
+  ItemReader reader(input.fd(), {.max_items = 2, .max_bytes = 1000});
+  auto first = reader.Next();
+  auto second = reader.Next();
+  ASSERT_TRUE(first.ok() && *first && second.ok() && *second);
+  EXPECT_EQ((*first)->items, 2u);
+  EXPECT_EQ((*first)->offset, 1u);
+  EXPECT_EQ((*second)->items, 1u);
+  EXPECT_EQ((*second)->offset, 9u);
+}
+
+// A pipe whose write end the test keeps open: input that comes now and
+// then, as from `tail -f`.
+class Pipe {
+ public:
+  Pipe() { EXPECT_EQ(::pipe(fds_), 0); }
+  ~Pipe() {
+    ::close(fds_[0]);
+    if (fds_[1] >= 0) ::close(fds_[1]);
+  }
+  Pipe(const Pipe&) = delete;
+  Pipe& operator=(const Pipe&) = delete;
+  int read_end() const { return fds_[0]; }
+  void Write(const std::string& text) {
+    EXPECT_EQ(::write(fds_[1], text.data(), text.size()),
+              static_cast<ssize_t>(text.size()));
+  }
+
+ private:
+  int fds_[2] = {-1, -1};
+};
+
+TEST(ItemReader, AQuietInputSendsThePartialFrame) {
+  Pipe pipe;
+  ItemReader reader(pipe.read_end(), {});
+  pipe.Write("{\"text\":\"first\"}\n2\n");  // and then nothing, still open
+  auto started = std::chrono::steady_clock::now();
+  auto frame = reader.Next();
+  ASSERT_TRUE(frame.ok() && *frame);
+  EXPECT_EQ((*frame)->text, R"({"items":[{"text":"first"},2]})");
+  EXPECT_LT(std::chrono::steady_clock::now() - started,
+            std::chrono::seconds(2));
+  pipe.Write("3\n");
+  frame = reader.Next();
+  ASSERT_TRUE(frame.ok() && *frame);
+  EXPECT_EQ((*frame)->text, R"({"items":[3]})");
+}
+
+TEST(ItemReader, CancelEndsAWaitForInput) {
+  Pipe pipe;
+  ItemReader reader(pipe.read_end(), {});
+  std::thread canceller([&reader] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    reader.Cancel();
+  });
+  auto frame = reader.Next();  // nothing written: waits until cancelled
+  canceller.join();
+  ASSERT_FALSE(frame.ok());
+  EXPECT_EQ(frame.error().code, "cancelled");
+  EXPECT_FALSE(reader.Next().ok());
 }
 
 TEST(ItemReader, CountsItemsAndBytes) {
