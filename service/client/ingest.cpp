@@ -63,6 +63,13 @@ struct Session {
   std::optional<Error> failure;       // the first failure, if any
   std::string input_error;
   bool writer_done = false;
+  // The largest frame the writer began: when the server closes with 1009,
+  // the one that passed its limit (every smaller frame went through).
+  struct Sent {
+    std::size_t bytes = 0;
+    std::size_t items = 0;
+    std::uint64_t offset = 0;
+  } largest;
   // Set once the server said the stream takes no more items (its job
   // failed or was cancelled, or the server drains): the rest would only be
   // refused frame by frame.
@@ -167,27 +174,56 @@ asio::awaitable<void> Write(Session& s) {
     bool last = !frame.ok() || !*frame;
     std::string text =
         last ? std::string(R"({"end":true})") : std::move((*frame)->text);
+    if (!last && text.size() > s.largest.bytes) {
+      s.largest = {text.size(), (*frame)->items, (*frame)->offset};
+    }
     auto [ec, n] = co_await s.ws.async_write(asio::buffer(text), kNoThrow);
-    if (ec) break;  // the reader sees why the connection ended
+    // The reader says why the connection ended: the server's close frame
+    // (e.g. 1009) rather than this write's broken pipe.
+    if (ec) break;
     if (s.events.on_sent) s.events.on_sent(last ? 0 : (*frame)->items, last);
     if (last) break;
   }
   s.writer_done = true;
 }
 
-// Why the server closed, e.g. "... (1009 message too big)".
-std::string ClosedEarly(const websocket::close_reason& reason) {
+// What a 1009 close means for what was sent.
+std::string TooBigHint(const Session::Sent& largest) {
+  if (largest.items == 1) {
+    return ": the item at byte offset " + std::to_string(largest.offset) +
+           " (" + std::to_string(largest.bytes) +
+           " bytes as a frame) is larger than the server's limit "
+           "(server.max_body_bytes); a smaller --batch-bytes cannot help";
+  }
+  return ": a frame passed the server's max_body_bytes; lower --batch-bytes";
+}
+
+// Why the server closed, e.g. "... (1009 message too big): ...".
+std::string ClosedEarly(const websocket::close_reason& reason,
+                        const Session::Sent& largest) {
   std::string text = "the server closed the stream before it was done (" +
                      std::to_string(reason.code);
+  bool too_big = reason.code == websocket::close_code::too_big;
   if (!reason.reason.empty()) {
     text += " ";
     text.append(reason.reason.data(), reason.reason.size());
+  } else if (too_big) {
+    text += " message too big";
   }
   text += ")";
-  if (reason.code == websocket::close_code::too_big) {
-    text += ": a frame passed the server's max_body_bytes; lower --batch-bytes";
-  }
+  if (too_big) text += TooBigHint(largest);
   return text;
+}
+
+// Why the stream ended before `done`. The server's close frame, once read,
+// says it best, even when the read then failed on the broken connection
+// (answering the close while the writer was cut off mid-frame).
+Error EndedEarly(Session& s, const boost::system::error_code& ec) {
+  if (ec == websocket::error::closed ||
+      s.ws.reason().code != websocket::close_code::none) {
+    return {"closed", ClosedEarly(s.ws.reason(), s.largest)};
+  }
+  return {"connection", detail::Failure(s.server, "connection to", ec)};
 }
 
 // Reads frames until the server closes the stream.
@@ -195,14 +231,8 @@ asio::awaitable<void> Read(Session& s) {
   for (;;) {
     beast::flat_buffer buffer;
     auto [ec, n] = co_await s.ws.async_read(buffer, kNoThrow);
-    if (ec == websocket::error::closed) {
-      if (!s.job) s.Fail({"closed", ClosedEarly(s.ws.reason())});
-      break;
-    }
     if (ec) {
-      if (!s.job) {
-        s.Fail({"connection", detail::Failure(s.server, "connection to", ec)});
-      }
+      if (!s.job) s.Fail(EndedEarly(s, ec));
       break;
     }
     auto frame = nlohmann::json::parse(beast::buffers_to_string(buffer.data()),

@@ -161,6 +161,27 @@ def test_failures(binary, server, tmp):
           "malformed NDJSON: %d %r" % (rc, err))
 
 
+def test_too_big(binary, server):
+    """A frame over max_body_bytes (64 KiB here): the 1009 close and its
+    hint, not the write's broken pipe, whichever side sees the end first."""
+    small = "".join(json.dumps({"i": k}) + "\n" for k in range(50))  # 490 B
+    rest = "".join(json.dumps({"i": k}) + "\n" for k in range(3000))
+    big = json.dumps({"big": "x" * 100000}) + "\n"
+    for attempt in range(3):
+        rc, out, err = run(binary, "submit", "--pipeline", "tag", "--server",
+                           server.url, "-", stdin=(small + big + rest).encode())
+        check(rc == 1 and "(1009 message too big)" in err
+              and "the item at byte offset 490 " in err
+              and "larger than the server's limit" in err,
+              "one item over the limit: exit %d %r" % (rc, err))
+        rc, out, err = run(binary, "submit", "--pipeline", "tag",
+                           "--batch-bytes", "200000", "--batch-items",
+                           "100000", "--server", server.url,
+                           "-", stdin=(rest * 10).encode())
+        check(rc == 1 and "1009" in err and "lower --batch-bytes" in err,
+              "frames over the limit: exit %d %r" % (rc, err))
+
+
 def test_job_commands(binary, server, job_id):
     url = ["--server", server.url]
     rc, out, err = run(binary, "jobs", *url)
@@ -315,6 +336,7 @@ def main():
             job_id = test_submit(binary, server, tmp)
             test_streaming_stdin(binary, server)
             test_failures(binary, server, tmp)
+            test_too_big(binary, server)
             test_job_commands(binary, server, job_id)
             test_page_size(binary, server, job_id)
             test_top(binary, server)
