@@ -70,6 +70,8 @@ struct Session {
     std::size_t items = 0;
     std::uint64_t offset = 0;
   } largest;
+  // Set when the connection broke while the writer sent a frame.
+  std::optional<boost::system::error_code> cut_off;
   // Set once the server said the stream takes no more items (its job
   // failed or was cancelled, or the server drains): the rest would only be
   // refused frame by frame.
@@ -180,7 +182,10 @@ asio::awaitable<void> Write(Session& s) {
     auto [ec, n] = co_await s.ws.async_write(asio::buffer(text), kNoThrow);
     // The reader says why the connection ended: the server's close frame
     // (e.g. 1009) rather than this write's broken pipe.
-    if (ec) break;
+    if (ec) {
+      if (!last) s.cut_off = ec;
+      break;
+    }
     if (s.events.on_sent) s.events.on_sent(last ? 0 : (*frame)->items, last);
     if (last) break;
   }
@@ -222,6 +227,17 @@ Error EndedEarly(Session& s, const boost::system::error_code& ec) {
   if (ec == websocket::error::closed ||
       s.ws.reason().code != websocket::close_code::none) {
     return {"closed", ClosedEarly(s.ws.reason(), s.largest)};
+  }
+  if (s.cut_off) {
+    // Beast gave the writer's failure to the first operation and aborted
+    // the read before it could see the close frame; a server that cuts
+    // the connection while a frame comes in has, all but surely, refused
+    // it for its size.
+    return {"closed",
+            detail::Failure(s.server, "the connection to", *s.cut_off) +
+                " while a frame was being sent (the server probably closed "
+                "the stream with 1009 message too big)" +
+                TooBigHint(s.largest)};
   }
   return {"connection", detail::Failure(s.server, "connection to", ec)};
 }

@@ -170,7 +170,9 @@ def test_too_big(binary, server):
     for attempt in range(3):
         rc, out, err = run(binary, "submit", "--pipeline", "tag", "--server",
                            server.url, "-", stdin=(small + big + rest).encode())
-        check(rc == 1 and "(1009 message too big)" in err
+        # Beast may give the writer's broken pipe first and abort the read
+        # of the close frame: then the message says 1009 is probable.
+        check(rc == 1 and "1009 message too big)" in err
               and "the item at byte offset 490 " in err
               and "larger than the server's limit" in err,
               "one item over the limit: exit %d %r" % (rc, err))
