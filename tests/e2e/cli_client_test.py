@@ -292,26 +292,46 @@ def test_top_terminal(binary, server):
     check("mark" in text and "nap" in text, "top on a terminal: no stages")
 
 
+BAR = re.compile(r"\[([#-]+)\] (\d+)/(\d+) items +(\d+)/s +(ETA [-\d:]+|reading)?")
+
+
 def test_progress_bar(binary, server):
-    """stderr on a pseudo-terminal: the bar with done/total is drawn."""
+    """stderr on a pseudo-terminal: the bar shows the job's completed items
+    (its status, polled) over the items sent, `reading` while the input is
+    open, then an ETA, and ends at 300/300. The pipeline is slow (300 x 20
+    ms / 2 workers, ~3 s), so the client has sent everything long before
+    the job is done: a bar from what was read or sent would be full early."""
     master, slave = pty.openpty()
-    ndjson = "".join(json.dumps({"k": k}) + "\n" for k in range(200))
+    lines = [json.dumps({"k": k}) + "\n" for k in range(300)]
     proc = subprocess.Popen(
         [binary, "submit", "--pipeline", "slow", "--follow", "--server",
          server.url, "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=slave)
     os.close(slave)
-    proc.stdin.write(ndjson.encode())
+    proc.stdin.write("".join(lines[:20]).encode())
+    proc.stdin.flush()
+    text = read_pty(master, proc, 1.5)  # the input still open
+    proc.stdin.write("".join(lines[20:]).encode())
     proc.stdin.close()
-    text = read_pty(master, proc, 30)
+    text += read_pty(master, proc, 30)
     os.close(master)
     out = proc.stdout.read()
     check(proc.wait(timeout=30) == 0, "submit under a pty failed")
-    check(re.search(r"\[[#-]+\] 200/200 items", text),
-          "no final bar 200/200 on the terminal: %r" % text[-500:])
-    check(re.search(r"\] \d+/\d+ items +\d+/s", text),
-          "no bar with a rate: %r" % text[:300])
-    check(len(out.splitlines()) == 200, "records missing under a pty")
+    check(len(out.splitlines()) == 300, "records missing under a pty")
+    bars = BAR.findall(text)
+    check(bars, "no bar on the terminal: %r" % text[:300])
+    check(any(b[4] == "reading" for b in bars),
+          "no `reading` while the input was open: %r" % bars[:5])
+    final = bars[-1]
+    check(final[1:3] == ("300", "300") and set(final[0]) == {"#"},
+          "the bar does not end full at 300/300: %r" % (final,))
+    middle = [b for b in bars if b[2] == "300" and 0 < int(b[1]) < 300]
+    check(middle, "no bar while the job ran: %r" % bars)
+    for fill, done, sent, rate, eta in middle:
+        check(fill.count("#") == int(int(done) / int(sent) * 24),
+              "the bar's length is not completed/sent: %r" % ((fill, done),))
+    check(any(b[4].startswith("ETA") and int(b[3]) > 0 for b in middle),
+          "no ETA with a rate once the input was read: %r" % middle)
 
 
 def test_auth(binary, tmp):
