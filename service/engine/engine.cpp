@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <exception>
+#include <thread>
 #include <utility>
 
 #include "service/engine/intake.hpp"
@@ -363,9 +364,23 @@ void Engine::Shutdown(std::chrono::milliseconds grace) {
 
 Result<std::vector<std::string>> Engine::Reload(
     const std::vector<config::PipelineConfig>& pipelines) {
-  if (draining()) return Error{"draining", "the service is shutting down"};
-  MutexLock lock(&shutdown_mu_);  // no Shutdown halfway through a swap
-  if (shut_down_) return Error{"draining", "the service has shut down"};
+  // Under shutdown_mu_, so no Shutdown is halfway through a swap. Never
+  // waits behind a drain, which holds it for up to the grace: a reload
+  // runs on a network thread.
+  while (!shutdown_mu_.TryLock()) {
+    if (draining()) return Error{"draining", "the service is shutting down"};
+    std::this_thread::yield();
+  }
+  Result<std::vector<std::string>> swapped = ReloadLocked(pipelines);
+  shutdown_mu_.Unlock();
+  return swapped;
+}
+
+Result<std::vector<std::string>> Engine::ReloadLocked(
+    const std::vector<config::PipelineConfig>& pipelines) {
+  if (draining() || shut_down_) {
+    return Error{"draining", "the service is shutting down"};
+  }
   std::shared_ptr<const PipelineSet> next;
   try {
     next = BuildPipelines(pipelines);

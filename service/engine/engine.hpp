@@ -291,6 +291,10 @@ class Engine {
       std::optional<bool> ordered, bool open,
       std::shared_ptr<JobContext>* context);
   void CancelIn(const std::shared_ptr<jobs::Job>& job);
+  // Reload, with shutdown_mu_ held.
+  Result<std::vector<std::string>> ReloadLocked(
+      const std::vector<config::PipelineConfig>& pipelines)
+      SLUICE_REQUIRES(shutdown_mu_) SLUICE_EXCLUDES(pipelines_mu_);
   // Stops (joins) the replaced pipelines whose generators have ended.
   void ReapRetired() SLUICE_EXCLUDES(pipelines_mu_);
   void OnJobFinished(const std::shared_ptr<jobs::Job>& job);

@@ -93,9 +93,13 @@ class PipelineRuntime {
   // once its generator has ended, which it does when the jobs already in
   // it (open streams included) have all ended their input. Never blocks.
   void Retire() { intake_->Retire(); }
-  // True once retired and its generator has ended: Stop() then returns as
-  // soon as the last stage and the aggregator have drained what is left.
-  bool retired_and_ended() const { return intake_->ended(); }
+  // True once retired and every job it held has ended: its generator has
+  // seen the end and its aggregator task has returned (after the last
+  // stage's). Stop() then only joins tasks that are over, so a reload never
+  // waits for a replaced pipeline's slow last items.
+  bool retired_and_ended() const {
+    return intake_->ended() && aggregator_->done();
+  }
 
  private:
   Task<> Generate(std::stop_token st);

@@ -1450,6 +1450,26 @@ TEST(EngineReloadTest, CancelReachesAJobOnAReplacedPipeline) {
   EXPECT_GT(job->counts().cancelled, 0u);
 }
 
+TEST(EngineReloadTest, AReloadNeverWaitsForAReplacedPipelinesLastItems) {
+  metrics::Metrics metrics("test");
+  Gate gate;
+  Engine engine(Config({Pipe("p", {Stage("held", "gate", 2, 4)})}), metrics,
+                Options(&gate));
+  // Both items fed and held: the replaced pipeline's generator ends, its
+  // aggregator cannot until the gate opens.
+  auto held = MustSubmit(engine, {"p", Ints(2), std::nullopt});
+  ASSERT_TRUE(gate.WaitForWaiting(2));
+  ASSERT_TRUE(engine.Reload({Pipe("p", {Stage("pass", "pass", 1, 4)})}).ok());
+  // Reaping the held pipeline here would join tasks that wait at the gate,
+  // which opens only after this returns (a hang fails by TIMEOUT).
+  ASSERT_TRUE(engine.Reload({Pipe("p", {Stage("pass", "pass", 1, 4)})}).ok());
+  gate.Open();
+  ASSERT_TRUE(WaitFinished(held));
+  EXPECT_EQ(held->counts().out, 2u);
+  EXPECT_TRUE(engine.Reload({Pipe("p", {Stage("pass", "pass", 1, 4)})}).ok())
+      << "now drained, it is reaped";
+}
+
 TEST(EngineReloadTest, ManyReloadsAddNoThreadsAndShutdownStopsThemAll) {
   metrics::Metrics metrics("test");
   Gate gate;

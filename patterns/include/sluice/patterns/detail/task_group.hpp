@@ -58,6 +58,13 @@ class TaskGroup {
     while (live_ != 0) cv_.Wait(&mu_);
   }
 
+  // True when no task of the group is running: every task spawned so far
+  // has ended (then join() returns at once). Never blocks for long.
+  [[nodiscard]] bool done() const SLUICE_EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
+    return live_ == 0;
+  }
+
   [[nodiscard]] std::size_t size() const SLUICE_EXCLUDES(mu_) {
     MutexLock lock(&mu_);
     return size_;
