@@ -30,6 +30,8 @@ using sluice::Pipeline;
 using sluice::StageOptions;
 using sluice::test::drain;
 using sluice::test::eventually;
+using sluice::test::feed;
+using sluice::test::iota_vector;
 using sluice::test::kDeadline;
 using sluice::test::kSettle;
 using sluice::test::random_sleep_us;
@@ -48,25 +50,6 @@ static_assert(StageOptions{}.buffer == 64);
 static_assert(!StageOptions{}.ordered);
 static_assert(StageOptions{}.batch == 64);
 static_assert(StageOptions{}.reorder_window == 0);
-
-// Sends 0..n-1 into `src` on its own thread, then closes it.
-std::jthread feed(Channel<int>& src, int n) {
-  return std::jthread([&src, n](std::stop_token st) {
-    for (int i = 0; i < n; ++i) {
-      if (!src.send(i, st)) {
-        ADD_FAILURE() << "feeding the source failed at " << i;
-        return;
-      }
-    }
-    EXPECT_TRUE(src.close());
-  });
-}
-
-std::vector<int> iota_vector(int n, int first = 0) {
-  std::vector<int> v(static_cast<std::size_t>(n));
-  std::iota(v.begin(), v.end(), first);
-  return v;
-}
 
 template <class T>
 std::vector<T> sorted(std::vector<T> v) {
@@ -196,166 +179,6 @@ INSTANTIATE_TEST_SUITE_P(
                                          std::size_t{4}, std::size_t{8}),
                        ::testing::Values(std::size_t{1}, std::size_t{64})),
     workers_batch_name);
-
-// ---------------------------------------------------------------------------
-// Ordered stages keep input order under random per-item delays
-// ---------------------------------------------------------------------------
-
-using OrderedParam = std::tuple<std::size_t, std::size_t,
-                                std::size_t>;  // workers, batch, window
-class PipelineOrderedTest : public ::testing::TestWithParam<OrderedParam> {
- protected:
-  StageOptions options() const {
-    // Not a structured binding: clang 14 cannot capture one in a lambda.
-    const auto param = GetParam();
-    const auto workers = std::get<0>(param);
-    const auto batch = std::get<1>(param);
-    const auto window = std::get<2>(param);
-    return {.workers = workers,
-            .buffer = 16,
-            .ordered = true,
-            .batch = batch,
-            .reorder_window = window};
-  }
-};
-
-TEST_P(PipelineOrderedTest, OrderedMapKeepsOrder) {
-  constexpr int kItems = 1000;
-  Channel<int> src(32);
-  auto p = Pipeline<int>::from(src).map(
-      [](int x) {
-        random_sleep_us(200);
-        return x * 7;
-      },
-      options());
-  auto feeder = feed(src, kItems);
-  std::vector<int> expected = iota_vector(kItems);
-  for (int& v : expected) v *= 7;
-  EXPECT_EQ(drain(p.output()), expected);
-}
-
-TEST_P(PipelineOrderedTest, OrderedOptionalFilterKeepsOrder) {
-  constexpr int kItems = 1000;
-  Channel<int> src(32);
-  auto p = Pipeline<int>::from(src).filter(
-      [](int x) -> std::optional<std::string> {
-        random_sleep_us(200);
-        if (x % 3 == 1) return std::nullopt;
-        return std::to_string(x);
-      },
-      options());
-  auto feeder = feed(src, kItems);
-  std::vector<std::string> expected;
-  for (int i = 0; i < kItems; ++i) {
-    if (i % 3 != 1) expected.push_back(std::to_string(i));
-  }
-  EXPECT_EQ(drain(p.output()), expected);
-}
-
-TEST_P(PipelineOrderedTest, OrderedPredicateFilterKeepsOrder) {
-  constexpr int kItems = 1000;
-  Channel<int> src(32);
-  auto p = Pipeline<int>::from(src).filter(
-      [](const int& x) {
-        random_sleep_us(200);
-        return x % 5 != 0;
-      },
-      options());
-  auto feeder = feed(src, kItems);
-  std::vector<int> expected;
-  for (int i = 0; i < kItems; ++i) {
-    if (i % 5 != 0) expected.push_back(i);
-  }
-  EXPECT_EQ(drain(p.output()), expected);
-}
-
-TEST_P(PipelineOrderedTest, OrderedSplitKeepsOrderOfItemsAndParts) {
-  constexpr int kItems = 600;
-  Channel<int> src(32);
-  auto p = Pipeline<int>::from(src).split(
-      [](int x) {
-        random_sleep_us(200);
-        std::vector<int> parts;
-        for (int k = 0; k < x % 4; ++k) parts.push_back(x * 10 + k);
-        return parts;
-      },
-      options());
-  auto feeder = feed(src, kItems);
-  std::vector<int> expected;
-  for (int i = 0; i < kItems; ++i) {
-    for (int k = 0; k < i % 4; ++k) expected.push_back(i * 10 + k);
-  }
-  EXPECT_EQ(drain(p.output()), expected);
-}
-
-TEST_P(PipelineOrderedTest, OrderedStageSkipsThrowingItemsAndKeepsOrder) {
-  constexpr int kItems = 500;
-  Channel<int> src(32);
-  auto p = Pipeline<int>::from(src).map(
-      [](int x) {
-        random_sleep_us(200);
-        if (x % 7 == 3) throw std::runtime_error("seven");
-        return x;
-      },
-      options());
-  auto feeder = feed(src, kItems);
-  std::vector<int> expected;
-  int throwing = 0;
-  for (int i = 0; i < kItems; ++i) {
-    if (i % 7 == 3) {
-      ++throwing;
-    } else {
-      expected.push_back(i);
-    }
-  }
-  EXPECT_EQ(drain(p.output()), expected);
-  EXPECT_EQ(p.errors(), static_cast<std::size_t>(throwing));
-}
-
-TEST_P(PipelineOrderedTest, ChainOfOrderedStagesKeepsOrder) {
-  constexpr int kItems = 500;
-  Channel<int> src(32);
-  const StageOptions o = options();
-  auto p = Pipeline<int>::from(src)
-               .map(
-                   [](int x) {
-                     random_sleep_us(100);
-                     return std::to_string(x);
-                   },
-                   o)
-               .split(
-                   [](std::string s) {
-                     random_sleep_us(100);
-                     return std::vector<std::string>{s + "a", s + "b"};
-                   },
-                   o)
-               .filter(
-                   [](const std::string& s) {
-                     random_sleep_us(100);
-                     return s.back() == 'b' || s.size() % 2 == 0;
-                   },
-                   o);
-  auto feeder = feed(src, kItems);
-  std::vector<std::string> expected;
-  for (int i = 0; i < kItems; ++i) {
-    for (std::string s : {std::to_string(i) + "a", std::to_string(i) + "b"}) {
-      if (s.back() == 'b' || s.size() % 2 == 0) expected.push_back(s);
-    }
-  }
-  EXPECT_EQ(drain(p.output()), expected);
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    WorkersBatchWindow, PipelineOrderedTest,
-    ::testing::Values(OrderedParam{4, 64, 0}, OrderedParam{4, 1, 0},
-                      OrderedParam{4, 8, 1}, OrderedParam{4, 1, 3},
-                      OrderedParam{2, 4, 16}, OrderedParam{1, 64, 0},
-                      OrderedParam{8, 2, 0}),
-    [](const ::testing::TestParamInfo<OrderedParam>& p) {
-      return "w" + std::to_string(std::get<0>(p.param)) + "_batch" +
-             std::to_string(std::get<1>(p.param)) + "_window" +
-             std::to_string(std::get<2>(p.param));
-    });
 
 // ---------------------------------------------------------------------------
 // Errors, types, closing

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <numeric>
 #include <random>
 #include <stop_token>
 #include <string>
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "../../support/process_threads.hpp"
+#include "sluice/patterns/channel.hpp"
 
 namespace sluice::test {
 
@@ -229,6 +231,25 @@ auto drain(Ch& ch, std::chrono::milliseconds per_value = kDeadline) {
                     : "recv_for returned nullopt before its timeout "
                       "(closed and drained?) but closed() is false");
   return out;
+}
+
+// Sends 0..n-1 into `src` on its own thread, then closes it.
+inline std::jthread feed(Channel<int>& src, int n) {
+  return std::jthread([&src, n](std::stop_token st) {
+    for (int i = 0; i < n; ++i) {
+      if (!src.send(i, st)) {
+        ADD_FAILURE() << "feeding the source failed at " << i;
+        return;
+      }
+    }
+    EXPECT_TRUE(src.close());
+  });
+}
+
+inline std::vector<int> iota_vector(int n, int first = 0) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), first);
+  return v;
 }
 
 }  // namespace sluice::test
