@@ -64,8 +64,7 @@ bool StreamFeed::closed() const { return intake_->InputClosed(*context_); }
 
 Engine::Engine(const config::Config& config, metrics::Metrics& metrics,
                EngineOptions options)
-    : config_(config),
-      metrics_(metrics),
+    : metrics_(metrics),
       options_(std::move(options)),
       store_(jobs::JobStore::Limits{
           config.jobs.retention, config.jobs.max_retained_bytes,
@@ -75,7 +74,7 @@ Engine::Engine(const config::Config& config, metrics::Metrics& metrics,
       runtime_(std::make_unique<Runtime>(options_.runtime_threads)),
       rate_at_(std::chrono::steady_clock::now()) {
   std::shared_ptr<const PipelineSet> pipelines =
-      BuildPipelines(config_.pipelines);
+      BuildPipelines(config.pipelines);
   MutexLock lock(&pipelines_mu_);
   pipelines_ = std::move(pipelines);
 }

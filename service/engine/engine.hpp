@@ -305,7 +305,6 @@ class Engine {
       std::optional<std::chrono::steady_clock::time_point> deadline)
       SLUICE_EXCLUDES(idle_mu_);
 
-  const config::Config config_;
   metrics::Metrics& metrics_;
   const EngineOptions options_;
   // Mutable: lookups evict expired jobs (JobStore is thread-safe).
