@@ -83,6 +83,59 @@ bool IsEnvName(std::string_view s) {
   return true;
 }
 
+// Why one element of cluster.nats.url is not scheme://[user@]host:port with
+// scheme nats or tls, or "" when it is. Credentials may precede the host
+// (nats.c accepts them there); whitespace never passes, so the list splits
+// on ',' alone wherever it is read.
+std::string NatsUrlProblem(std::string_view element) {
+  std::string_view rest = element;
+  if (rest.starts_with("nats://")) {
+    rest.remove_prefix(7);
+  } else if (rest.starts_with("tls://")) {
+    rest.remove_prefix(6);
+  } else {
+    return "must start with nats:// or tls://";
+  }
+  if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
+    rest.remove_prefix(at + 1);
+  }
+  auto hp = ParseHostPort(rest);
+  if (!hp.ok() || hp.value().port == 0) {
+    return "must be nats://host:port or tls://host:port (a port 1..65535)";
+  }
+  return "";
+}
+
+// "a,b,,c" → {"a", "b", "", "c"}; "" → {""}.
+std::vector<std::string_view> SplitOnComma(std::string_view s) {
+  std::vector<std::string_view> out;
+  for (std::size_t start = 0;;) {
+    const std::size_t comma = s.find(',', start);
+    out.push_back(s.substr(start, comma - start));
+    if (comma == std::string_view::npos) return out;
+    start = comma + 1;
+  }
+}
+
+// `url` with the credentials of each element (what precedes '@') masked:
+// `sluice check` output lands in CI logs.
+std::string MaskedNatsUrl(std::string_view url) {
+  std::string out;
+  for (std::string_view element : SplitOnComma(url)) {
+    if (!out.empty()) out += ',';
+    const auto scheme = element.find("://");
+    const auto at = element.rfind('@');
+    if (scheme != std::string_view::npos && at != std::string_view::npos &&
+        at > scheme) {
+      out += std::string(element.substr(0, scheme + 3)) + "***" +
+             std::string(element.substr(at));
+    } else {
+      out += std::string(element);
+    }
+  }
+  return out;
+}
+
 bool MatchesAll(std::string_view s, bool (*pred)(char)) {
   for (char c : s) {
     if (!pred(c)) return false;
@@ -508,6 +561,82 @@ class Loader {
     }
   }
 
+  // cluster: only `nats` for now. Without it (or with an empty url) the
+  // other keys are still checked, so a config is valid or not whatever the
+  // environment holds.
+  void ReadCluster(const YAML::Node& n, const std::string& path,
+                   ClusterConfig* c) {
+    VisitMap(n, path, {{"nats", [&](const YAML::Node& v, const std::string& p) {
+                          ReadNats(v, p, &c->nats);
+                        }}});
+  }
+
+  void ReadNats(const YAML::Node& n, const std::string& path, NatsConfig* nc) {
+    VisitMap(n, path,
+             {
+                 {"url",
+                  [&](const YAML::Node& v, const std::string& p) {
+                    // `url: ${SLUICE_NATS_URL:-}` unquoted is null when unset:
+                    // off, as the quoted "" is.
+                    if (v.IsNull()) return;
+                    if (!ReadString(v, p, &nc->url)) return;
+                    // Kept even when invalid: the refusals that follow from
+                    // cluster mode are then reported with the url's own error.
+                    CheckNatsUrl(nc->url, p);
+                  }},
+                 {"prefix",
+                  [&](const YAML::Node& v, const std::string& p) {
+                    if (ReadString(v, p, &nc->prefix) && !IsName(nc->prefix)) {
+                      Report(p, "must match [A-Za-z0-9_-]+");
+                    }
+                  }},
+                 {"replicas",
+                  [&](const YAML::Node& v, const std::string& p) {
+                    ReadInt(v, p, 1, 5, &nc->replicas);
+                  }},
+                 {"ack_wait",
+                  [&](const YAML::Node& v, const std::string& p) {
+                    ReadDuration(v, p, std::chrono::milliseconds{1000},
+                                 &nc->ack_wait);
+                  }},
+             });
+  }
+
+  // Reports (at `path`) the first element of the comma list `url` that is
+  // not a NATS server URL. "" is fine: cluster mode off.
+  void CheckNatsUrl(std::string_view url, const std::string& path) {
+    if (url.empty()) return;
+    for (std::string_view element : SplitOnComma(url)) {
+      if (const std::string why = NatsUrlProblem(element); !why.empty()) {
+        Report(path, "\"" + MaskedNatsUrl(element) + "\" " + why +
+                         " (a comma list such as "
+                         "\"nats://10.0.0.1:4222,nats://10.0.0.2:4222\")");
+        return;
+      }
+    }
+  }
+
+  // What cluster mode cannot keep in this release (docs/cluster.md): each
+  // keyed stage and each windowed pipeline, at its key path.
+  void RefuseForCluster(const std::vector<PipelineConfig>& pipelines) {
+    for (std::size_t i = 0; i < pipelines.size(); ++i) {
+      const std::string pl = Index("pipelines", i);
+      const PipelineConfig& p = pipelines[i];
+      for (std::size_t j = 0; j < p.stages.size(); ++j) {
+        if (!p.stages[j].keyed) continue;
+        Report(Join(Index(Join(pl, "stages"), j), "key"),
+               "per-key ordering is not available in cluster mode (items of "
+               "one key may run on different replicas at once); remove key "
+               "or run without cluster");
+      }
+      if (p.aggregate.window.enabled()) {
+        Report(Join(pl, "aggregate.window"),
+               "windows are not available in cluster mode yet; remove window "
+               "or run without cluster");
+      }
+    }
+  }
+
   void ReadProcessor(const YAML::Node& n, const std::string& path,
                      ProcessorSpec* spec) {
     const json v = ToJson(n, path);
@@ -708,8 +837,8 @@ class Loader {
     }
     if (!root.IsMap()) {
       Report("",
-             "the config must be a map with the keys server, jobs and "
-             "pipelines");
+             "the config must be a map with the keys server, jobs, "
+             "pipelines and cluster");
       return;
     }
     bool has_pipelines = false;
@@ -721,7 +850,8 @@ class Loader {
           }},
          {"jobs", [&](const YAML::Node& v,
                       const std::string& p) { ReadJobs(v, p, &config->jobs); }},
-         {"pipelines", [&](const YAML::Node& v, const std::string& p) {
+         {"pipelines",
+          [&](const YAML::Node& v, const std::string& p) {
             has_pipelines = true;
             if (!v.IsSequence() || v.size() == 0) {
               Report(p, "must be a non-empty list of pipelines");
@@ -743,10 +873,14 @@ class Loader {
                            Index(p, it->second) + ")");
               }
             }
+          }},
+         {"cluster", [&](const YAML::Node& v, const std::string& p) {
+            ReadCluster(v, p, &config->cluster);
           }}});
     if (!has_pipelines) {
       Report("pipelines", "is required (a non-empty list of pipelines)");
     }
+    if (config->cluster.enabled()) RefuseForCluster(config->pipelines);
   }
 
  private:
@@ -903,6 +1037,14 @@ std::string Summary(const Config& config) {
       << j.max_retained_bytes << ", max_job_result_bytes "
       << j.max_job_result_bytes << ", min_retention "
       << FormatDuration(j.min_retention) << "\n";
+  const NatsConfig& n = config.cluster.nats;
+  if (config.cluster.enabled()) {
+    out << "cluster: on, nats " << DumpLenient(MaskedNatsUrl(n.url))
+        << ", prefix " << n.prefix << ", replicas " << n.replicas
+        << ", ack_wait " << FormatDuration(n.ack_wait) << "\n";
+  } else {
+    out << "cluster: off\n";
+  }
   out << config.pipelines.size()
       << (config.pipelines.size() == 1 ? " pipeline" : " pipelines") << ":\n";
   for (const PipelineConfig& p : config.pipelines) {

@@ -1,6 +1,7 @@
 // Defines sluice::config: the service's configuration (the structs contract
-// §C4 describes) and the loader that parses YAML or JSON text into them,
-// substituting ${ENV:-default} and validating every key.
+// §C4 describes, and the cluster section of DESIGN §3.7) and the loader that
+// parses YAML or JSON text into them, substituting ${ENV:-default} and
+// validating every key.
 #ifndef SLUICE_SERVICE_CONFIG_CONFIG_HPP_
 #define SLUICE_SERVICE_CONFIG_CONFIG_HPP_
 
@@ -111,11 +112,30 @@ struct PipelineConfig {
   AggregateSpec aggregate;
 };
 
+// cluster.nats: the NATS JetStream system replicas share (docs/cluster.md).
+// Thread-compatible (plain value).
+struct NatsConfig {
+  // "nats://h:p[,nats://h2:p2]"; empty = cluster mode off.
+  std::string url;
+  // [A-Za-z0-9_-]+: stream, consumer and KV names.
+  std::string prefix = "sluice";
+  int replicas = 1;  // JetStream replication factor, 1..5
+  std::chrono::milliseconds ack_wait{30000};  // >= 1s
+};
+// cluster: Thread-compatible (plain value).
+struct ClusterConfig {
+  NatsConfig nats;
+  bool enabled() const { return !nats.url.empty(); }
+};
+
 // The whole configuration. Thread-compatible (plain value).
 struct Config {
   ServerConfig server;
   JobsConfig jobs;
   std::vector<PipelineConfig> pipelines;  // at least one
+  // Cluster mode is on when cluster.nats.url is non-empty; the loader then
+  // refuses what it cannot keep (keyed stages, windows).
+  ClusterConfig cluster;
 };
 
 // One problem found while loading: `path` is the full key path
@@ -146,9 +166,11 @@ struct SpecChecks {
 // Parses YAML (or JSON, which is YAML) `text` after ${VAR} / ${VAR:-default}
 // substitution ($$ is a literal $), then validates everything: unknown keys,
 // wrong types, value ranges, and every processor's params and every
-// aggregate through `checks`. Missing keys take the defaults above.
-// Returns the Config, or every error found (never an empty vector), in
-// document order. Never throws.
+// aggregate through `checks`; with cluster mode on, also each keyed stage
+// and each window, which cluster mode cannot keep (reported last, at their
+// key paths). Missing keys take the defaults above. Returns the Config, or
+// every error found (never an empty vector), in document order but for those
+// refusals. Never throws.
 Result<Config, std::vector<ConfigError>> LoadConfigText(
     std::string_view text, const SpecChecks& checks);
 

@@ -362,7 +362,7 @@ TEST(ConfigErrors, AliasExpansionIsBounded) {
 TEST(ConfigErrors, UnknownTopLevelKey) {
   ExpectOneError(std::string(kPipelines) + "sever: {}\n",
                  "sever: unknown key (expected one of: server, jobs, "
-                 "pipelines)");
+                 "pipelines, cluster)");
 }
 
 TEST(ConfigErrors, DuplicateKey) {
@@ -742,6 +742,193 @@ TEST(AggregateErrors, EmptyAggregateIsCollect) {
   EXPECT_EQ(Load(WithAggregate("")).pipelines[0].aggregate.type, "collect");
 }
 
+// --- cluster
+// ----------------------------------------------------------------------------
+
+std::string WithCluster(std::string_view nats_body) {
+  return std::string(kPipelines) + "cluster:\n  nats:\n" +
+         std::string(nats_body);
+}
+
+// A keyed stage in pipelines[1] and windows in pipelines[0] and [2]: what
+// cluster mode refuses, after the `cluster` block given.
+std::string KeyAndWindows(std::string_view cluster) {
+  return R"(
+pipelines:
+  - name: a
+    stages: [{processor: passthrough}]
+    aggregate: { type: count, window: { items: 10 } }
+  - name: b
+    stages:
+      - processor: passthrough
+      - { processor: passthrough, key: /user }
+  - name: c
+    stages: [{processor: passthrough}]
+    aggregate: { type: count, window: { every: 1s } }
+)" + std::string(cluster);
+}
+
+constexpr std::string_view kKeyRefusal =
+    "per-key ordering is not available in cluster mode (items of one key may "
+    "run on different replicas at once); remove key or run without cluster";
+constexpr std::string_view kWindowRefusal =
+    "windows are not available in cluster mode yet; remove window or run "
+    "without cluster";
+
+TEST(ConfigCluster, DefaultsAreOff) {
+  const Config c = Load(kPipelines);
+  EXPECT_FALSE(c.cluster.enabled());
+  EXPECT_EQ(c.cluster.nats.url, "");
+  EXPECT_EQ(c.cluster.nats.prefix, "sluice");
+  EXPECT_EQ(c.cluster.nats.replicas, 1);
+  EXPECT_EQ(c.cluster.nats.ack_wait, std::chrono::seconds{30});
+}
+
+TEST(ConfigCluster, ReadsEveryKey) {
+  const Config c = Load(WithCluster(
+      "    url: \"nats://10.0.0.1:4222,tls://u:p@nats-2:4223,"
+      "nats://[::1]:4222\"\n    prefix: sl-uice_2\n    replicas: 3\n"
+      "    ack_wait: 2s\n"));
+  EXPECT_TRUE(c.cluster.enabled());
+  EXPECT_EQ(c.cluster.nats.url,
+            "nats://10.0.0.1:4222,tls://u:p@nats-2:4223,nats://[::1]:4222");
+  EXPECT_EQ(c.cluster.nats.prefix, "sl-uice_2");
+  EXPECT_EQ(c.cluster.nats.replicas, 3);
+  EXPECT_EQ(c.cluster.nats.ack_wait, std::chrono::seconds{2});
+}
+
+TEST(ConfigCluster, EmptyOrNullUrlIsOff) {
+  for (std::string_view body :
+       {"    url: \"\"\n", "    url:\n", "    prefix: x\n", ""}) {
+    const Config c = Load(WithCluster(body));
+    EXPECT_FALSE(c.cluster.enabled()) << body;
+  }
+  EXPECT_FALSE(Load(std::string(kPipelines) + "cluster:\n").cluster.enabled());
+}
+
+TEST(ConfigCluster, UrlErrors) {
+  const std::string list =
+      " (a comma list such as \"nats://10.0.0.1:4222,nats://10.0.0.2:4222\")";
+  ExpectOneError(WithCluster("    url: \"http://h:4222\"\n"),
+                 "cluster.nats.url: \"http://h:4222\" must start with nats:// "
+                 "or tls://" +
+                     list);
+  ExpectOneError(WithCluster("    url: \"nats://h\"\n"),
+                 "cluster.nats.url: \"nats://h\" must be nats://host:port or "
+                 "tls://host:port (a port 1..65535)" +
+                     list);
+  ExpectOneError(WithCluster("    url: \"nats://h:0\"\n"),
+                 "cluster.nats.url: \"nats://h:0\" must be nats://host:port");
+  ExpectOneError(WithCluster("    url: \"nats://h:4222/x\"\n"),
+                 "cluster.nats.url: \"nats://h:4222/x\" must be");
+  ExpectOneError(WithCluster("    url: \"nats://a:1,,nats://b:2\"\n"),
+                 "cluster.nats.url: \"\" must start with nats://");
+  ExpectOneError(WithCluster("    url: \"nats://a:1, nats://b:2\"\n"),
+                 "cluster.nats.url: \" nats://b:2\" must start with nats://");
+  ExpectOneError(WithCluster("    url: 4222\n"),
+                 "cluster.nats.url: must be a string, not an integer");
+}
+
+// The url lands in `sluice check` output and CI logs: no credentials.
+TEST(ConfigCluster, UrlErrorsMaskCredentials) {
+  const auto errors = Errors(WithCluster("    url: \"nats://me:s3cret@h\"\n"));
+  ASSERT_EQ(errors.size(), 1u) << Joined(errors);
+  EXPECT_EQ(errors[0].find("s3cret"), std::string::npos) << errors[0];
+  EXPECT_TRUE(errors[0].starts_with("cluster.nats.url: \"nats://***@h\""))
+      << errors[0];
+}
+
+TEST(ConfigCluster, OtherKeyErrors) {
+  ExpectOneError(WithCluster("    prefix: a.b\n"),
+                 "cluster.nats.prefix: must match [A-Za-z0-9_-]+");
+  ExpectOneError(WithCluster("    prefix: \"\"\n"),
+                 "cluster.nats.prefix: must match [A-Za-z0-9_-]+");
+  ExpectOneError(WithCluster("    replicas: 0\n"),
+                 "cluster.nats.replicas: must be >= 1");
+  ExpectOneError(WithCluster("    replicas: 6\n"),
+                 "cluster.nats.replicas: must be <= 5");
+  ExpectOneError(WithCluster("    replicas: \"3\"\n"),
+                 "cluster.nats.replicas: must be an integer, not a string");
+  ExpectOneError(WithCluster("    ack_wait: 999ms\n"),
+                 "cluster.nats.ack_wait: must be >= 1s");
+  ExpectOneError(WithCluster("    ack_wait: 30\n"),
+                 "cluster.nats.ack_wait: invalid duration \"30\"");
+  ExpectOneError(WithCluster("    urls: nats://h:4222\n"),
+                 "cluster.nats.urls: unknown key (expected one of: url, "
+                 "prefix, replicas, ack_wait)");
+  ExpectOneError(std::string(kPipelines) + "cluster: { redis: {} }\n",
+                 "cluster.redis: unknown key (expected one of: nats)");
+  ExpectOneError(std::string(kPipelines) + "cluster: 5\n",
+                 "cluster: must be a map, not an integer");
+  ExpectOneError(std::string(kPipelines) + "cluster: { nats: [] }\n",
+                 "cluster.nats: must be a map, not a list");
+}
+
+TEST(ConfigCluster, KeyAndWindowsAreFineWithoutCluster) {
+  const Config c = Load(KeyAndWindows("cluster:\n  nats:\n    url: \"\"\n"));
+  EXPECT_FALSE(c.cluster.enabled());
+  EXPECT_TRUE(c.pipelines[1].stages[1].keyed);
+  EXPECT_TRUE(c.pipelines[0].aggregate.window.enabled());
+}
+
+TEST(ConfigCluster, RefusesKeyedStagesAndWindowsWhenEnabled) {
+  const auto errors = Errors(
+      KeyAndWindows("cluster:\n  nats:\n    url: \"nats://127.0.0.1:4222\"\n"));
+  const std::vector<std::string> expected = {
+      "pipelines[0].aggregate.window: " + std::string(kWindowRefusal),
+      "pipelines[1].stages[1].key: " + std::string(kKeyRefusal),
+      "pipelines[2].aggregate.window: " + std::string(kWindowRefusal),
+  };
+  EXPECT_EQ(errors, expected) << Joined(errors);
+}
+
+// An invalid url still means "cluster wanted": the refusals come with its
+// error, so one `sluice check` shows everything to fix.
+TEST(ConfigCluster, InvalidUrlStillRefusesKeyedStages) {
+  const auto errors =
+      Errors(KeyAndWindows("cluster:\n  nats:\n    url: \"nats://h\"\n"));
+  ASSERT_EQ(errors.size(), 4u) << Joined(errors);
+  EXPECT_TRUE(errors[0].starts_with("cluster.nats.url: \"nats://h\""))
+      << errors[0];
+  EXPECT_EQ(errors[2],
+            "pipelines[1].stages[1].key: " + std::string(kKeyRefusal));
+}
+
+TEST(ConfigCluster, EnvironmentTurnsItOn) {
+  const std::string text = KeyAndWindows(
+      "cluster:\n  nats:\n    url: \"${SLUICE_CFG_TEST_NATS:-}\"\n");
+  unsetenv("SLUICE_CFG_TEST_NATS");
+  EXPECT_FALSE(Load(text).cluster.enabled());
+  ASSERT_EQ(setenv("SLUICE_CFG_TEST_NATS", "", 1), 0);
+  EXPECT_FALSE(Load(text).cluster.enabled());
+  ASSERT_EQ(setenv("SLUICE_CFG_TEST_NATS", "nats://n1:4222,nats://n2:4222", 1),
+            0);
+  const auto errors = Errors(text);
+  EXPECT_EQ(errors.size(), 3u) << Joined(errors);
+  const Config c = Load(WithCluster("    url: ${SLUICE_CFG_TEST_NATS}\n"));
+  EXPECT_EQ(c.cluster.nats.url, "nats://n1:4222,nats://n2:4222");
+  unsetenv("SLUICE_CFG_TEST_NATS");
+}
+
+TEST(ConfigCluster, UnquotedEmptyReferenceIsOff) {
+  unsetenv("SLUICE_CFG_TEST_NATS");
+  const Config c = Load(WithCluster("    url: ${SLUICE_CFG_TEST_NATS:-}\n"));
+  EXPECT_FALSE(c.cluster.enabled());
+}
+
+TEST(Summary, DescribesClusterModeWithoutCredentials) {
+  EXPECT_NE(Summary(Load(kPipelines)).find("cluster: off\n"),
+            std::string::npos);
+  const std::string s = Summary(
+      Load(WithCluster("    url: \"nats://me:s3cret@h1:4222,nats://h2:4222\"\n"
+                       "    replicas: 3\n    ack_wait: 2s\n")));
+  EXPECT_EQ(s.find("s3cret"), std::string::npos) << s;
+  EXPECT_NE(s.find("cluster: on, nats \"nats://***@h1:4222,nats://h2:4222\", "
+                   "prefix sluice, replicas 3, ack_wait 2s\n"),
+            std::string::npos)
+      << s;
+}
+
 // --- every error is collected
 // ------------------------------------------------------------
 
@@ -900,6 +1087,7 @@ const std::filesystem::path kSourceDir = SLUICE_SOURCE_DIR;
 
 TEST(ShippedConfigs, DefaultYamlLoadsCleanly) {
   unsetenv("SLUICE_LISTEN");
+  unsetenv("SLUICE_NATS_URL");
   auto r = LoadConfigFile((kSourceDir / "config/default.yaml").string(),
                           processors::ConfigChecks());
   if (!r.ok()) {
@@ -912,6 +1100,25 @@ TEST(ShippedConfigs, DefaultYamlLoadsCleanly) {
   for (const auto& p : c.pipelines) names.push_back(p.name);
   EXPECT_NE(std::find(names.begin(), names.end(), "wordcount"), names.end());
   EXPECT_NE(std::find(names.begin(), names.end(), "enrich"), names.end());
+  EXPECT_FALSE(c.cluster.enabled());
+}
+
+// SLUICE_NATS_URL turns cluster mode on, and the default pipelines are
+// fit for it (no key, no window).
+TEST(ShippedConfigs, DefaultYamlClusterFollowsSluiceNatsUrl) {
+  ASSERT_EQ(setenv("SLUICE_NATS_URL", "nats://127.0.0.1:4222", 1), 0);
+  auto r = LoadConfigFile((kSourceDir / "config/default.yaml").string(),
+                          processors::ConfigChecks());
+  unsetenv("SLUICE_NATS_URL");
+  if (!r.ok()) {
+    for (const auto& e : r.error()) ADD_FAILURE() << ToString(e);
+    return;
+  }
+  const NatsConfig& n = r.value().cluster.nats;
+  EXPECT_EQ(n.url, "nats://127.0.0.1:4222");
+  EXPECT_EQ(n.prefix, "sluice");
+  EXPECT_EQ(n.replicas, 1);
+  EXPECT_EQ(n.ack_wait, std::chrono::seconds{30});
 }
 
 TEST(ShippedConfigs, DefaultYamlListenIsOverridable) {
