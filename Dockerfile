@@ -29,6 +29,7 @@ RUN apt-get update \
       prometheus \
       wrk nginx \
       curl ca-certificates \
+      libnats-dev nats-server \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "service/cluster/cluster_service.hpp"
 #include "service/engine/engine.hpp"
 #include "service/http/fail.hpp"
 #include "service/http/router.hpp"
@@ -69,6 +70,11 @@ std::vector<std::string> RestartRequired(const config::Config& now,
   differ("jobs.max_job_result_bytes", j.max_job_result_bytes,
          k.max_job_result_bytes);
   differ("jobs.min_retention", j.min_retention, k.min_retention);
+  const config::NatsConfig &n = now.cluster.nats, &m = next.cluster.nats;
+  differ("cluster.nats.url", n.url, m.url);
+  differ("cluster.nats.prefix", n.prefix, m.prefix);
+  differ("cluster.nats.replicas", n.replicas, m.replicas);
+  differ("cluster.nats.ack_wait", n.ack_wait, m.ack_wait);
   return keys;
 }
 
@@ -114,6 +120,16 @@ Result<std::unique_ptr<App>> App::Create(config::Config config,
   }
   engine::Engine* engine = app->engine_.get();
   app->metrics_->SetScrapeHook([engine] { engine->SampleGauges(); });
+  engine::JobService* jobs = engine;
+  if (app->config_.cluster.enabled()) {
+    auto cluster =
+        cluster::ClusterService::Start(app->config_, *engine, *app->metrics_);
+    if (!cluster.ok()) return cluster.error();
+    app->cluster_ = std::move(cluster.value());
+    jobs = app->cluster_.get();
+    cluster::ClusterService* c = app->cluster_.get();
+    options.server.before_engine_shutdown = [c] { c->StopTaking(); };
+  }
 
   std::vector<std::string> tokens = TokensFromEnv(server.auth);
   if (!server.auth.tokens_env.empty() && tokens.empty()) {
@@ -126,7 +142,7 @@ Result<std::unique_ptr<App>> App::Create(config::Config config,
   App* self = app.get();
   auto reload = [self] { return self->Reload(); };
   app->router_ = std::make_unique<http::Router>(
-      *app->engine_, *app->metrics_,
+      *jobs, *app->metrics_,
       http::RouterOptions{std::move(tokens), reload});
   options.server.on_hangup = [self] { self->Reload(); };
 
@@ -146,6 +162,7 @@ App::~App() {
     server_->Wait();
   }
   if (metrics_) metrics_->SetScrapeHook({});
+  cluster_.reset();  // before the engine its workers feed
   engine_.reset();
   server_.reset();
   router_.reset();

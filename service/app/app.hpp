@@ -27,6 +27,9 @@ class Metrics;
 namespace sluice::http {
 class Router;
 }  // namespace sluice::http
+namespace sluice::cluster {
+class ClusterService;
+}  // namespace sluice::cluster
 
 namespace sluice::app {
 
@@ -102,6 +105,10 @@ class App {
   config::Config config_ SLUICE_GUARDED_BY(reload_mu_);
   std::unique_ptr<metrics::Metrics> metrics_;
   std::unique_ptr<engine::Engine> engine_;
+  // Cluster mode (config.cluster.enabled()): the jobs live in NATS
+  // JetStream and the router serves them through this; the engine runs the
+  // items this replica takes. Null otherwise.
+  std::unique_ptr<cluster::ClusterService> cluster_;
   std::unique_ptr<http::Router> router_;
   std::unique_ptr<boost::asio::ssl::context> tls_;
   std::unique_ptr<http::Server> server_;

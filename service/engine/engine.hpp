@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "service/config/config.hpp"
+#include "service/engine/engine_types.hpp"
+#include "service/engine/job_service.hpp"
 #include "service/jobs/job.hpp"
 #include "service/jobs/job_store.hpp"
 #include "service/processors/aggregate.hpp"
@@ -39,55 +41,12 @@ class Metrics;
 
 namespace sluice::engine {
 
-// Why Submit or OpenStream refused a job. Each reason has exactly one HTTP
-// status and error code, mapped in one place (http/router.cpp:
-// HttpErrorOf). Thread-compatible (plain value).
-struct Refusal {
-  enum class Reason {
-    kUnknownPipeline,  // no pipeline of that name (404 unknown_pipeline)
-    kOverCapacity,     // jobs.max_pending_items is full for now (429)
-    kJobTooLarge,      // more items than jobs.max_pending_items (413)
-    kDraining,         // the shutdown began (503 draining)
-  };
-  Reason reason;
-  std::string message;  // for people: says what and which limit
-};
-
-// A finite job: `items` go to `pipeline`; `ordered` overrides the pipeline's
-// `ordered` for this job when set. Thread-compatible (plain value).
-struct SubmitRequest {
-  std::string pipeline;
-  std::vector<nlohmann::json> items;
-  std::optional<bool> ordered;
-};
-
 // Builds a stage's processor (one call per worker). Must be thread-safe.
 using ProcessorFactory = std::function<std::unique_ptr<processors::Processor>(
     const config::StageConfig&)>;
 // Builds a job's aggregator (one call per job). Must be thread-safe.
 using AggregatorFactory = std::function<std::unique_ptr<processors::Aggregator>(
     const config::AggregateSpec&)>;
-
-// One stage of a running pipeline, as of one instant (GET /v1/pipelines;
-// http/views.cpp writes it as JSON). Thread-compatible (plain value).
-struct StageSnapshot {
-  config::StageConfig config;
-  std::size_t queue_depth = 0;  // items waiting in the stage's input
-  std::int64_t busy = 0;        // workers inside their processor
-  std::uint64_t in = 0, out = 0, filtered = 0, errors = 0, cancelled = 0;
-  // The p99 of one item's processing over the last 10-20 s
-  // (metrics::LatencyWindow); nullopt when no item was processed in it.
-  std::optional<double> p99_seconds;
-};
-
-// One running pipeline, as of one instant. Thread-compatible (plain value).
-struct PipelineSnapshot {
-  std::string name;
-  bool ordered = false;
-  config::AggregateSpec aggregate;
-  std::int64_t jobs_active = 0;
-  std::vector<StageSnapshot> stages;
-};
 
 // Knobs beyond the config, mostly for tests. Thread-compatible.
 struct EngineOptions {
@@ -166,7 +125,7 @@ class StreamFeed {
 // Thread-safe: every member may be called from any thread, and none blocks
 // on a channel or waits for processing except Shutdown() (and the
 // destructor), which callers run off the network threads.
-class Engine {
+class Engine final : public JobService {
  public:
   // Builds and starts every pipeline of `config` (their tasks run on the
   // engine's Runtime until Shutdown), registers their metrics, and keeps
@@ -190,32 +149,39 @@ class Engine {
   // pointless); kOverCapacity when the items accepted but not yet complete
   // over all jobs, plus these, would exceed jobs.max_pending_items (nothing
   // is accepted then; see retry_after_seconds()).
-  Result<std::shared_ptr<jobs::Job>, Refusal> Submit(SubmitRequest request);
+  Result<std::shared_ptr<jobs::Job>, Refusal> Submit(
+      SubmitRequest request) override;
 
   // Opens an open-ended job fed through the returned StreamFeed. Refusals:
   // kUnknownPipeline, kDraining.
   Result<std::shared_ptr<StreamFeed>, Refusal> OpenStream(
-      std::string_view pipeline);
+      std::string_view pipeline) override;
 
   // The job with this id (running, or finished and still retained), or
   // nullptr.
-  std::shared_ptr<jobs::Job> Find(std::string_view id) const;
+  std::shared_ptr<jobs::Job> Find(std::string_view id) const override;
 
   // Up to `limit` retained jobs, newest first.
-  std::vector<std::shared_ptr<jobs::Job>> List(std::size_t limit) const;
+  std::vector<std::shared_ptr<jobs::Job>> List(
+      std::size_t limit) const override;
 
   // Cancels a job: its queued items end as cancelled, in-flight items end as
   // cancelled without further processing, and its state becomes cancelled
   // once they all have (asynchronously, on engine threads). A stream's input
   // closes. Returns false for an unknown id; true otherwise (a no-op for a
   // finished job).
-  bool Cancel(std::string_view id);
+  bool Cancel(std::string_view id) override;
 
   // Every pipeline's configuration and live counters, in config order (for
   // GET /v1/pipelines, which http/views.cpp renders).
-  std::vector<PipelineSnapshot> Pipelines() const;
+  std::vector<PipelineSnapshot> Pipelines() const override;
 
   bool HasPipeline(std::string_view name) const;
+
+  // Drops a finished job from the store at once (cluster mode: a batch of
+  // JetStream items whose outcomes are published). No-op for an unknown or
+  // unfinished job.
+  void Forget(std::string_view id) { store_.Remove(id); }
 
   // The drain state of the whole process (there is no other): draining()
   // turns true at BeginDrain() or Shutdown() and stays true; from then on
@@ -226,15 +192,15 @@ class Engine {
   // For /readyz: draining() once the drain began; overloaded() while the
   // pending items are at jobs.max_pending_items, or while items are pending
   // and a job that fits the limit was refused (429) in the last second.
-  bool draining() const;
-  bool overloaded() const;
+  bool draining() const override;
+  bool overloaded() const override;
 
   // Items accepted but not yet complete, over all jobs.
   std::uint64_t pending_items() const;
 
   // A Retry-After hint (seconds, 1..60) for an over_capacity rejection,
   // from the recent completion rate.
-  int retry_after_seconds() const;
+  int retry_after_seconds() const override;
 
   // Samples every stage's sluice_stage_queue_depth now (the aggregators also
   // do it every sample_interval). Cheap; e.g. from a metrics scrape hook.

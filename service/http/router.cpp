@@ -195,12 +195,14 @@ HttpError HttpErrorOf(engine::Refusal::Reason reason) {
       return {bhttp::status::payload_too_large, "job_too_large"};
     case Reason::kDraining:
       return {bhttp::status::service_unavailable, "draining"};
+    case Reason::kUnavailable:
+      return {bhttp::status::service_unavailable, "nats_unavailable"};
   }
   return {bhttp::status::internal_server_error, "internal"};
 }
 
 Response RefusalResponse(const engine::Refusal& refusal, const Request& req,
-                         const engine::Engine& engine) {
+                         const engine::JobService& engine) {
   const HttpError error = HttpErrorOf(refusal.reason);
   Response res = MakeError(error.status, error.code, refusal.message,
                            req.version(), req.keep_alive());
@@ -290,7 +292,7 @@ struct Call {
   const Request& req;
   const Query& query;
   const std::string& id;  // the {id} of the job routes, else empty
-  engine::Engine& engine;
+  engine::JobService& engine;
   metrics::Metrics& metrics;
   const RouterOptions& options;
 
@@ -339,6 +341,10 @@ Reply Readyz(const Call& call) {
   if (call.engine.overloaded()) {
     return call.Json(bhttp::status::service_unavailable,
                      {{"status", "overloaded"}});
+  }
+  if (auto why = call.engine.unavailable()) {
+    return call.Json(bhttp::status::service_unavailable,
+                     {{"status", "unavailable"}, {"reason", *why}});
   }
   return call.Json(bhttp::status::ok, {{"status", "ready"}});
 }
@@ -725,7 +731,7 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
-Router::Router(engine::Engine& engine, metrics::Metrics& metrics,
+Router::Router(engine::JobService& engine, metrics::Metrics& metrics,
                RouterOptions options)
     : engine_(engine), metrics_(metrics), options_(std::move(options)) {}
 

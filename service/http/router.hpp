@@ -21,7 +21,7 @@
 #include "service/util/result.hpp"
 
 namespace sluice::engine {
-class Engine;
+class JobService;
 class StreamFeed;
 }  // namespace sluice::engine
 namespace sluice::jobs {
@@ -130,7 +130,7 @@ struct Upgrade {
 class Router {
  public:
   // `engine` and `metrics` must outlive the router.
-  Router(engine::Engine& engine, metrics::Metrics& metrics,
+  Router(engine::JobService& engine, metrics::Metrics& metrics,
          RouterOptions options);
 
   // Checks a request from its header alone, before its body is read:
@@ -170,7 +170,7 @@ class Router {
   // WebSocket upgrade without it, the "sluice.bearer." subprotocol.
   static std::optional<std::string> PresentedToken(const RequestHeader& header);
 
-  engine::Engine& engine_;
+  engine::JobService& engine_;
   metrics::Metrics& metrics_;
   RouterOptions options_;
 };

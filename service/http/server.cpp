@@ -126,6 +126,7 @@ struct Server::Impl {
     drain_thread = std::thread([this] {
       // Blocks up to shutdown_grace (+ the time cancelled items take to
       // end): this thread is not an io thread, so serving goes on.
+      if (options.before_engine_shutdown) options.before_engine_shutdown();
       parts.engine.Shutdown(config.shutdown_grace);
       net::post(control, [this] { FinishShutdown(); });
     });

@@ -35,6 +35,10 @@ struct ServerOptions {
   // command sets it), on a network thread, one call at a time. Empty:
   // SIGHUP is left alone (its default ends the process).
   std::function<void()> on_hangup;
+  // Runs on the drain thread after the engine stopped taking jobs and before
+  // its Shutdown: cluster mode stops pulling items there, so what it holds
+  // is finished or handed back before the engine stops. May be empty.
+  std::function<void()> before_engine_shutdown;
 };
 
 // What the server serves, owned by the caller and outliving the Server.

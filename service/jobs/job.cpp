@@ -368,6 +368,31 @@ bool Job::RequestCancel() {
   return true;
 }
 
+void Job::Restore(const Summary& summary) {
+  std::vector<std::function<void()>> wake;
+  std::vector<std::function<void()>> done;
+  {
+    MutexLock lock(&mu_);
+    if (IsFinal(state_)) return;
+    state_ = summary.state;
+    counts_ = summary.counts;
+    completed_.store(summary.completed, std::memory_order_relaxed);
+    started_at_ = summary.started_at;
+    finished_at_ = summary.finished_at;
+    aggregate_ = summary.aggregate;
+    error_ = summary.error;
+    if (summary.state == JobState::kCancelled) {
+      cancel_requested_.store(true, std::memory_order_release);
+    }
+    if (IsFinal(state_)) {
+      wake = TakeWakersLocked();
+      done.swap(finish_waiters_);
+    }
+  }
+  CallAll(wake);
+  CallAll(done);
+}
+
 std::optional<JobState> Job::Finish(nlohmann::json aggregate, bool failed,
                                     Clock::time_point now) {
   std::vector<std::function<void()>> wake;

@@ -281,6 +281,24 @@ class Job {
   // Flags the job cancelled. Returns true if it had not finished (the flag
   // was set, or already set), false if it had already finished.
   bool RequestCancel();
+
+  // What a job's record says in cluster mode, where another process may run
+  // it: the state, exact counts, times, aggregate and error (null or
+  // {"code","message"}). Thread-compatible (plain value).
+  struct Summary {
+    JobState state = JobState::kQueued;
+    Counts counts;
+    std::uint64_t completed = 0;
+    std::optional<Clock::time_point> started_at;
+    std::optional<Clock::time_point> finished_at;
+    nlohmann::json aggregate;
+    nlohmann::json error;
+  };
+  // Sets the job to `summary`, keeping the results appended so far. A final
+  // state wakes the readers and finish waiters as Finish does. Does nothing
+  // once the job is final. Cluster mode only (cluster/): a replica shows a
+  // job that other processes ran, from its record and its sealed log.
+  void Restore(const Summary& summary);
   // Makes the state final: failed if `failed` or the job went over its
   // result limits (its aggregate is then null), else cancelled when a cancel
   // was requested, else done. Records the aggregate and finished_at and

@@ -51,6 +51,18 @@ void JobStore::OnFinished(const std::shared_ptr<Job>& job) {
   SweepLocked(Job::Clock::now());
 }
 
+void JobStore::Remove(std::string_view id) {
+  std::shared_ptr<Job> dropped;  // destroyed outside mu_
+  MutexLock lock(&mu_);
+  auto it = by_id_.find(std::string(id));
+  if (it == by_id_.end() || !it->second.finished) return;
+  dropped = it->second.job;
+  // Removed right after finishing, it is normally the newest finished id;
+  // elsewhere in the order, SweepLocked skips it.
+  if (!finished_.empty() && finished_.back() == it->first) finished_.pop_back();
+  EraseLocked(std::string(id));
+}
+
 std::shared_ptr<Job> JobStore::Find(std::string_view id) {
   MutexLock lock(&mu_);
   SweepLocked(Job::Clock::now());

@@ -74,6 +74,11 @@ class JobStore {
   // is not stored or not finished.
   void OnFinished(const std::shared_ptr<Job>& job);
 
+  // Drops a finished job at once, whatever the limits (cluster mode: a batch
+  // whose outcomes JetStream now holds). A no-op for an unknown or unfinished
+  // job.
+  void Remove(std::string_view id);
+
   // The job with this id, or nullptr.
   std::shared_ptr<Job> Find(std::string_view id);
 

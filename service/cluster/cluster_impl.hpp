@@ -1,0 +1,235 @@
+// The inside of cluster::ClusterService (cluster_service.hpp), shared by the
+// files of this room: the connection and layout (connection.cpp), the job
+// table fed by the KV watcher (job_table.cpp), submitting (submit.cpp),
+// pulling and processing items (worker.cpp), following a job's log
+// (mirror.cpp) and sealing finished jobs (sealer.cpp). Not a public header.
+#ifndef SLUICE_SERVICE_CLUSTER_CLUSTER_IMPL_HPP_
+#define SLUICE_SERVICE_CLUSTER_CLUSTER_IMPL_HPP_
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "service/cluster/nats.hpp"
+#include "service/cluster/record.hpp"
+#include "service/config/config.hpp"
+#include "service/engine/engine.hpp"
+#include "service/util/result.hpp"
+#include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/mutex.hpp"
+
+namespace sluice::metrics {
+class Metrics;
+}  // namespace sluice::metrics
+
+namespace sluice::cluster {
+
+// The sluice_cluster_* series (docs/cluster.md). Thread-safe (prometheus
+// metrics are).
+struct ClusterMetrics {
+  explicit ClusterMetrics(metrics::Metrics& metrics);
+  prometheus::Gauge& connected;
+  prometheus::Gauge& pending_items;
+  prometheus::Counter& reconnects;
+  prometheus::Family<prometheus::Counter>& acked;
+  prometheus::Family<prometheus::Counter>& redelivered;
+  prometheus::Family<prometheus::Counter>& duplicates;
+  prometheus::Histogram& publish_items;
+  prometheus::Histogram& publish_outcomes;
+};
+
+// One job as this replica shows it: a jobs::Job that an ordered consumer on
+// the job's log fills, outcome by outcome (in seq order for an ordered
+// job), and that ends when the seal arrives. Thread-safe.
+class Mirror : public std::enable_shared_from_this<Mirror> {
+ public:
+  Mirror(const JobRecord& record);
+  ~Mirror();
+  Mirror(const Mirror&) = delete;
+  Mirror& operator=(const Mirror&) = delete;
+
+  // Subscribes to the job's log from its start. The subscription holds a
+  // reference to the mirror until Stop() completes it.
+  Result<void> Follow(jsCtx* js, const Names& names);
+  // Unsubscribes (idempotent).
+  void Stop();
+
+  const std::shared_ptr<jobs::Job>& job() const { return job_; }
+  // Distinct seqs whose outcome arrived.
+  std::uint64_t seen() const;
+  bool sealed() const { return job_->finished(); }
+  std::chrono::steady_clock::time_point last_used() const;
+  void Touch();
+
+  // Called by nats.c's delivery threads.
+  void OnMessage(natsMsg* msg);
+
+ private:
+  void AddOutcome(std::uint64_t seq, std::vector<jobs::ResultRecord> records,
+                  std::uint64_t filtered, std::uint64_t cancelled)
+      SLUICE_REQUIRES(mu_);
+  void ReleaseInOrder() SLUICE_REQUIRES(mu_);
+  void ApplySeal(std::string_view data);
+
+  const std::shared_ptr<jobs::Job> job_;
+  const std::uint64_t in_;
+  const bool ordered_;
+  mutable Mutex mu_;
+  std::vector<bool> seen_ SLUICE_GUARDED_BY(mu_);
+  std::uint64_t seen_count_ SLUICE_GUARDED_BY(mu_) = 0;
+  // Ordered jobs: outcomes waiting for the seqs before them.
+  struct Held {
+    std::vector<jobs::ResultRecord> records;
+    std::uint64_t filtered = 0, cancelled = 0;
+  };
+  std::map<std::uint64_t, Held> held_ SLUICE_GUARDED_BY(mu_);
+  std::uint64_t next_ SLUICE_GUARDED_BY(mu_) = 0;
+  std::chrono::steady_clock::time_point last_used_ SLUICE_GUARDED_BY(mu_);
+  Mutex sub_mu_;
+  natsSubscription* sub_ SLUICE_GUARDED_BY(sub_mu_) = nullptr;
+};
+
+// Items of one job taken by this replica and run as one local engine job.
+// Thread-compatible: the worker fills it, the publisher thread drains it.
+struct Batch {
+  std::string job_id;  // the cluster job
+  std::string pipeline;
+  std::vector<NatsPtr<natsMsg>> msgs;  // the JetStream items, one per seq
+  std::vector<std::uint64_t> seqs;     // seqs[i] is msgs[i]'s seq
+  std::shared_ptr<jobs::Job> local;    // the engine's job running them
+};
+
+// Everything ClusterService does. Thread-safe.
+class ClusterImpl {
+ public:
+  ClusterImpl(const config::Config& config, engine::Engine& engine,
+              metrics::Metrics& metrics);
+  ~ClusterImpl();
+
+  Result<void> Connect();  // connection.cpp
+  void StartThreads();
+  void StopTaking();
+
+  Result<std::shared_ptr<jobs::Job>, engine::Refusal> Submit(
+      engine::SubmitRequest request);
+  std::shared_ptr<jobs::Job> Find(std::string_view id);
+  std::vector<std::shared_ptr<jobs::Job>> List(std::size_t limit);
+  bool Cancel(std::string_view id);
+  std::optional<std::string> unavailable() const;
+  bool overloaded() const;
+  engine::Engine& engine() { return engine_; }
+
+  // Connection callbacks (connection.cpp).
+  void OnConnected();
+  void OnDisconnected();
+  // The publisher context's error handler (worker.cpp).
+  void OnOutcomeError(jsPubAckErr* error);
+
+ private:
+  // connection.cpp
+  Result<void> EnsureLayout();
+  Result<void> EnsureConsumer(const std::string& pipeline);
+  void MaintenanceLoop();
+  void SamplePending();
+  // job_table.cpp
+  void WatchLoop();
+  void WatchOnce();
+  std::optional<JobRecord> Record(std::string_view id) const;
+  Result<JobRecord> FetchRecord(std::string_view id) const;
+  Result<void> PutRecord(JobRecord& record);
+  // submit.cpp
+  Result<std::shared_ptr<jobs::Job>, engine::Refusal> Admit(
+      engine::SubmitRequest& request);
+  Result<void> PublishItems(const JobRecord& record,
+                      const std::vector<nlohmann::json>& items);
+  void RollBack(const JobRecord& record);
+  // worker.cpp
+  void WorkLoop(std::string pipeline);
+  void Dispatch(const std::string& pipeline,
+                std::vector<NatsPtr<natsMsg>>& msgs);
+  void RunBatch(std::shared_ptr<Batch> batch);
+  void PublishLoop();
+  void Publish(Batch& batch);
+  // mirror.cpp (the mirror table)
+  std::shared_ptr<Mirror> MirrorOf(const JobRecord& record);
+  void PruneMirrors();
+  // sealer.cpp
+  void SealFinished();  // every unfinished job (finds crashed sealers)
+  void SealTouched();   // the jobs this replica published outcomes for
+  void TrySeal(const JobRecord& record);
+  nlohmann::json AggregateOf(const JobRecord& record, const jobs::Job& job);
+
+  const config::Config config_;
+  engine::Engine& engine_;
+  ClusterMetrics metrics_;
+  const Names names_;
+
+  NatsPtr<natsConnection> conn_;
+  NatsPtr<jsCtx> js_;        // for requests; thread-safe
+  std::atomic<kvStore*> kv_{nullptr};  // owned by kv_owner_ once the layout is up
+  NatsPtr<kvStore> kv_owner_;
+
+  std::atomic<bool> connected_{false};
+  std::atomic<bool> layout_ready_{false};
+  std::atomic<bool> table_synced_{false};
+  std::atomic<bool> rewatch_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> taking_{true};
+  std::atomic<std::uint64_t> pending_items_{0};   // the items stream's Msgs
+  std::atomic<std::uint64_t> publishing_{0};      // items Submit is storing
+  std::atomic<std::int64_t> held_items_{0};       // items this replica holds
+
+  mutable Mutex table_mu_;
+  std::map<std::string, JobRecord, std::less<>> table_
+      SLUICE_GUARDED_BY(table_mu_);
+
+  mutable Mutex mirrors_mu_;
+  std::map<std::string, std::shared_ptr<Mirror>, std::less<>> mirrors_
+      SLUICE_GUARDED_BY(mirrors_mu_);
+
+  Mutex done_mu_;
+  CondVar done_cv_;
+  std::deque<std::shared_ptr<Batch>> done_ SLUICE_GUARDED_BY(done_mu_);
+  std::int64_t running_batches_ SLUICE_GUARDED_BY(done_mu_) = 0;
+
+  Mutex wake_mu_;
+  CondVar wake_cv_;  // maintenance: a batch was published, or stopping
+
+  // The publisher's context: its async publishes are one batch's outcomes.
+  NatsPtr<jsCtx> publish_js_;
+  Mutex failed_mu_;
+  std::set<std::string> failed_ SLUICE_GUARDED_BY(failed_mu_);  // subjects
+  // Submit's contexts, one per submit in flight (async publishes complete
+  // per context).
+  Mutex submit_js_mu_;
+  std::vector<NatsPtr<jsCtx>> submit_js_ SLUICE_GUARDED_BY(submit_js_mu_);
+  // Jobs with outcomes published lately: the sealer looks at these first.
+  Mutex touched_mu_;
+  std::set<std::string> touched_ SLUICE_GUARDED_BY(touched_mu_);
+
+  std::vector<std::thread> workers_;
+  std::thread watcher_, maintenance_, publisher_;
+};
+
+// Test-only crash points (docs/internal/architecture.md): with
+// SLUICE_CLUSTER_FAULT=<point>:<n> the process exits at once (status 137,
+// as if killed) the n-th time it reaches <point>.
+void MaybeCrash(std::string_view point);
+
+}  // namespace sluice::cluster
+
+#endif  // SLUICE_SERVICE_CLUSTER_CLUSTER_IMPL_HPP_

@@ -1,0 +1,200 @@
+// Showing a job on any replica: a Mirror follows the job's log (its outcome
+// messages, then the seal) with an ordered consumer and fills a jobs::Job,
+// so status, result pages, the WebSocket stream and ?wait= work as in a
+// single process. The mirror table keeps one per job this replica was asked
+// about, and drops finished ones unused for a minute.
+#include <charconv>
+
+#include "service/cluster/cluster_impl.hpp"
+
+namespace sluice::cluster {
+namespace {
+
+constexpr auto kMirrorIdle = std::chrono::seconds(60);
+constexpr std::size_t kMaxMirrors = 512;
+
+void OnMirrorMsg(natsConnection*, natsSubscription*, natsMsg* msg,
+                 void* closure) {
+  NatsPtr<natsMsg> owned(msg);
+  (*static_cast<std::shared_ptr<Mirror>*>(closure))->OnMessage(msg);
+}
+
+void OnMirrorComplete(void* closure) {
+  delete static_cast<std::shared_ptr<Mirror>*>(closure);
+}
+
+// "<filtered> <cancelled>" from the outcome's header.
+std::pair<std::uint64_t, std::uint64_t> CountsOf(natsMsg* msg) {
+  const char* value = nullptr;
+  if (natsMsgHeader_Get(msg, kCountsHeader, &value) != NATS_OK) return {0, 0};
+  std::string_view text(value);
+  std::uint64_t filtered = 0, cancelled = 0;
+  auto r = std::from_chars(text.data(), text.data() + text.size(), filtered);
+  if (r.ptr < text.data() + text.size()) {
+    std::from_chars(r.ptr + 1, text.data() + text.size(), cancelled);
+  }
+  return {filtered, cancelled};
+}
+
+}  // namespace
+
+Mirror::Mirror(const JobRecord& record)
+    : job_(std::make_shared<jobs::Job>(record.id, record.pipeline, record.in,
+                                       FromUnixMs(record.created_ms))),
+      in_(record.in),
+      ordered_(record.ordered),
+      seen_(record.in, false),
+      last_used_(std::chrono::steady_clock::now()) {}
+
+Mirror::~Mirror() = default;
+
+Result<void> Mirror::Follow(jsCtx* js, const Names& names) {
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Ordered = true;
+  const std::string stream = names.results_stream();
+  so.Stream = stream.c_str();
+  const std::string subject = names.job_results(job_->id());
+  auto* closure = new std::shared_ptr<Mirror>(shared_from_this());
+  natsSubscription* sub = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  natsStatus s = js_Subscribe(&sub, js, subject.c_str(), OnMirrorMsg, closure,
+                              nullptr, &so, &code);
+  if (s != NATS_OK) {
+    delete closure;
+    return Error{"cluster", NatsError("follow " + job_->id(), s, code)};
+  }
+  natsSubscription_SetOnCompleteCB(sub, OnMirrorComplete, closure);
+  MutexLock lock(&sub_mu_);
+  sub_ = sub;
+  return {};
+}
+
+void Mirror::Stop() {
+  natsSubscription* sub = nullptr;
+  {
+    MutexLock lock(&sub_mu_);
+    std::swap(sub, sub_);
+  }
+  if (sub == nullptr) return;
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+}
+
+std::uint64_t Mirror::seen() const {
+  MutexLock lock(&mu_);
+  return seen_count_;
+}
+
+std::chrono::steady_clock::time_point Mirror::last_used() const {
+  MutexLock lock(&mu_);
+  return last_used_;
+}
+
+void Mirror::Touch() {
+  MutexLock lock(&mu_);
+  last_used_ = std::chrono::steady_clock::now();
+}
+
+void Mirror::OnMessage(natsMsg* msg) {
+  const std::string_view subject = natsMsg_GetSubject(msg);
+  const std::string_view last = subject.substr(subject.rfind('.') + 1);
+  const std::string_view data(natsMsg_GetData(msg) == nullptr ? "" : natsMsg_GetData(msg),
+                              static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+  if (job_->finished()) return;  // anything after the seal is not the job's
+  if (last == "end") {
+    ApplySeal(data);
+    return;
+  }
+  std::uint64_t seq = 0;
+  auto [end, ec] = std::from_chars(last.data(), last.data() + last.size(), seq);
+  if (ec != std::errc() || seq >= in_) return;
+  auto records = DecodeOutcome(data);
+  if (!records) return;
+  const auto [filtered, cancelled] = CountsOf(msg);
+  MutexLock lock(&mu_);
+  if (seen_[seq]) return;  // defensive: JetStream stores one per seq
+  seen_[seq] = true;
+  ++seen_count_;
+  AddOutcome(seq, std::move(*records), filtered, cancelled);
+}
+
+void Mirror::AddOutcome(std::uint64_t seq,
+                        std::vector<jobs::ResultRecord> records,
+                        std::uint64_t filtered, std::uint64_t cancelled) {
+  if (seen_count_ == 1) job_->MarkRunning();
+  if (!ordered_) {
+    job_->Append(records, filtered, cancelled);
+    job_->NoteCompleted(seen_count_);
+    return;
+  }
+  held_[seq] = Held{std::move(records), filtered, cancelled};
+  ReleaseInOrder();
+}
+
+void Mirror::ReleaseInOrder() {
+  while (!held_.empty() && held_.begin()->first == next_) {
+    Held& h = held_.begin()->second;
+    job_->Append(h.records, h.filtered, h.cancelled);
+    held_.erase(held_.begin());
+    ++next_;
+  }
+  job_->NoteCompleted(next_);
+}
+
+void Mirror::ApplySeal(std::string_view data) {
+  std::optional<JobRecord> sealed = JobRecord::Parse(data);
+  if (!sealed) return;
+  {
+    MutexLock lock(&mu_);
+    // An ordered job's outcomes still held (a cancelled job's gaps) are
+    // released in seq order: they are part of its log.
+    while (!held_.empty()) {
+      Held& h = held_.begin()->second;
+      job_->Append(h.records, h.filtered, h.cancelled);
+      held_.erase(held_.begin());
+    }
+  }
+  job_->Restore(sealed->summary());
+}
+
+std::shared_ptr<Mirror> ClusterImpl::MirrorOf(const JobRecord& record) {
+  std::shared_ptr<Mirror> mirror;
+  {
+    MutexLock lock(&mirrors_mu_);
+    auto it = mirrors_.find(record.id);
+    if (it != mirrors_.end()) {
+      it->second->Touch();
+      return it->second;
+    }
+    mirror = std::make_shared<Mirror>(record);
+    mirrors_[record.id] = mirror;
+  }
+  if (auto r = mirror->Follow(js_.get(), names_); !r.ok()) {
+    MutexLock lock(&mirrors_mu_);
+    mirrors_.erase(record.id);
+    return mirror;  // shows the record's state; a later Find tries again
+  }
+  return mirror;
+}
+
+void ClusterImpl::PruneMirrors() {
+  std::vector<std::shared_ptr<Mirror>> dropped;
+  {
+    MutexLock lock(&mirrors_mu_);
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = mirrors_.begin(); it != mirrors_.end();) {
+      const bool idle = now - it->second->last_used() > kMirrorIdle;
+      const bool over = mirrors_.size() > kMaxMirrors;
+      if (it->second->sealed() && (idle || over)) {
+        dropped.push_back(it->second);
+        it = mirrors_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& m : dropped) m->Stop();
+}
+
+}  // namespace sluice::cluster

@@ -1,0 +1,159 @@
+// Ending jobs (docs/cluster.md "Finishing"): once a job has no items left in
+// the items stream and this replica's mirror has every seq's outcome, the
+// replica publishes the seal — the final record, with expected-last-subject-
+// sequence 0, so the first seal is the only one — and writes it to the
+// job's KV record. Every replica runs this over every unfinished job each
+// second, which finishes the jobs of replicas that died; the janitor part
+// removes what crashed submits and expired jobs left.
+#include <limits>
+
+#include "service/cluster/cluster_impl.hpp"
+#include "service/processors/aggregate.hpp"
+
+namespace sluice::cluster {
+namespace {
+
+// Items of the job still in the items stream (not yet acknowledged).
+std::optional<std::uint64_t> Remaining(jsCtx* js, const Names& names,
+                                       const std::string& job) {
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  const std::string filter = names.job_items(job);
+  jo.Stream.Info.SubjectsFilter = filter.c_str();
+  jsStreamInfo* raw = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  const std::string stream = names.items_stream();
+  if (js_GetStreamInfo(&raw, js, stream.c_str(), &jo, &code) != NATS_OK) {
+    return std::nullopt;
+  }
+  NatsPtr<jsStreamInfo> info(raw);
+  std::uint64_t n = 0;
+  if (info->State.Subjects != nullptr) {
+    for (int i = 0; i < info->State.Subjects->Count; ++i) {
+      n += info->State.Subjects->List[i].Msgs;
+    }
+  }
+  return n;
+}
+
+void PurgeSubject(jsCtx* js, const std::string& stream,
+                  const std::string& subject) {
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Stream.Purge.Subject = subject.c_str();
+  jsErrCode code = static_cast<jsErrCode>(0);
+  js_PurgeStream(js, stream.c_str(), &jo, &code);
+}
+
+constexpr std::int64_t kAcceptTimeoutMs = 30000;
+
+}  // namespace
+
+void ClusterImpl::SealTouched() {
+  std::set<std::string> touched;
+  {
+    MutexLock lock(&touched_mu_);
+    touched.swap(touched_);
+  }
+  for (const std::string& id : touched) {
+    std::optional<JobRecord> record = Record(id);
+    if (record && !record->final() && !record->accepting()) TrySeal(*record);
+  }
+}
+
+void ClusterImpl::SealFinished() {
+  std::vector<JobRecord> records;
+  {
+    MutexLock lock(&table_mu_);
+    for (const auto& [id, record] : table_) records.push_back(record);
+  }
+  const std::int64_t now_ms = ToUnixMs(jobs::Job::Clock::now());
+  const std::int64_t retention_ms = config_.jobs.retention.count();
+  for (const JobRecord& record : records) {
+    if (record.accepting()) {
+      if (now_ms - record.created_ms > kAcceptTimeoutMs) {
+        // Its submit died before the commit: no client got a 202.
+        PurgeSubject(js_.get(), names_.items_stream(), names_.job_items(record.id));
+        kvStore_Purge(kv_.load(), record.id.c_str(), nullptr);
+      }
+    } else if (!record.final()) {
+      TrySeal(record);
+    } else if (now_ms - record.finished_ms > retention_ms) {
+      PurgeSubject(js_.get(), names_.results_stream(), names_.job_results(record.id));
+      kvStore_Purge(kv_.load(), record.id.c_str(), nullptr);
+    }
+  }
+}
+
+void ClusterImpl::TrySeal(const JobRecord& record) {
+  if (record.cancel) {
+    PurgeSubject(js_.get(), names_.items_stream(), names_.job_items(record.id));
+  }
+  const std::optional<std::uint64_t> remaining =
+      Remaining(js_.get(), names_, record.id);
+  if (!remaining || *remaining > 0) return;
+  std::shared_ptr<Mirror> mirror = MirrorOf(record);
+  if (mirror->sealed()) {
+    // Sealed by someone, but the record may not say so yet (the sealer
+    // died in between): copy the seal into it.
+    JobRecord final_record = record;
+    const nlohmann::json status = mirror->job()->Status();
+    if (final_record.final()) return;
+    final_record.state = status.value("state", std::string("done"));
+    final_record.counts = mirror->job()->counts();
+    final_record.aggregate = mirror->job()->aggregate();
+    final_record.finished_ms = ToUnixMs(
+        mirror->job()->finished_at().value_or(jobs::Job::Clock::now()));
+    (void)PutRecord(final_record);
+    return;
+  }
+  // Every outcome must be in the mirror: items are acked only after their
+  // outcome is stored, but the mirror may lag the stream.
+  if (!record.cancel && mirror->seen() < record.in) return;
+  JobRecord final_record = record;
+  final_record.state = record.cancel ? "cancelled" : "done";
+  final_record.counts = mirror->job()->counts();
+  final_record.counts.in = record.in;
+  if (record.cancel) {
+    const std::uint64_t seen = mirror->seen();
+    final_record.counts.cancelled += record.in - std::min(record.in, seen);
+  }
+  final_record.aggregate = AggregateOf(record, *mirror->job());
+  final_record.finished_ms = ToUnixMs(jobs::Job::Clock::now());
+  const std::string data = final_record.Serialize();
+  const std::string subject = names_.seal_subject(record.id);
+  const std::string msg_id = record.id + ":end";
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MsgId = msg_id.c_str();
+  po.ExpectNoMessage = true;
+  jsPubAck* ack = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  const natsStatus s = js_Publish(&ack, js_.get(), subject.c_str(), data.data(),
+                                  static_cast<int>(data.size()), &po, &code);
+  if (ack != nullptr) jsPubAck_Destroy(ack);
+  if (s != NATS_OK && static_cast<int>(code) != kWrongLastSequence) return;
+  MaybeCrash("after_seal");
+  // The seal is the truth; the record follows it (a lost CAS means another
+  // replica wrote it first).
+  if (s == NATS_OK) (void)PutRecord(final_record);
+}
+
+nlohmann::json ClusterImpl::AggregateOf(const JobRecord& record,
+                                        const jobs::Job& job) {
+  const config::PipelineConfig* pipeline = nullptr;
+  for (const config::PipelineConfig& p : config_.pipelines) {
+    if (p.name == record.pipeline) pipeline = &p;
+  }
+  if (pipeline == nullptr) return nullptr;
+  std::unique_ptr<processors::Aggregator> aggregator =
+      processors::MakeAggregator(pipeline->aggregate);
+  if (!aggregator) return nullptr;
+  for (const jobs::ResultRecord& r :
+       job.Results(0, std::numeric_limits<std::size_t>::max())) {
+    if (!r.is_error && !r.window) aggregator->Add(r.value);
+  }
+  return aggregator->Result();
+}
+
+}  // namespace sluice::cluster

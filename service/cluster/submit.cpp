@@ -1,0 +1,178 @@
+// Submitting a job in cluster mode (docs/cluster.md "202 means durable"):
+// the record is created `accepting`, every item is published to the items
+// stream and acknowledged by JetStream, and only then is the record
+// committed `queued` and the 202 sent. Any failure on the way purges what
+// was stored, so a refused job leaves nothing behind.
+#include <chrono>
+
+#include "service/cluster/cluster_impl.hpp"
+
+namespace sluice::cluster {
+namespace {
+
+using engine::Refusal;
+
+// Counts one submit's failed publishes (the context's error handler).
+struct PublishErrors {
+  std::atomic<int> count{0};
+  std::atomic<int> last_code{0};
+};
+
+void OnItemError(jsCtx*, jsPubAckErr* pae, void* closure) {
+  auto* errors = static_cast<PublishErrors*>(closure);
+  errors->count.fetch_add(1);
+  errors->last_code.store(static_cast<int>(pae->ErrCode));
+}
+
+Refusal Unavailable(const std::string& why) {
+  return Refusal{Refusal::Reason::kUnavailable,
+                 "NATS JetStream (cluster.nats.url) cannot take the job now: " +
+                     why};
+}
+
+}  // namespace
+
+Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Submit(
+    engine::SubmitRequest request) {
+  if (engine_.draining()) {
+    return Refusal{Refusal::Reason::kDraining,
+                   "the service is shutting down and admits no new jobs"};
+  }
+  if (!engine_.HasPipeline(request.pipeline)) {
+    return Refusal{Refusal::Reason::kUnknownPipeline,
+                   "unknown pipeline \"" + request.pipeline + "\""};
+  }
+  if (auto why = unavailable()) return Unavailable(*why);
+  const std::uint64_t n = request.items.size();
+  const std::uint64_t max = config_.jobs.max_pending_items;
+  if (n > max) {
+    return Refusal{Refusal::Reason::kJobTooLarge,
+                   "the job has " + std::to_string(n) +
+                       " items, more than jobs.max_pending_items (" +
+                       std::to_string(max) + ")"};
+  }
+  const std::uint64_t pending = pending_items_.load() + publishing_.load();
+  if (pending + n > max) {
+    return Refusal{Refusal::Reason::kOverCapacity,
+                   "over capacity: " + std::to_string(pending) +
+                       " items pending in the cluster, " + std::to_string(n) +
+                       " more would exceed jobs.max_pending_items (" +
+                       std::to_string(max) + ")"};
+  }
+  publishing_.fetch_add(n);
+  auto admitted = Admit(request);
+  publishing_.fetch_sub(n);
+  return admitted;
+}
+
+Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
+    engine::SubmitRequest& request) {
+  JobRecord record;
+  record.id = jobs::NewJobId();
+  record.pipeline = request.pipeline;
+  record.in = request.items.size();
+  record.created_ms = ToUnixMs(jobs::Job::Clock::now());
+  record.ordered = request.ordered.value_or(false);
+  for (const config::PipelineConfig& p : config_.pipelines) {
+    if (p.name == request.pipeline && !request.ordered) record.ordered = p.ordered;
+  }
+  if (auto r = PutRecord(record); !r.ok()) {
+    return Unavailable(r.error().message);
+  }
+  if (auto r = PublishItems(record, request.items); !r.ok()) {
+    RollBack(record);
+    if (r.error().code == "full") {
+      return Refusal{Refusal::Reason::kOverCapacity,
+                     "over capacity: the cluster's items stream is full "
+                     "(jobs.max_pending_items)"};
+    }
+    return Unavailable(r.error().message);
+  }
+  MaybeCrash("after_items_published");
+  record.state = "queued";
+  if (auto r = PutRecord(record); !r.ok()) {
+    RollBack(record);
+    return Unavailable(r.error().message);
+  }
+  std::shared_ptr<Mirror> mirror = MirrorOf(record);
+  if (record.in == 0) TrySeal(record);
+  return mirror->job();
+}
+
+// Publishes every item (Msg-Id <job>:<seq>, so a retried publish is stored
+// once) and waits until JetStream acknowledged them all.
+Result<void> ClusterImpl::PublishItems(
+    const JobRecord& record, const std::vector<nlohmann::json>& items) {
+  PublishErrors errors;
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = 10000;
+  jo.PublishAsync.MaxPending = 4096;
+  jo.PublishAsync.ErrHandler = OnItemError;
+  jo.PublishAsync.ErrHandlerClosure = &errors;
+  jsCtx* raw = nullptr;
+  if (natsConnection_JetStream(&raw, conn_.get(), &jo) != NATS_OK) {
+    return Error{"cluster", "cannot create a JetStream context"};
+  }
+  NatsPtr<jsCtx> js(raw);
+  const auto started = std::chrono::steady_clock::now();
+  const std::string subject = names_.items_subject(record.pipeline, record.id);
+  for (std::uint64_t seq = 0; seq < items.size(); ++seq) {
+    const std::string data = items[seq].dump();
+    natsMsg* m = nullptr;
+    natsStatus s = natsMsg_Create(&m, subject.c_str(), nullptr, data.data(),
+                                  static_cast<int>(data.size()));
+    if (s != NATS_OK) return Error{"cluster", NatsError("message", s)};
+    NatsPtr<natsMsg> msg(m);
+    const std::string seq_text = std::to_string(seq);
+    natsMsgHeader_Set(msg.get(), kSeqHeader, seq_text.c_str());
+    const std::string msg_id = record.id + ":" + seq_text;
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = msg_id.c_str();
+    natsMsg* owned = msg.release();
+    s = js_PublishMsgAsync(js.get(), &owned, &po);
+    NatsPtr<natsMsg> unsent(owned);  // non-null only if the call failed
+    if (s != NATS_OK) return Error{"cluster", NatsError("publish item", s)};
+  }
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = 10000;
+  const natsStatus s = js_PublishAsyncComplete(js.get(), &po);
+  if (s != NATS_OK) {
+    natsMsgList pending{};
+    if (js_PublishAsyncGetPendingList(&pending, js.get()) == NATS_OK) {
+      natsMsgList_Destroy(&pending);
+    }
+    return Error{"cluster", NatsError("items not acknowledged", s)};
+  }
+  if (errors.count.load() > 0) {
+    // 10077: the stream's MaxMsgs (jobs.max_pending_items) was reached by
+    // other submits meanwhile.
+    if (errors.last_code.load() == 10077) return Error{"full", "stream full"};
+    return Error{"cluster", std::to_string(errors.count.load()) +
+                                " items refused by JetStream (error " +
+                                std::to_string(errors.last_code.load()) + ")"};
+  }
+  metrics_.publish_items.Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+          .count());
+  return {};
+}
+
+// Items first, then the record: a crash in between leaves an `accepting`
+// record, which the janitor removes with whatever items remain.
+void ClusterImpl::RollBack(const JobRecord& record) {
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  const std::string filter = names_.job_items(record.id);
+  jo.Stream.Purge.Subject = filter.c_str();
+  jsErrCode code = static_cast<jsErrCode>(0);
+  const std::string stream = names_.items_stream();
+  js_PurgeStream(js_.get(), stream.c_str(), &jo, &code);
+  kvStore_Purge(kv_.load(), record.id.c_str(), nullptr);
+  MutexLock lock(&table_mu_);
+  table_.erase(record.id);
+}
+
+}  // namespace sluice::cluster

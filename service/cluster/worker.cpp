@@ -1,0 +1,278 @@
+// Taking and finishing items (docs/cluster.md "Exactly one outcome per
+// seq"): a worker thread per pipeline pulls items from the pipeline's
+// durable consumer as the replica has room, runs each job's items as one
+// local engine job (a batch), and the publisher thread publishes one outcome
+// per item (Msg-Id and expected-last-subject-sequence 0, so the first
+// outcome of a seq is the only one ever stored) before acknowledging the
+// item. A replica that dies before the ack leaves the item to be redelivered
+// after ack_wait; its outcome, if stored, wins.
+#include <algorithm>
+#include <charconv>
+#include <limits>
+
+#include "service/cluster/cluster_impl.hpp"
+
+namespace sluice::cluster {
+namespace {
+
+// Items one replica holds at most: enough to keep every stage's workers
+// busy, few enough that a dead replica strands little until ack_wait.
+constexpr std::int64_t kMaxHeld = 2048;
+constexpr int kFetchBatch = 256;
+
+std::string JobOfSubject(std::string_view subject) {
+  const std::size_t dot = subject.rfind('.');
+  return std::string(dot == std::string_view::npos ? subject
+                                                   : subject.substr(dot + 1));
+}
+
+std::optional<std::uint64_t> SeqOf(natsMsg* msg) {
+  const char* value = nullptr;
+  if (natsMsgHeader_Get(msg, kSeqHeader, &value) != NATS_OK) {
+    return std::nullopt;
+  }
+  std::uint64_t seq = 0;
+  const std::string_view text(value);
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seq);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return seq;
+}
+
+// How many times the item was delivered, and how old it is (ms).
+std::pair<std::uint64_t, std::int64_t> DeliveryOf(natsMsg* msg) {
+  jsMsgMetaData* raw = nullptr;
+  if (natsMsg_GetMetaData(&raw, msg) != NATS_OK) return {1, 0};
+  NatsPtr<jsMsgMetaData> meta(raw);
+  const std::int64_t now_ms = ToUnixMs(jobs::Job::Clock::now());
+  return {meta->NumDelivered, now_ms - meta->Timestamp / 1000000};
+}
+
+}  // namespace
+
+void ClusterImpl::WorkLoop(std::string pipeline) {
+  NatsPtr<natsSubscription> sub;
+  prometheus::Counter& redelivered = metrics_.redelivered.Add({{"pipeline", pipeline}});
+  while (taking_.load()) {
+    if (!connected_.load() || !layout_ready_.load() || !table_synced_.load()) {
+      sub.reset();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    if (sub == nullptr) {
+      jsSubOptions so;
+      jsSubOptions_Init(&so);
+      const std::string stream = names_.items_stream();
+      so.Stream = stream.c_str();
+      so.Consumer = pipeline.c_str();
+      natsSubscription* raw = nullptr;
+      jsErrCode code = static_cast<jsErrCode>(0);
+      const std::string filter = names_.pipeline_items(pipeline);
+      if (js_PullSubscribe(&raw, js_.get(), filter.c_str(), pipeline.c_str(),
+                           nullptr, &so, &code) != NATS_OK) {
+        layout_ready_.store(false);  // the consumer may be gone: make it again
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        continue;
+      }
+      sub.reset(raw);
+    }
+    const std::int64_t room = kMaxHeld - held_items_.load();
+    if (room <= 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      continue;
+    }
+    natsMsgList list{};
+    jsErrCode code = static_cast<jsErrCode>(0);
+    const natsStatus s = natsSubscription_Fetch(
+        &list, sub.get(), static_cast<int>(std::min<std::int64_t>(room, kFetchBatch)),
+        500, &code);
+    if (s == NATS_TIMEOUT) continue;
+    if (s != NATS_OK) {
+      natsMsgList_Destroy(&list);
+      if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED) sub.reset();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    std::vector<NatsPtr<natsMsg>> msgs;
+    msgs.reserve(static_cast<std::size_t>(list.Count));
+    for (int i = 0; i < list.Count; ++i) {
+      msgs.emplace_back(list.Msgs[i]);
+      list.Msgs[i] = nullptr;
+      if (DeliveryOf(msgs.back().get()).first > 1) redelivered.Increment();
+    }
+    natsMsgList_Destroy(&list);
+    Dispatch(pipeline, msgs);
+  }
+}
+
+// Groups fetched items by job and starts a batch per committed job; items of
+// unknown, cancelled or finished jobs are handed back or dropped.
+void ClusterImpl::Dispatch(const std::string& pipeline,
+                           std::vector<NatsPtr<natsMsg>>& msgs) {
+  std::map<std::string, std::shared_ptr<Batch>> batches;
+  for (NatsPtr<natsMsg>& msg : msgs) {
+    const std::string job = JobOfSubject(natsMsg_GetSubject(msg.get()));
+    const std::optional<std::uint64_t> seq = SeqOf(msg.get());
+    std::optional<JobRecord> record = Record(job);
+    if (!seq || (record && (record->cancel || record->final()))) {
+      natsMsg_Term(msg.get(), nullptr);  // nothing will ever want it
+      continue;
+    }
+    if (!record || record->accepting()) {
+      // Not committed yet (or the watcher lags). An item whose job never
+      // appears was left by a submit that crashed: the janitor purges it.
+      natsMsg_NakWithDelay(msg.get(), 250, nullptr);
+      continue;
+    }
+    std::shared_ptr<Batch>& batch = batches[job];
+    if (!batch) {
+      batch = std::make_shared<Batch>();
+      batch->job_id = job;
+      batch->pipeline = pipeline;
+    }
+    batch->seqs.push_back(*seq);
+    batch->msgs.push_back(std::move(msg));
+  }
+  for (auto& [job, batch] : batches) RunBatch(std::move(batch));
+}
+
+void ClusterImpl::RunBatch(std::shared_ptr<Batch> batch) {
+  engine::SubmitRequest request;
+  request.pipeline = batch->pipeline;
+  request.ordered = false;  // readers order an ordered job's outcomes
+  request.items.reserve(batch->msgs.size());
+  for (const NatsPtr<natsMsg>& msg : batch->msgs) {
+    const char* data = natsMsg_GetData(msg.get());
+    const int len = natsMsg_GetDataLength(msg.get());
+    nlohmann::json item = nlohmann::json::parse(
+        std::string_view(data == nullptr ? "" : data, static_cast<std::size_t>(len)),
+        nullptr, false);
+    request.items.push_back(std::move(item));
+  }
+  auto local = engine_.Submit(std::move(request));
+  if (!local.ok()) {  // full or draining: another replica, or later
+    for (NatsPtr<natsMsg>& msg : batch->msgs) {
+      natsMsg_NakWithDelay(msg.get(), 200, nullptr);
+    }
+    return;
+  }
+  batch->local = local.value();
+  const auto n = static_cast<std::int64_t>(batch->msgs.size());
+  held_items_.fetch_add(n);
+  {
+    MutexLock lock(&done_mu_);
+    ++running_batches_;
+  }
+  auto finished = [this, batch] {
+    MutexLock lock(&done_mu_);
+    done_.push_back(batch);
+    done_cv_.SignalAll();
+  };
+  if (!batch->local->NotifyWhenFinished(finished)) finished();
+}
+
+void ClusterImpl::PublishLoop() {
+  while (true) {
+    std::shared_ptr<Batch> batch;
+    {
+      MutexLock lock(&done_mu_);
+      while (done_.empty() && !(stopping_.load() && running_batches_ == 0)) {
+        done_cv_.WaitUntil(&done_mu_, std::chrono::steady_clock::now() +
+                                          std::chrono::milliseconds(100));
+      }
+      if (done_.empty()) return;
+      batch = std::move(done_.front());
+      done_.pop_front();
+    }
+    Publish(*batch);
+    held_items_.fetch_sub(static_cast<std::int64_t>(batch->msgs.size()));
+    engine_.Forget(batch->local->id());
+    MutexLock lock(&done_mu_);
+    --running_batches_;
+    done_cv_.SignalAll();
+  }
+}
+
+void ClusterImpl::OnOutcomeError(jsPubAckErr* error) {
+  if (static_cast<int>(error->ErrCode) == kWrongLastSequence) {
+    return;  // the seq already has its outcome: this one was a redelivery
+  }
+  MutexLock lock(&failed_mu_);
+  if (error->Msg != nullptr) failed_.insert(natsMsg_GetSubject(error->Msg));
+}
+
+// One outcome per item, then the acks: an item is acknowledged only once
+// its outcome is stored (or found already stored).
+void ClusterImpl::Publish(Batch& batch) {
+  if (batch.local->state() != jobs::JobState::kDone) {
+    // Cancelled by this process's shutdown, or out of result memory: the
+    // items go back to the cluster untouched.
+    for (NatsPtr<natsMsg>& msg : batch.msgs) natsMsg_Nak(msg.get(), nullptr);
+    return;
+  }
+  std::vector<std::vector<jobs::ResultRecord>> per_item(batch.msgs.size());
+  for (jobs::ResultRecord& r :
+       batch.local->Results(0, std::numeric_limits<std::size_t>::max())) {
+    if (r.seq >= per_item.size()) continue;
+    const std::size_t i = r.seq;
+    r.seq = batch.seqs[i];
+    per_item[i].push_back(std::move(r));
+  }
+  const auto started = std::chrono::steady_clock::now();
+  std::vector<std::string> subjects(batch.msgs.size());
+  for (std::size_t i = 0; i < batch.msgs.size(); ++i) {
+    subjects[i] = names_.outcome_subject(batch.job_id, batch.seqs[i]);
+    const std::string data = EncodeOutcome(per_item[i]);
+    natsMsg* m = nullptr;
+    if (natsMsg_Create(&m, subjects[i].c_str(), nullptr, data.data(),
+                       static_cast<int>(data.size())) != NATS_OK) {
+      continue;
+    }
+    natsMsgHeader_Set(m, kCountsHeader, per_item[i].empty() ? "1 0" : "0 0");
+    const std::string msg_id = batch.job_id + ":" + std::to_string(batch.seqs[i]);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = msg_id.c_str();
+    po.ExpectNoMessage = true;
+    if (js_PublishMsgAsync(publish_js_.get(), &m, &po) != NATS_OK) {
+      MutexLock lock(&failed_mu_);
+      failed_.insert(subjects[i]);
+    }
+    NatsPtr<natsMsg> unsent(m);
+  }
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = 10000;
+  const bool complete = js_PublishAsyncComplete(publish_js_.get(), &po) == NATS_OK;
+  if (!complete) {
+    natsMsgList pending{};
+    if (js_PublishAsyncGetPendingList(&pending, publish_js_.get()) == NATS_OK) {
+      natsMsgList_Destroy(&pending);
+    }
+  }
+  metrics_.publish_outcomes.Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+          .count());
+  MaybeCrash("after_outcome_published");
+  std::set<std::string> failed;
+  {
+    MutexLock lock(&failed_mu_);
+    failed.swap(failed_);
+  }
+  prometheus::Counter& acked = metrics_.acked.Add({{"pipeline", batch.pipeline}});
+  for (std::size_t i = 0; i < batch.msgs.size(); ++i) {
+    if (!complete || failed.count(subjects[i]) > 0) {
+      natsMsg_NakWithDelay(batch.msgs[i].get(), 500, nullptr);
+    } else {
+      natsMsg_Ack(batch.msgs[i].get(), nullptr);
+      acked.Increment();
+    }
+  }
+  {
+    MutexLock lock(&touched_mu_);
+    touched_.insert(batch.job_id);
+  }
+  MutexLock lock(&wake_mu_);
+  wake_cv_.SignalAll();
+}
+
+}  // namespace sluice::cluster

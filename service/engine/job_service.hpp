@@ -1,0 +1,66 @@
+// engine::JobService: what the HTTP router and the WebSocket sessions ask of
+// the jobs, whoever runs them. The in-memory `Engine` implements it; in
+// cluster mode `cluster::ClusterService` does, and then every replica serves
+// every job (docs/cluster.md). Submit, find, list and cancel jobs, open an
+// ingestion stream, and the admission state /readyz and 429s come from.
+#ifndef SLUICE_SERVICE_ENGINE_JOB_SERVICE_HPP_
+#define SLUICE_SERVICE_ENGINE_JOB_SERVICE_HPP_
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "service/engine/engine_types.hpp"
+#include "service/jobs/job.hpp"
+#include "service/util/result.hpp"
+
+namespace sluice::engine {
+
+class StreamFeed;
+
+// Implementations are thread-safe: every method may be called from any
+// network thread at once.
+class JobService {
+ public:
+  virtual ~JobService() = default;
+
+  // Accepts a finite job: the job (state queued) or why it was refused. In
+  // cluster mode the items are stored in JetStream before this returns.
+  virtual Result<std::shared_ptr<jobs::Job>, Refusal> Submit(
+      SubmitRequest request) = 0;
+
+  // Opens an ingestion stream on `pipeline`, or says why not.
+  virtual Result<std::shared_ptr<StreamFeed>, Refusal> OpenStream(
+      std::string_view pipeline) = 0;
+
+  // The job with that id, or null when unknown (or evicted).
+  virtual std::shared_ptr<jobs::Job> Find(std::string_view id) const = 0;
+
+  // At most `limit` jobs, newest first.
+  virtual std::vector<std::shared_ptr<jobs::Job>> List(
+      std::size_t limit) const = 0;
+
+  // Asks the job to stop. False when it is unknown.
+  virtual bool Cancel(std::string_view id) = 0;
+
+  // The pipelines this process runs, with their live counts.
+  virtual std::vector<PipelineSnapshot> Pipelines() const = 0;
+
+  virtual bool draining() const = 0;
+  virtual bool overloaded() const = 0;
+  // For Retry-After on a 429: seconds until room is likely.
+  virtual int retry_after_seconds() const = 0;
+
+  // Why the service cannot take or serve jobs right now (for /readyz's 503
+  // and the reason it gives, e.g. "nats_unavailable"), or nullopt.
+  virtual std::optional<std::string> unavailable() const {
+    return std::nullopt;
+  }
+};
+
+}  // namespace sluice::engine
+
+#endif  // SLUICE_SERVICE_ENGINE_JOB_SERVICE_HPP_
