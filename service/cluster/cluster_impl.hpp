@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -57,7 +58,10 @@ struct ClusterMetrics {
 // job), and that ends when the seal arrives. Thread-safe.
 class Mirror : public std::enable_shared_from_this<Mirror> {
  public:
-  Mirror(const JobRecord& record);
+  // `on_complete` runs (on a delivery thread) once every seq's outcome has
+  // arrived, before the seal.
+  Mirror(const JobRecord& record,
+         std::function<void(const std::string&)> on_complete);
   ~Mirror();
   Mirror(const Mirror&) = delete;
   Mirror& operator=(const Mirror&) = delete;
@@ -86,6 +90,7 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   void ApplySeal(std::string_view data);
 
   const std::shared_ptr<jobs::Job> job_;
+  const std::function<void(const std::string&)> on_complete_;
   const std::uint64_t in_;
   const bool ordered_;
   mutable Mutex mu_;
@@ -149,6 +154,10 @@ class ClusterImpl {
   void WatchLoop();
   void WatchOnce();
   std::optional<JobRecord> Record(std::string_view id) const;
+  // The record once it is committed (not accepting), waiting up to `wait`
+  // for the submit that is committing it.
+  std::optional<JobRecord> CommittedRecord(std::string_view id,
+                                           std::chrono::milliseconds wait);
   Result<JobRecord> FetchRecord(std::string_view id) const;
   Result<void> PutRecord(JobRecord& record);
   // submit.cpp
@@ -163,9 +172,15 @@ class ClusterImpl {
                 std::vector<NatsPtr<natsMsg>>& msgs);
   void RunBatch(std::shared_ptr<Batch> batch);
   void PublishLoop();
+  // Tells JetStream that the items of running batches are still being
+  // worked on, so a long item is not redelivered while it is alive.
+  void KeepInProgress();
   void Publish(Batch& batch);
   // mirror.cpp (the mirror table)
   std::shared_ptr<Mirror> MirrorOf(const JobRecord& record);
+  std::shared_ptr<Mirror> ExistingMirror(std::string_view id);
+  // A mirror saw every seq: its job may be sealed now.
+  void OnMirrorComplete(const std::string& id);
   void PruneMirrors();
   // sealer.cpp
   void SealFinished();  // every unfinished job (finds crashed sealers)
@@ -194,6 +209,7 @@ class ClusterImpl {
   std::atomic<std::int64_t> held_items_{0};       // items this replica holds
 
   mutable Mutex table_mu_;
+  CondVar table_cv_;  // a record changed
   std::map<std::string, JobRecord, std::less<>> table_
       SLUICE_GUARDED_BY(table_mu_);
 
@@ -205,9 +221,12 @@ class ClusterImpl {
   CondVar done_cv_;
   std::deque<std::shared_ptr<Batch>> done_ SLUICE_GUARDED_BY(done_mu_);
   std::int64_t running_batches_ SLUICE_GUARDED_BY(done_mu_) = 0;
+  // Batches the engine is running, for the in-progress keeper.
+  std::set<std::shared_ptr<Batch>> running_ SLUICE_GUARDED_BY(done_mu_);
 
   Mutex wake_mu_;
   CondVar wake_cv_;  // maintenance: a batch was published, or stopping
+  bool wake_ SLUICE_GUARDED_BY(wake_mu_) = false;
 
   // The publisher's context: its async publishes are one batch's outcomes.
   NatsPtr<jsCtx> publish_js_;

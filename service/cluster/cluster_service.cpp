@@ -79,6 +79,7 @@ ClusterImpl::~ClusterImpl() {
   stopping_.store(true);
   {
     MutexLock lock(&wake_mu_);
+    wake_ = true;
     wake_cv_.SignalAll();
   }
   {
@@ -198,6 +199,7 @@ bool ClusterImpl::Cancel(std::string_view id) {
     record->cancel = true;
     if (PutRecord(record.value()).ok()) {
       MutexLock lock(&wake_mu_);
+      wake_ = true;
       wake_cv_.SignalAll();
       return true;
     }

@@ -136,6 +136,7 @@ void ClusterImpl::OnConnected() {
   layout_ready_.store(false);
   rewatch_.store(true);
   MutexLock lock(&wake_mu_);
+  wake_ = true;
   wake_cv_.SignalAll();
 }
 
@@ -243,6 +244,8 @@ void ClusterImpl::SamplePending() {
 
 void ClusterImpl::MaintenanceLoop() {
   auto next_full_scan = std::chrono::steady_clock::now();
+  auto next_keep = next_full_scan;
+  const auto keep_every = config_.cluster.nats.ack_wait / 3;
   while (!stopping_.load()) {
     if (connected_.load() && !layout_ready_.load()) {
       if (auto r = EnsureLayout(); r.ok()) {
@@ -256,6 +259,10 @@ void ClusterImpl::MaintenanceLoop() {
     if (connected_.load() && layout_ready_.load()) {
       SamplePending();
       const auto now = std::chrono::steady_clock::now();
+      if (now >= next_keep) {
+        next_keep = now + keep_every;
+        KeepInProgress();
+      }
       if (now >= next_full_scan) {
         next_full_scan = now + std::chrono::seconds(1);
         SealFinished();
@@ -266,8 +273,11 @@ void ClusterImpl::MaintenanceLoop() {
     }
     MutexLock lock(&wake_mu_);
     if (stopping_.load()) break;
-    wake_cv_.WaitUntil(&wake_mu_, std::chrono::steady_clock::now() +
-                                      std::chrono::milliseconds(100));
+    if (!wake_) {
+      wake_cv_.WaitUntil(&wake_mu_, std::chrono::steady_clock::now() +
+                                        std::chrono::milliseconds(100));
+    }
+    wake_ = false;
   }
 }
 

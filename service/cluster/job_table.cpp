@@ -66,6 +66,7 @@ void ClusterImpl::WatchOnce() {
         table_[key] = std::move(*record);
       }
     }
+    table_cv_.SignalAll();
   }
 }
 
@@ -74,6 +75,21 @@ std::optional<JobRecord> ClusterImpl::Record(std::string_view id) const {
   auto it = table_.find(id);
   if (it == table_.end()) return std::nullopt;
   return it->second;
+}
+
+std::optional<JobRecord> ClusterImpl::CommittedRecord(
+    std::string_view id, std::chrono::milliseconds wait) {
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  MutexLock lock(&table_mu_);
+  while (true) {
+    auto it = table_.find(id);
+    if (it != table_.end() && !it->second.accepting()) return it->second;
+    if (table_cv_.WaitUntil(&table_mu_, deadline) == std::cv_status::timeout) {
+      it = table_.find(id);
+      if (it == table_.end()) return std::nullopt;
+      return it->second;
+    }
+  }
 }
 
 Result<JobRecord> ClusterImpl::FetchRecord(std::string_view id) const {
@@ -109,6 +125,7 @@ Result<void> ClusterImpl::PutRecord(JobRecord& record) {
   MutexLock lock(&table_mu_);
   auto it = table_.find(record.id);
   if (it == table_.end() || it->second.revision < rev) table_[record.id] = record;
+  table_cv_.SignalAll();
   return {};
 }
 

@@ -38,9 +38,11 @@ std::pair<std::uint64_t, std::uint64_t> CountsOf(natsMsg* msg) {
 
 }  // namespace
 
-Mirror::Mirror(const JobRecord& record)
+Mirror::Mirror(const JobRecord& record,
+               std::function<void(const std::string&)> on_complete)
     : job_(std::make_shared<jobs::Job>(record.id, record.pipeline, record.in,
                                        FromUnixMs(record.created_ms))),
+      on_complete_(std::move(on_complete)),
       in_(record.in),
       ordered_(record.ordered),
       seen_(record.in, false),
@@ -112,11 +114,16 @@ void Mirror::OnMessage(natsMsg* msg) {
   auto records = DecodeOutcome(data);
   if (!records) return;
   const auto [filtered, cancelled] = CountsOf(msg);
-  MutexLock lock(&mu_);
-  if (seen_[seq]) return;  // defensive: JetStream stores one per seq
-  seen_[seq] = true;
-  ++seen_count_;
-  AddOutcome(seq, std::move(*records), filtered, cancelled);
+  bool complete = false;
+  {
+    MutexLock lock(&mu_);
+    if (seen_[seq]) return;  // defensive: JetStream stores one per seq
+    seen_[seq] = true;
+    ++seen_count_;
+    AddOutcome(seq, std::move(*records), filtered, cancelled);
+    complete = seen_count_ == in_;
+  }
+  if (complete && on_complete_) on_complete_(job_->id());
 }
 
 void Mirror::AddOutcome(std::uint64_t seq,
@@ -167,7 +174,8 @@ std::shared_ptr<Mirror> ClusterImpl::MirrorOf(const JobRecord& record) {
       it->second->Touch();
       return it->second;
     }
-    mirror = std::make_shared<Mirror>(record);
+    mirror = std::make_shared<Mirror>(
+        record, [this](const std::string& id) { OnMirrorComplete(id); });
     mirrors_[record.id] = mirror;
   }
   if (auto r = mirror->Follow(js_.get(), names_); !r.ok()) {
@@ -176,6 +184,22 @@ std::shared_ptr<Mirror> ClusterImpl::MirrorOf(const JobRecord& record) {
     return mirror;  // shows the record's state; a later Find tries again
   }
   return mirror;
+}
+
+std::shared_ptr<Mirror> ClusterImpl::ExistingMirror(std::string_view id) {
+  MutexLock lock(&mirrors_mu_);
+  auto it = mirrors_.find(id);
+  return it == mirrors_.end() ? nullptr : it->second;
+}
+
+void ClusterImpl::OnMirrorComplete(const std::string& id) {
+  {
+    MutexLock lock(&touched_mu_);
+    touched_.insert(id);
+  }
+  MutexLock lock(&wake_mu_);
+  wake_ = true;
+  wake_cv_.SignalAll();
 }
 
 void ClusterImpl::PruneMirrors() {

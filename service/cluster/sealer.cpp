@@ -86,13 +86,19 @@ void ClusterImpl::SealFinished() {
 }
 
 void ClusterImpl::TrySeal(const JobRecord& record) {
-  if (record.cancel) {
-    PurgeSubject(js_.get(), names_.items_stream(), names_.job_items(record.id));
+  std::shared_ptr<Mirror> mirror = ExistingMirror(record.id);
+  // Without a mirror here, one is made only once no item is left: a replica
+  // reads a job's whole log only when it may be the one to seal it.
+  if (record.cancel || mirror == nullptr) {
+    if (record.cancel) {
+      PurgeSubject(js_.get(), names_.items_stream(),
+                   names_.job_items(record.id));
+    }
+    const std::optional<std::uint64_t> remaining =
+        Remaining(js_.get(), names_, record.id);
+    if (!remaining || *remaining > 0) return;
+    if (mirror == nullptr) mirror = MirrorOf(record);
   }
-  const std::optional<std::uint64_t> remaining =
-      Remaining(js_.get(), names_, record.id);
-  if (!remaining || *remaining > 0) return;
-  std::shared_ptr<Mirror> mirror = MirrorOf(record);
   if (mirror->sealed()) {
     // Sealed by someone, but the record may not say so yet (the sealer
     // died in between): copy the seal into it.

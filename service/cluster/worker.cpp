@@ -49,7 +49,21 @@ std::pair<std::uint64_t, std::int64_t> DeliveryOf(natsMsg* msg) {
 
 }  // namespace
 
+// Items this replica takes for a pipeline at most: a few per worker of its
+// widest stage, so it never holds more than it works on within ack_wait.
+std::int64_t HeldLimit(const config::Config& config, std::string_view name) {
+  std::int64_t widest = 1;
+  for (const config::PipelineConfig& p : config.pipelines) {
+    if (p.name != name) continue;
+    for (const config::StageConfig& s : p.stages) {
+      widest = std::max<std::int64_t>(widest, s.workers);
+    }
+  }
+  return std::clamp<std::int64_t>(8 * widest, 64, kMaxHeld);
+}
+
 void ClusterImpl::WorkLoop(std::string pipeline) {
+  const std::int64_t held_limit = HeldLimit(config_, pipeline);
   NatsPtr<natsSubscription> sub;
   prometheus::Counter& redelivered = metrics_.redelivered.Add({{"pipeline", pipeline}});
   while (taking_.load()) {
@@ -75,7 +89,7 @@ void ClusterImpl::WorkLoop(std::string pipeline) {
       }
       sub.reset(raw);
     }
-    const std::int64_t room = kMaxHeld - held_items_.load();
+    const std::int64_t room = held_limit - held_items_.load();
     if (room <= 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
       continue;
@@ -110,19 +124,12 @@ void ClusterImpl::Dispatch(const std::string& pipeline,
                            std::vector<NatsPtr<natsMsg>>& msgs) {
   std::map<std::string, std::shared_ptr<Batch>> batches;
   for (NatsPtr<natsMsg>& msg : msgs) {
-    const std::string job = JobOfSubject(natsMsg_GetSubject(msg.get()));
     const std::optional<std::uint64_t> seq = SeqOf(msg.get());
-    std::optional<JobRecord> record = Record(job);
-    if (!seq || (record && (record->cancel || record->final()))) {
-      natsMsg_Term(msg.get(), nullptr);  // nothing will ever want it
+    if (!seq) {
+      natsMsg_Term(msg.get(), nullptr);  // not an item sluice published
       continue;
     }
-    if (!record || record->accepting()) {
-      // Not committed yet (or the watcher lags). An item whose job never
-      // appears was left by a submit that crashed: the janitor purges it.
-      natsMsg_NakWithDelay(msg.get(), 250, nullptr);
-      continue;
-    }
+    const std::string job = JobOfSubject(natsMsg_GetSubject(msg.get()));
     std::shared_ptr<Batch>& batch = batches[job];
     if (!batch) {
       batch = std::make_shared<Batch>();
@@ -132,7 +139,23 @@ void ClusterImpl::Dispatch(const std::string& pipeline,
     batch->seqs.push_back(*seq);
     batch->msgs.push_back(std::move(msg));
   }
-  for (auto& [job, batch] : batches) RunBatch(std::move(batch));
+  for (auto& [job, batch] : batches) {
+    // Items arrive as their submit stores them, a moment before it commits
+    // the record: wait that moment rather than hand the items back.
+    const std::optional<JobRecord> record =
+        CommittedRecord(job, std::chrono::milliseconds(100));
+    if (record && (record->cancel || record->final())) {
+      for (auto& msg : batch->msgs) natsMsg_Term(msg.get(), nullptr);
+    } else if (!record || record->accepting()) {
+      // Not committed: its submit failed or died (the janitor purges such
+      // items), or the watcher lags.
+      for (auto& msg : batch->msgs) {
+        natsMsg_NakWithDelay(msg.get(), 250, nullptr);
+      }
+    } else {
+      RunBatch(std::move(batch));
+    }
+  }
 }
 
 void ClusterImpl::RunBatch(std::shared_ptr<Batch> batch) {
@@ -161,9 +184,11 @@ void ClusterImpl::RunBatch(std::shared_ptr<Batch> batch) {
   {
     MutexLock lock(&done_mu_);
     ++running_batches_;
+    running_.insert(batch);
   }
   auto finished = [this, batch] {
     MutexLock lock(&done_mu_);
+    running_.erase(batch);
     done_.push_back(batch);
     done_cv_.SignalAll();
   };
@@ -189,6 +214,17 @@ void ClusterImpl::PublishLoop() {
     MutexLock lock(&done_mu_);
     --running_batches_;
     done_cv_.SignalAll();
+  }
+}
+
+void ClusterImpl::KeepInProgress() {
+  // Under done_mu_: the publisher acks a batch's messages only after it
+  // left running_, so no message is touched by both threads at once.
+  MutexLock lock(&done_mu_);
+  for (const std::shared_ptr<Batch>& batch : running_) {
+    for (const NatsPtr<natsMsg>& msg : batch->msgs) {
+      natsMsg_InProgress(msg.get(), nullptr);
+    }
   }
 }
 
@@ -272,6 +308,7 @@ void ClusterImpl::Publish(Batch& batch) {
     touched_.insert(batch.job_id);
   }
   MutexLock lock(&wake_mu_);
+  wake_ = true;
   wake_cv_.SignalAll();
 }
 
