@@ -94,6 +94,14 @@ class SluiceServer:
             self._dir.cleanup()
             self._dir = None
 
+    def kill9(self):
+        """SIGKILL and wait: a crash, with no drain and no goodbye. The
+        config file stays until stop() (which is then a no-op for the
+        process)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def _drain(self, stream):
         for line in stream:
             self._log_lines.append(line)
