@@ -48,12 +48,30 @@ std::string JobRecord::Serialize() const {
   return j.dump();
 }
 
+namespace {
+
+// Counts and sizes are unsigned integers, times signed ones: a corrupt
+// record (in: -1) must be refused, not wrapped into a huge size.
+bool NumbersAreWhole(const nlohmann::json& j) {
+  if (!j.at("in").is_number_unsigned()) return false;
+  for (const char* key : {"created_ms", "finished_ms"}) {
+    if (j.contains(key) && !j[key].is_number_integer()) return false;
+  }
+  for (const auto& [key, value] : j.at("counts").items()) {
+    if (!value.is_number_unsigned()) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 std::optional<JobRecord> JobRecord::Parse(std::string_view text) {
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (!j.is_object() || !j.contains("id") || !j["id"].is_string()) {
     return std::nullopt;
   }
   try {
+    if (!NumbersAreWhole(j)) return std::nullopt;
     JobRecord r;
     r.id = j.at("id").get<std::string>();
     r.pipeline = j.at("pipeline").get<std::string>();
@@ -124,8 +142,10 @@ std::optional<std::vector<jobs::ResultRecord>> DecodeOutcome(
     jobs::ResultRecord r;
     r.seq = j["seq"].get<std::uint64_t>();
     if (j.contains("error")) {
+      const nlohmann::json& stage = j.contains("stage") ? j["stage"] : j["error"];
+      if (!j["error"].is_string() || !stage.is_string()) return std::nullopt;
       r.is_error = true;
-      r.error = j.value("error", std::string());
+      r.error = j["error"].get<std::string>();
       r.stage = j.value("stage", std::string());
     } else {
       r.value = std::move(j["value"]);

@@ -190,7 +190,7 @@ TEST(ClusterRecordTest, ParseRejectsWrongTypes) {
 // not a number sluice wrote. Disabled: Parse accepts them (get<uint64_t>
 // converts, "in":-1 becomes 2^64-1, which Mirror sizes seen_ by). Enable once
 // record.cpp checks is_number_unsigned / is_number_integer.
-TEST(ClusterRecordTest, DISABLED_ParseRejectsNegativeOrFractionalNumbers) {
+TEST(ClusterRecordTest, ParseRejectsNegativeOrFractionalNumbers) {
   const json full = json::parse(FullRecord().Serialize());
   for (const auto& [key, bad] : std::vector<std::pair<const char*, json>>{
            {"in", -1}, {"in", 2.5}, {"created_ms", 1.5}}) {
@@ -362,7 +362,7 @@ TEST(ClusterRecordTest, DecodeOutcomeRejectsElementsWithoutUnsignedSeq) {
 // Disabled: DecodeOutcome throws json::type_error here (j.value("error",
 // std::string()) outside any try), and Mirror::OnMessage calls it from a
 // NATS callback. Enable once record.cpp returns nullopt.
-TEST(ClusterRecordTest, DISABLED_DecodeOutcomeRejectsNonStringErrorOrStage) {
+TEST(ClusterRecordTest, DecodeOutcomeRejectsNonStringErrorOrStage) {
   for (const std::string text : {R"([{"seq":1,"error":5,"stage":"s"}])",
                                  R"([{"seq":1,"error":null,"stage":"s"}])",
                                  R"([{"seq":1,"error":"e","stage":{}}])"}) {
