@@ -60,7 +60,9 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
  public:
   // `on_complete` runs (on a delivery thread) once every seq's outcome has
   // arrived, before the seal.
-  Mirror(const JobRecord& record,
+  // Its job's results are capped at `max_result_bytes`
+  // (jobs.max_job_result_bytes), as a single process caps them.
+  Mirror(const JobRecord& record, std::uint64_t max_result_bytes,
          std::function<void(const std::string&)> on_complete);
   ~Mirror();
   Mirror(const Mirror&) = delete;
@@ -206,7 +208,6 @@ class ClusterImpl {
   std::atomic<bool> taking_{true};
   std::atomic<std::uint64_t> pending_items_{0};   // the items stream's Msgs
   std::atomic<std::uint64_t> publishing_{0};      // items Submit is storing
-  std::atomic<std::int64_t> held_items_{0};       // items this replica holds
 
   mutable Mutex table_mu_;
   CondVar table_cv_;  // a record changed
@@ -233,9 +234,22 @@ class ClusterImpl {
   Mutex failed_mu_;
   std::set<std::string> failed_ SLUICE_GUARDED_BY(failed_mu_);  // subjects
   // Submit's contexts, one per submit in flight (async publishes complete
-  // per context).
+  // per context), reused: nats.c gives each context that publishes
+  // asynchronously a delivery thread of its own.
+  struct SubmitContext {
+    NatsPtr<jsCtx> js;
+    std::atomic<int> errors{0};
+    std::atomic<int> last_code{0};
+  };
+  std::unique_ptr<SubmitContext> TakeSubmitContext();
+  void ReturnSubmitContext(std::unique_ptr<SubmitContext> context);
   Mutex submit_js_mu_;
-  std::vector<NatsPtr<jsCtx>> submit_js_ SLUICE_GUARDED_BY(submit_js_mu_);
+  std::vector<std::unique_ptr<SubmitContext>> submit_js_
+      SLUICE_GUARDED_BY(submit_js_mu_);
+  // Outcomes of the batch being published that JetStream already held.
+  std::atomic<int> duplicates_in_batch_{0};
+  // Items each pipeline's worker holds (a pipeline's limit is its own).
+  std::map<std::string, std::atomic<std::int64_t>, std::less<>> held_;
   // Jobs with outcomes published lately: the sealer looks at these first.
   Mutex touched_mu_;
   std::set<std::string> touched_ SLUICE_GUARDED_BY(touched_mu_);

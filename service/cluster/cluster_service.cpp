@@ -72,7 +72,11 @@ ClusterImpl::ClusterImpl(const config::Config& config, engine::Engine& engine,
     : config_(config),
       engine_(engine),
       metrics_(metrics),
-      names_{config.cluster.nats.prefix} {}
+      names_{config.cluster.nats.prefix} {
+  for (const config::PipelineConfig& p : config.pipelines) {
+    held_.try_emplace(p.name, 0);
+  }
+}
 
 ClusterImpl::~ClusterImpl() {
   StopTaking();
@@ -96,6 +100,10 @@ ClusterImpl::~ClusterImpl() {
     mirrors_.clear();
   }
   for (auto& m : mirrors) m->Stop();
+  {
+    MutexLock lock(&submit_js_mu_);
+    submit_js_.clear();
+  }
   publish_js_.reset();
   js_.reset();
   kv_.store(nullptr);

@@ -38,10 +38,11 @@ std::pair<std::uint64_t, std::uint64_t> CountsOf(natsMsg* msg) {
 
 }  // namespace
 
-Mirror::Mirror(const JobRecord& record,
+Mirror::Mirror(const JobRecord& record, std::uint64_t max_result_bytes,
                std::function<void(const std::string&)> on_complete)
-    : job_(std::make_shared<jobs::Job>(record.id, record.pipeline, record.in,
-                                       FromUnixMs(record.created_ms))),
+    : job_(std::make_shared<jobs::Job>(
+          record.id, record.pipeline, record.in, FromUnixMs(record.created_ms),
+          jobs::ResultLimits{max_result_bytes, nullptr})),
       on_complete_(std::move(on_complete)),
       in_(record.in),
       ordered_(record.ordered),
@@ -175,7 +176,8 @@ std::shared_ptr<Mirror> ClusterImpl::MirrorOf(const JobRecord& record) {
       return it->second;
     }
     mirror = std::make_shared<Mirror>(
-        record, [this](const std::string& id) { OnMirrorComplete(id); });
+        record, config_.jobs.max_job_result_bytes,
+        [this](const std::string& id) { OnMirrorComplete(id); });
     mirrors_[record.id] = mirror;
   }
   if (auto r = mirror->Follow(js_.get(), names_); !r.ok()) {
@@ -208,9 +210,14 @@ void ClusterImpl::PruneMirrors() {
     MutexLock lock(&mirrors_mu_);
     const auto now = std::chrono::steady_clock::now();
     for (auto it = mirrors_.begin(); it != mirrors_.end();) {
-      const bool idle = now - it->second->last_used() > kMirrorIdle;
+      // Idle: nobody asked for it lately and no reader (a stream, a ?wait=)
+      // holds its job.
+      const bool idle = now - it->second->last_used() > kMirrorIdle &&
+                        it->second->job().use_count() == 1;
       const bool over = mirrors_.size() > kMaxMirrors;
-      if (it->second->sealed() && (idle || over)) {
+      // A running job's mirror goes too when nobody asked for it lately:
+      // the next Find (or the sealer) follows the log again from its start.
+      if (idle || (over && it->second->sealed())) {
         dropped.push_back(it->second);
         it = mirrors_.erase(it);
       } else {

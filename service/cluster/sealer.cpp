@@ -13,16 +13,14 @@
 namespace sluice::cluster {
 namespace {
 
-// Items of the job still in the items stream (not yet acknowledged).
-std::optional<std::uint64_t> Remaining(jsCtx* js, const Names& names,
-                                       const std::string& job) {
+// Messages of `stream` on subjects matching `filter`.
+std::optional<std::uint64_t> Stored(jsCtx* js, const std::string& stream,
+                                    const std::string& filter) {
   jsOptions jo;
   jsOptions_Init(&jo);
-  const std::string filter = names.job_items(job);
   jo.Stream.Info.SubjectsFilter = filter.c_str();
   jsStreamInfo* raw = nullptr;
   jsErrCode code = static_cast<jsErrCode>(0);
-  const std::string stream = names.items_stream();
   if (js_GetStreamInfo(&raw, js, stream.c_str(), &jo, &code) != NATS_OK) {
     return std::nullopt;
   }
@@ -34,6 +32,12 @@ std::optional<std::uint64_t> Remaining(jsCtx* js, const Names& names,
     }
   }
   return n;
+}
+
+// Items of the job still in the items stream (not yet acknowledged).
+std::optional<std::uint64_t> Remaining(jsCtx* js, const Names& names,
+                                       const std::string& job) {
+  return Stored(js, names.items_stream(), names.job_items(job));
 }
 
 void PurgeSubject(jsCtx* js, const std::string& stream,
@@ -114,8 +118,16 @@ void ClusterImpl::TrySeal(const JobRecord& record) {
     return;
   }
   // Every outcome must be in the mirror: items are acked only after their
-  // outcome is stored, but the mirror may lag the stream.
+  // outcome is stored, but the mirror may lag the stream. A cancelled job
+  // has fewer: the mirror must have read as many as the stream holds, so
+  // the seal's counts match the results every reader shows.
   if (!record.cancel && mirror->seen() < record.in) return;
+  if (record.cancel) {
+    const std::optional<std::uint64_t> stored = Stored(
+        js_.get(), names_.results_stream(),
+        names_.prefix + ".results." + record.id + ".*");
+    if (!stored || mirror->seen() < *stored) return;
+  }
   JobRecord final_record = record;
   final_record.state = record.cancel ? "cancelled" : "done";
   final_record.counts = mirror->job()->counts();

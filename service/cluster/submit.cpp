@@ -13,15 +13,11 @@ namespace {
 using engine::Refusal;
 
 // Counts one submit's failed publishes (the context's error handler).
-struct PublishErrors {
-  std::atomic<int> count{0};
-  std::atomic<int> last_code{0};
-};
-
+template <class Context>
 void OnItemError(jsCtx*, jsPubAckErr* pae, void* closure) {
-  auto* errors = static_cast<PublishErrors*>(closure);
-  errors->count.fetch_add(1);
-  errors->last_code.store(static_cast<int>(pae->ErrCode));
+  auto* context = static_cast<Context*>(closure);
+  context->errors.fetch_add(1);
+  context->last_code.store(static_cast<int>(pae->ErrCode));
 }
 
 Refusal Unavailable(const std::string& why) {
@@ -103,18 +99,14 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
 // once) and waits until JetStream acknowledged them all.
 Result<void> ClusterImpl::PublishItems(
     const JobRecord& record, const std::vector<nlohmann::json>& items) {
-  PublishErrors errors;
-  jsOptions jo;
-  jsOptions_Init(&jo);
-  jo.Wait = 10000;
-  jo.PublishAsync.MaxPending = 4096;
-  jo.PublishAsync.ErrHandler = OnItemError;
-  jo.PublishAsync.ErrHandlerClosure = &errors;
-  jsCtx* raw = nullptr;
-  if (natsConnection_JetStream(&raw, conn_.get(), &jo) != NATS_OK) {
-    return Error{"cluster", "cannot create a JetStream context"};
-  }
-  NatsPtr<jsCtx> js(raw);
+  std::unique_ptr<SubmitContext> context = TakeSubmitContext();
+  if (!context) return Error{"cluster", "cannot create a JetStream context"};
+  struct Return {  // the context goes back to the pool however this ends
+    ClusterImpl* self;
+    std::unique_ptr<SubmitContext>& context;
+    ~Return() { self->ReturnSubmitContext(std::move(context)); }
+  } give_back{this, context};
+  jsCtx* js = context->js.get();
   const auto started = std::chrono::steady_clock::now();
   const std::string subject = names_.items_subject(record.pipeline, record.id);
   for (std::uint64_t seq = 0; seq < items.size(); ++seq) {
@@ -131,33 +123,67 @@ Result<void> ClusterImpl::PublishItems(
     jsPubOptions_Init(&po);
     po.MsgId = msg_id.c_str();
     natsMsg* owned = msg.release();
-    s = js_PublishMsgAsync(js.get(), &owned, &po);
+    s = js_PublishMsgAsync(js, &owned, &po);
     NatsPtr<natsMsg> unsent(owned);  // non-null only if the call failed
     if (s != NATS_OK) return Error{"cluster", NatsError("publish item", s)};
   }
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MaxWait = 10000;
-  const natsStatus s = js_PublishAsyncComplete(js.get(), &po);
+  const natsStatus s = js_PublishAsyncComplete(js, &po);
   if (s != NATS_OK) {
     natsMsgList pending{};
-    if (js_PublishAsyncGetPendingList(&pending, js.get()) == NATS_OK) {
+    if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) {
       natsMsgList_Destroy(&pending);
     }
     return Error{"cluster", NatsError("items not acknowledged", s)};
   }
-  if (errors.count.load() > 0) {
+  if (context->errors.load() > 0) {
     // 10077: the stream's MaxMsgs (jobs.max_pending_items) was reached by
     // other submits meanwhile.
-    if (errors.last_code.load() == 10077) return Error{"full", "stream full"};
-    return Error{"cluster", std::to_string(errors.count.load()) +
+    if (context->last_code.load() == 10077) {
+      return Error{"full", "stream full"};
+    }
+    return Error{"cluster", std::to_string(context->errors.load()) +
                                 " items refused by JetStream (error " +
-                                std::to_string(errors.last_code.load()) + ")"};
+                                std::to_string(context->last_code.load()) +
+                                ")"};
   }
   metrics_.publish_items.Observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
           .count());
   return {};
+}
+
+std::unique_ptr<ClusterImpl::SubmitContext> ClusterImpl::TakeSubmitContext() {
+  {
+    MutexLock lock(&submit_js_mu_);
+    if (!submit_js_.empty()) {
+      std::unique_ptr<SubmitContext> context = std::move(submit_js_.back());
+      submit_js_.pop_back();
+      context->errors.store(0);
+      context->last_code.store(0);
+      return context;
+    }
+  }
+  auto context = std::make_unique<SubmitContext>();
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = 10000;
+  jo.PublishAsync.MaxPending = 4096;
+  jo.PublishAsync.ErrHandler = OnItemError<SubmitContext>;
+  jo.PublishAsync.ErrHandlerClosure = context.get();
+  jsCtx* raw = nullptr;
+  if (natsConnection_JetStream(&raw, conn_.get(), &jo) != NATS_OK) {
+    return nullptr;
+  }
+  context->js.reset(raw);
+  return context;
+}
+
+void ClusterImpl::ReturnSubmitContext(std::unique_ptr<SubmitContext> context) {
+  MutexLock lock(&submit_js_mu_);
+  submit_js_.push_back(std::move(context));
 }
 
 // Items first, then the record: a crash in between leaves an `accepting`

@@ -64,6 +64,7 @@ std::int64_t HeldLimit(const config::Config& config, std::string_view name) {
 
 void ClusterImpl::WorkLoop(std::string pipeline) {
   const std::int64_t held_limit = HeldLimit(config_, pipeline);
+  std::atomic<std::int64_t>& held = held_.find(pipeline)->second;
   NatsPtr<natsSubscription> sub;
   prometheus::Counter& redelivered = metrics_.redelivered.Add({{"pipeline", pipeline}});
   while (taking_.load()) {
@@ -89,7 +90,7 @@ void ClusterImpl::WorkLoop(std::string pipeline) {
       }
       sub.reset(raw);
     }
-    const std::int64_t room = held_limit - held_items_.load();
+    const std::int64_t room = held_limit - held.load();
     if (room <= 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
       continue;
@@ -180,7 +181,7 @@ void ClusterImpl::RunBatch(std::shared_ptr<Batch> batch) {
   }
   batch->local = local.value();
   const auto n = static_cast<std::int64_t>(batch->msgs.size());
-  held_items_.fetch_add(n);
+  held_.find(batch->pipeline)->second.fetch_add(n);
   {
     MutexLock lock(&done_mu_);
     ++running_batches_;
@@ -209,7 +210,8 @@ void ClusterImpl::PublishLoop() {
       done_.pop_front();
     }
     Publish(*batch);
-    held_items_.fetch_sub(static_cast<std::int64_t>(batch->msgs.size()));
+    held_.find(batch->pipeline)->second.fetch_sub(
+        static_cast<std::int64_t>(batch->msgs.size()));
     engine_.Forget(batch->local->id());
     MutexLock lock(&done_mu_);
     --running_batches_;
@@ -230,7 +232,9 @@ void ClusterImpl::KeepInProgress() {
 
 void ClusterImpl::OnOutcomeError(jsPubAckErr* error) {
   if (static_cast<int>(error->ErrCode) == kWrongLastSequence) {
-    return;  // the seq already has its outcome: this one was a redelivery
+    // The seq already has its outcome: this item was redelivered.
+    duplicates_in_batch_.fetch_add(1);
+    return;
   }
   MutexLock lock(&failed_mu_);
   if (error->Msg != nullptr) failed_.insert(natsMsg_GetSubject(error->Msg));
@@ -295,6 +299,8 @@ void ClusterImpl::Publish(Batch& batch) {
     failed.swap(failed_);
   }
   prometheus::Counter& acked = metrics_.acked.Add({{"pipeline", batch.pipeline}});
+  metrics_.duplicates.Add({{"pipeline", batch.pipeline}})
+      .Increment(duplicates_in_batch_.exchange(0));
   for (std::size_t i = 0; i < batch.msgs.size(); ++i) {
     if (!complete || failed.count(subjects[i]) > 0) {
       natsMsg_NakWithDelay(batch.msgs[i].get(), 500, nullptr);

@@ -308,7 +308,13 @@ struct Call {
   Reply BadRequest(std::string_view message) const {
     return Fail(bhttp::status::bad_request, "invalid_request", message);
   }
+  // 404, or 503 when the jobs cannot be looked up now (cluster mode with
+  // NATS out of reach): the job may well exist.
   Reply UnknownJob() const {
+    if (auto why = engine.unavailable()) {
+      return Fail(bhttp::status::service_unavailable, *why,
+                  "cannot look up job " + id + " now: " + *why);
+    }
     return Fail(bhttp::status::not_found, "unknown_job",
                 "no job with id " + id);
   }
