@@ -93,7 +93,8 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
 
   const std::shared_ptr<jobs::Job> job_;
   const std::function<void(const std::string&)> on_complete_;
-  const std::uint64_t in_;
+  const std::uint64_t in_;   // 0 for an open stream, whose seqs grow
+  const bool open_;
   const bool ordered_;
   mutable Mutex mu_;
   std::vector<bool> seen_ SLUICE_GUARDED_BY(mu_);
@@ -120,6 +121,41 @@ struct Batch {
   std::shared_ptr<jobs::Job> local;    // the engine's job running them
 };
 
+class ClusterImpl;
+
+// A /v1/stream ingestion stream in cluster mode (ingest.cpp): each frame's
+// items are stored in JetStream before the next frame is read, with seqs
+// that continue; the record stays `open`, its lease renewed every second,
+// until End() writes the final `in`. If this replica dies, the lease runs
+// out and any replica ends the job with what JetStream stored.
+// Thread-safe.
+class RemoteFeed final : public engine::IngestFeed {
+ public:
+  RemoteFeed(ClusterImpl& cluster, JobRecord record,
+             std::shared_ptr<Mirror> mirror);
+  ~RemoteFeed() override;  // End()
+  std::shared_ptr<jobs::Job> job() const override { return mirror_->job(); }
+  [[nodiscard]] bool TryPush(std::vector<nlohmann::json>& items,
+                             std::function<void()> on_room) override;
+  void End() override;
+  bool closed() const override;
+  // From the maintenance thread: renews the lease; calls a waiting on_room
+  // once the cluster has room again.
+  void Tick();
+
+ private:
+  bool cancelled() const;
+  void WriteRecordLocked() SLUICE_REQUIRES(mu_);
+
+  ClusterImpl& cluster_;
+  const std::shared_ptr<Mirror> mirror_;
+  mutable Mutex mu_;
+  JobRecord record_ SLUICE_GUARDED_BY(mu_);  // in = items stored so far
+  bool ended_ SLUICE_GUARDED_BY(mu_) = false;
+  std::function<void()> on_room_ SLUICE_GUARDED_BY(mu_);
+  std::int64_t lease_written_ms_ SLUICE_GUARDED_BY(mu_) = 0;
+};
+
 // Everything ClusterService does. Thread-safe.
 class ClusterImpl {
  public:
@@ -133,6 +169,8 @@ class ClusterImpl {
 
   Result<std::shared_ptr<jobs::Job>, engine::Refusal> Submit(
       engine::SubmitRequest request);
+  Result<std::shared_ptr<engine::IngestFeed>, engine::Refusal> OpenStream(
+      std::string_view pipeline);
   std::shared_ptr<jobs::Job> Find(std::string_view id);
   std::vector<std::shared_ptr<jobs::Job>> List(std::size_t limit);
   bool Cancel(std::string_view id);
@@ -147,6 +185,8 @@ class ClusterImpl {
   void OnOutcomeError(jsPubAckErr* error);
 
  private:
+  friend class RemoteFeed;
+
   // connection.cpp
   Result<void> EnsureLayout();
   Result<void> EnsureConsumer(const std::string& pipeline);
@@ -165,8 +205,16 @@ class ClusterImpl {
   // submit.cpp
   Result<std::shared_ptr<jobs::Job>, engine::Refusal> Admit(
       engine::SubmitRequest& request);
+  // Stores items first_seq, first_seq+1, ... of the job.
   Result<void> PublishItems(const JobRecord& record,
-                      const std::vector<nlohmann::json>& items);
+                            const std::vector<nlohmann::json>& items,
+                            std::uint64_t first_seq = 0);
+  // Items the cluster can still take (jobs.max_pending_items).
+  std::uint64_t Room() const;
+  // PutRecord; on a lost compare-and-set, reads the record again, keeps its
+  // cancel flag and writes ours over it (a few tries).
+  Result<void> PutRecordMerged(JobRecord& record);
+  void TickFeeds();
   void RollBack(const JobRecord& record);
   // worker.cpp
   void WorkLoop(std::string pipeline);
@@ -253,6 +301,9 @@ class ClusterImpl {
   // Jobs with outcomes published lately: the sealer looks at these first.
   Mutex touched_mu_;
   std::set<std::string> touched_ SLUICE_GUARDED_BY(touched_mu_);
+
+  Mutex feeds_mu_;
+  std::vector<std::weak_ptr<RemoteFeed>> feeds_ SLUICE_GUARDED_BY(feeds_mu_);
 
   std::vector<std::thread> workers_;
   std::thread watcher_, maintenance_, publisher_;

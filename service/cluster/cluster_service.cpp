@@ -235,11 +235,9 @@ Result<std::shared_ptr<jobs::Job>, engine::Refusal> ClusterService::Submit(
   return impl_->Submit(std::move(request));
 }
 
-Result<std::shared_ptr<engine::StreamFeed>, engine::Refusal>
-ClusterService::OpenStream(std::string_view) {
-  return engine::Refusal{engine::Refusal::Reason::kUnavailable,
-                         "ingestion streams (/v1/stream) are not available in "
-                         "cluster mode yet; POST /v1/jobs instead"};
+Result<std::shared_ptr<engine::IngestFeed>, engine::Refusal>
+ClusterService::OpenStream(std::string_view pipeline) {
+  return impl_->OpenStream(pipeline);
 }
 
 std::shared_ptr<jobs::Job> ClusterService::Find(std::string_view id) const {

@@ -56,7 +56,7 @@ class ClusterService final : public engine::JobService {
   Result<std::shared_ptr<jobs::Job>, engine::Refusal> Submit(
       engine::SubmitRequest request) override;
   // Not in this release: always kUnavailable (docs/cluster.md).
-  Result<std::shared_ptr<engine::StreamFeed>, engine::Refusal> OpenStream(
+  Result<std::shared_ptr<engine::IngestFeed>, engine::Refusal> OpenStream(
       std::string_view pipeline) override;
   // Any job of the cluster, followed live from its log; null when unknown.
   std::shared_ptr<jobs::Job> Find(std::string_view id) const override;

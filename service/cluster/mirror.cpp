@@ -45,6 +45,7 @@ Mirror::Mirror(const JobRecord& record, std::uint64_t max_result_bytes,
           jobs::ResultLimits{max_result_bytes, nullptr})),
       on_complete_(std::move(on_complete)),
       in_(record.in),
+      open_(record.open),
       ordered_(record.ordered),
       seen_(record.in, false),
       last_used_(std::chrono::steady_clock::now()) {}
@@ -111,18 +112,22 @@ void Mirror::OnMessage(natsMsg* msg) {
   }
   std::uint64_t seq = 0;
   auto [end, ec] = std::from_chars(last.data(), last.data() + last.size(), seq);
-  if (ec != std::errc() || seq >= in_) return;
+  // An open stream's seqs are below what its feed stored; a bound keeps a
+  // corrupt subject from sizing seen_.
+  constexpr std::uint64_t kMaxSeq = std::uint64_t{1} << 36;
+  if (ec != std::errc() || seq >= (open_ ? kMaxSeq : in_)) return;
   auto records = DecodeOutcome(data);
   if (!records) return;
   const auto [filtered, cancelled] = CountsOf(msg);
   bool complete = false;
   {
     MutexLock lock(&mu_);
+    if (seq >= seen_.size()) seen_.resize(seq + 1, false);
     if (seen_[seq]) return;  // defensive: JetStream stores one per seq
     seen_[seq] = true;
     ++seen_count_;
     AddOutcome(seq, std::move(*records), filtered, cancelled);
-    complete = seen_count_ == in_;
+    complete = !open_ && seen_count_ == in_;
   }
   if (complete && on_complete_) on_complete_(job_->id());
 }

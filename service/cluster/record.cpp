@@ -36,6 +36,8 @@ std::string JobRecord::Serialize() const {
                       {"in", in},
                       {"ordered", ordered},
                       {"cancel", cancel},
+                      {"open", open},
+                      {"lease_ms", lease_ms},
                       {"created_ms", created_ms},
                       {"finished_ms", finished_ms},
                       {"counts",
@@ -54,7 +56,7 @@ namespace {
 // record (in: -1) must be refused, not wrapped into a huge size.
 bool NumbersAreWhole(const nlohmann::json& j) {
   if (!j.at("in").is_number_unsigned()) return false;
-  for (const char* key : {"created_ms", "finished_ms"}) {
+  for (const char* key : {"created_ms", "finished_ms", "lease_ms"}) {
     if (j.contains(key) && !j[key].is_number_integer()) return false;
   }
   for (const auto& [key, value] : j.at("counts").items()) {
@@ -79,6 +81,8 @@ std::optional<JobRecord> JobRecord::Parse(std::string_view text) {
     r.in = j.at("in").get<std::uint64_t>();
     r.ordered = j.value("ordered", false);
     r.cancel = j.value("cancel", false);
+    r.open = j.value("open", false);
+    r.lease_ms = j.value("lease_ms", std::int64_t{0});
     r.created_ms = j.value("created_ms", std::int64_t{0});
     r.finished_ms = j.value("finished_ms", std::int64_t{0});
     const nlohmann::json& c = j.at("counts");

@@ -50,6 +50,9 @@ struct JobRecord {
   std::uint64_t in = 0;           // the job's items
   bool ordered = false;
   bool cancel = false;            // DELETE asked; workers drop its items
+  bool open = false;              // an ingestion stream: `in` still grows
+  std::int64_t lease_ms = 0;      // open: its replica renews it; past it,
+                                  // the stream is taken as ended
   std::int64_t created_ms = 0;    // Unix milliseconds
   std::int64_t finished_ms = 0;   // 0 while it runs
   jobs::Counts counts;            // exact once final

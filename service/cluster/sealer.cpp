@@ -90,10 +90,15 @@ void ClusterImpl::SealFinished() {
 }
 
 void ClusterImpl::TrySeal(const JobRecord& record) {
+  // An open stream ends when its feed says so, or when its replica died
+  // (the lease ran out): then with what JetStream stored.
+  const bool orphaned = record.open && record.lease_ms < ToUnixMs(jobs::Job::Clock::now());
+  if (record.open && !orphaned) return;
+  const bool partial = record.cancel || orphaned;  // fewer outcomes than `in`
   std::shared_ptr<Mirror> mirror = ExistingMirror(record.id);
   // Without a mirror here, one is made only once no item is left: a replica
   // reads a job's whole log only when it may be the one to seal it.
-  if (record.cancel || mirror == nullptr) {
+  if (partial || mirror == nullptr) {
     if (record.cancel) {
       PurgeSubject(js_.get(), names_.items_stream(),
                    names_.job_items(record.id));
@@ -121,8 +126,8 @@ void ClusterImpl::TrySeal(const JobRecord& record) {
   // outcome is stored, but the mirror may lag the stream. A cancelled job
   // has fewer: the mirror must have read as many as the stream holds, so
   // the seal's counts match the results every reader shows.
-  if (!record.cancel && mirror->seen() < record.in) return;
-  if (record.cancel) {
+  if (!partial && mirror->seen() < record.in) return;
+  if (partial) {
     const std::optional<std::uint64_t> stored = Stored(
         js_.get(), names_.results_stream(),
         names_.prefix + ".results." + record.id + ".*");
@@ -130,11 +135,14 @@ void ClusterImpl::TrySeal(const JobRecord& record) {
   }
   JobRecord final_record = record;
   final_record.state = record.cancel ? "cancelled" : "done";
+  final_record.open = false;
+  if (orphaned) final_record.in = mirror->seen();  // what the log holds
   final_record.counts = mirror->job()->counts();
-  final_record.counts.in = record.in;
+  final_record.counts.in = final_record.in;
   if (record.cancel) {
     const std::uint64_t seen = mirror->seen();
-    final_record.counts.cancelled += record.in - std::min(record.in, seen);
+    final_record.counts.cancelled +=
+        final_record.in - std::min(final_record.in, seen);
   }
   final_record.aggregate = AggregateOf(record, *mirror->job());
   final_record.finished_ms = ToUnixMs(jobs::Job::Clock::now());

@@ -97,8 +97,9 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
 
 // Publishes every item (Msg-Id <job>:<seq>, so a retried publish is stored
 // once) and waits until JetStream acknowledged them all.
-Result<void> ClusterImpl::PublishItems(
-    const JobRecord& record, const std::vector<nlohmann::json>& items) {
+Result<void> ClusterImpl::PublishItems(const JobRecord& record,
+                                       const std::vector<nlohmann::json>& items,
+                                       std::uint64_t first_seq) {
   std::unique_ptr<SubmitContext> context = TakeSubmitContext();
   if (!context) return Error{"cluster", "cannot create a JetStream context"};
   struct Return {  // the context goes back to the pool however this ends
@@ -109,8 +110,9 @@ Result<void> ClusterImpl::PublishItems(
   jsCtx* js = context->js.get();
   const auto started = std::chrono::steady_clock::now();
   const std::string subject = names_.items_subject(record.pipeline, record.id);
-  for (std::uint64_t seq = 0; seq < items.size(); ++seq) {
-    const std::string data = items[seq].dump();
+  for (std::uint64_t i = 0; i < items.size(); ++i) {
+    const std::uint64_t seq = first_seq + i;
+    const std::string data = items[i].dump();
     natsMsg* m = nullptr;
     natsStatus s = natsMsg_Create(&m, subject.c_str(), nullptr, data.data(),
                                   static_cast<int>(data.size()));

@@ -212,7 +212,7 @@ Result<std::shared_ptr<jobs::Job>, Refusal> Engine::Submit(
   return job;
 }
 
-Result<std::shared_ptr<StreamFeed>, Refusal> Engine::OpenStream(
+Result<std::shared_ptr<IngestFeed>, Refusal> Engine::OpenStream(
     std::string_view pipeline) {
   std::shared_ptr<PipelineRuntime> runtime = RuntimeFor(pipeline);
   if (runtime == nullptr) return UnknownPipelineRefusal(pipeline);

@@ -74,19 +74,19 @@ struct JobContext;
 // open-ended job fed by the caller. Thread-safe. It may outlive the Engine
 // (then TryPush only fails), but its job only finishes once End() is called,
 // the job is cancelled, or the engine shuts down.
-class StreamFeed {
+class StreamFeed final : public IngestFeed {
  public:
   StreamFeed(std::shared_ptr<Intake> intake,
              std::shared_ptr<Admission> admission,
              std::shared_ptr<JobContext> context, std::size_t queue_limit);
   // Calls End(): dropping a feed closes its input, so its job finishes once
   // what was pushed has ended.
-  ~StreamFeed();
+  ~StreamFeed() override;
   StreamFeed(const StreamFeed&) = delete;
   StreamFeed& operator=(const StreamFeed&) = delete;
 
   // The stream's job (results, status, cancel by id).
-  std::shared_ptr<jobs::Job> job() const;
+  std::shared_ptr<jobs::Job> job() const override;
 
   // Accepts as many of `items` as the pipeline has room for now, from the
   // front (they are removed from `items`), and returns true once `items` is
@@ -105,15 +105,15 @@ class StreamFeed {
   // and wait for the job to finish (Job::ReadFrom reports it).
   // An empty `items` returns true (false if closed).
   [[nodiscard]] bool TryPush(std::vector<nlohmann::json>& items,
-                             std::function<void()> on_room);
+                             std::function<void()> on_room) override;
 
   // No more items: the job finishes when everything pushed has ended.
   // Idempotent.
-  void End();
+  void End() override;
 
   // True once the feed accepts nothing more: End() was called, the job was
   // cancelled, or the engine stopped.
-  bool closed() const;
+  bool closed() const override;
 
  private:
   const std::shared_ptr<Intake> intake_;
@@ -154,7 +154,7 @@ class Engine final : public JobService {
 
   // Opens an open-ended job fed through the returned StreamFeed. Refusals:
   // kUnknownPipeline, kDraining.
-  Result<std::shared_ptr<StreamFeed>, Refusal> OpenStream(
+  Result<std::shared_ptr<IngestFeed>, Refusal> OpenStream(
       std::string_view pipeline) override;
 
   // The job with this id (running, or finished and still retained), or

@@ -7,11 +7,14 @@
 #define SLUICE_SERVICE_ENGINE_JOB_SERVICE_HPP_
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "service/engine/engine_types.hpp"
 #include "service/jobs/job.hpp"
@@ -19,7 +22,35 @@
 
 namespace sluice::engine {
 
-class StreamFeed;
+// The input side of one WebSocket ingestion stream (`GET /v1/stream`): an
+// open-ended job fed by the caller. engine::StreamFeed is the in-memory one;
+// cluster mode has its own. Implementations are thread-safe.
+class IngestFeed {
+ public:
+  // Dropping a feed ends its input (as End()).
+  virtual ~IngestFeed() = default;
+
+  // The stream's job (results, status, cancel by id).
+  virtual std::shared_ptr<jobs::Job> job() const = 0;
+
+  // Accepts as many of `items` as there is room for now, from the front
+  // (they are removed from `items`), and returns true once `items` is empty.
+  // Returns false, with what was not taken left in `items`, when room ran
+  // out: then `on_room` is kept and called once, with no lock held, when
+  // there may be room (it must not block: post to your strand), and the
+  // caller pushes the rest again. Returns false WITHOUT keeping `on_room`
+  // once closed(). An empty `items` returns true (false if closed).
+  [[nodiscard]] virtual bool TryPush(std::vector<nlohmann::json>& items,
+                                     std::function<void()> on_room) = 0;
+
+  // No more items: the job finishes when everything pushed has ended.
+  // Idempotent.
+  virtual void End() = 0;
+
+  // True once the feed accepts nothing more: End() was called, the job was
+  // cancelled, or the service stopped.
+  virtual bool closed() const = 0;
+};
 
 // Implementations are thread-safe: every method may be called from any
 // network thread at once.
@@ -33,7 +64,7 @@ class JobService {
       SubmitRequest request) = 0;
 
   // Opens an ingestion stream on `pipeline`, or says why not.
-  virtual Result<std::shared_ptr<StreamFeed>, Refusal> OpenStream(
+  virtual Result<std::shared_ptr<IngestFeed>, Refusal> OpenStream(
       std::string_view pipeline) = 0;
 
   // The job with that id, or null when unknown (or evicted).

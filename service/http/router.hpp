@@ -22,7 +22,7 @@
 
 namespace sluice::engine {
 class JobService;
-class StreamFeed;
+class IngestFeed;
 }  // namespace sluice::engine
 namespace sluice::jobs {
 class Job;
@@ -117,7 +117,7 @@ struct Upgrade {
   Kind kind = Kind::kJobStream;
   std::string_view route = kRouteJobStream;
   std::shared_ptr<jobs::Job> job;            // kJobStream: the job to replay
-  std::shared_ptr<engine::StreamFeed> feed;  // kIngest: the open stream
+  std::shared_ptr<engine::IngestFeed> feed;  // kIngest: the open stream
   // The Sec-WebSocket-Protocol to answer with: kSubprotocol when the client
   // offered it, else empty (none).
   std::string_view subprotocol;

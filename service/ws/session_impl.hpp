@@ -492,7 +492,7 @@ class IngestSession final : public WsSession<Stream> {
     feed_->End();
   }
 
-  std::shared_ptr<engine::StreamFeed> feed_;
+  std::shared_ptr<engine::IngestFeed> feed_;
   std::vector<nlohmann::json> pending_;  // the frame's items not yet accepted
   bool end_pending_ = false;             // the frame also said end
   bool pushing_ = false;                 // waiting for the feed to have room

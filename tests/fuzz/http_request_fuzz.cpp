@@ -68,7 +68,7 @@ constexpr std::size_t kReadSizes[8] = {0, 1, 2, 3, 7, 16, 64, 512};
 // finishes and is never evicted) with a few results. A DELETE cancels it;
 // the next input then opens a new one.
 std::string LiveJobId(sluice::engine::Engine& engine) {
-  static std::shared_ptr<sluice::engine::StreamFeed> feed;
+  static std::shared_ptr<sluice::engine::IngestFeed> feed;
   if (feed && !feed->closed() && engine.Find(feed->job()->id())) {
     return feed->job()->id();
   }

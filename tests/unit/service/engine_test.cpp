@@ -779,7 +779,7 @@ TEST(EngineTest, StreamFeedAcceptsWhileThereIsRoomThenCallsOnRoom) {
                 metrics, Options(&gate));
   auto opened = engine.OpenStream("p");
   ASSERT_TRUE(opened.ok());
-  std::shared_ptr<StreamFeed> feed = opened.value();
+  std::shared_ptr<IngestFeed> feed = opened.value();
   auto job = feed->job();
   EXPECT_EQ(job->state(), jobs::JobState::kQueued);
 
@@ -1415,7 +1415,7 @@ TEST(EngineReloadTest, AnOpenStreamKeepsFeedingItsOldPipeline) {
                 Options());
   auto opened = engine.OpenStream("p");
   ASSERT_TRUE(opened.ok());
-  std::shared_ptr<StreamFeed> feed = opened.value();
+  std::shared_ptr<IngestFeed> feed = opened.value();
   std::vector<json> items = Ints(10);
   ASSERT_TRUE(feed->TryPush(items, [] {}));
 
