@@ -93,7 +93,7 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
 
   const std::shared_ptr<jobs::Job> job_;
   const std::function<void(const std::string&)> on_complete_;
-  const std::uint64_t in_;   // 0 for an open stream, whose seqs grow
+  const std::uint64_t in_;  // 0 for an open stream, whose seqs grow
   const bool open_;
   const bool ordered_;
   mutable Mutex mu_;
@@ -244,8 +244,9 @@ class ClusterImpl {
   const Names names_;
 
   NatsPtr<natsConnection> conn_;
-  NatsPtr<jsCtx> js_;        // for requests; thread-safe
-  std::atomic<kvStore*> kv_{nullptr};  // owned by kv_owner_ once the layout is up
+  NatsPtr<jsCtx> js_;  // for requests; thread-safe
+  std::atomic<kvStore*> kv_{
+      nullptr};  // owned by kv_owner_ once the layout is up
   NatsPtr<kvStore> kv_owner_;
 
   std::atomic<bool> connected_{false};
@@ -254,8 +255,8 @@ class ClusterImpl {
   std::atomic<bool> rewatch_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> taking_{true};
-  std::atomic<std::uint64_t> pending_items_{0};   // the items stream's Msgs
-  std::atomic<std::uint64_t> publishing_{0};      // items Submit is storing
+  std::atomic<std::uint64_t> pending_items_{0};  // the items stream's Msgs
+  std::atomic<std::uint64_t> publishing_{0};     // items Submit is storing
 
   mutable Mutex table_mu_;
   CondVar table_cv_;  // a record changed

@@ -159,7 +159,8 @@ std::shared_ptr<jobs::Job> ClusterImpl::Find(std::string_view id) {
   if (record->final()) {
     // A finished job's log is read to its seal before it is shown, so its
     // results are whole. Bounded: the log is local to the NATS server.
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (!mirror->sealed() && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }

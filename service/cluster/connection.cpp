@@ -49,7 +49,8 @@ Result<void> AddOrUpdateStream(jsCtx* js, jsStreamConfig& cfg) {
   s = js_UpdateStream(&raw, js, &cfg, nullptr, &code);
   info.reset(raw);
   if (s == NATS_OK) return {};
-  return Error{"cluster", NatsError(std::string("stream ") + cfg.Name, s, code)};
+  return Error{"cluster",
+               NatsError(std::string("stream ") + cfg.Name, s, code)};
 }
 
 }  // namespace
@@ -213,8 +214,7 @@ Result<void> ClusterImpl::EnsureConsumer(const std::string& pipeline) {
   cc.DeliverPolicy = js_DeliverAll;
   cc.AckWait = config_.cluster.nats.ack_wait.count() * kNanosPerMs;
   cc.MaxDeliver = -1;
-  cc.MaxAckPending =
-      static_cast<int64_t>(config_.jobs.max_pending_items);
+  cc.MaxAckPending = static_cast<int64_t>(config_.jobs.max_pending_items);
   cc.MaxWaiting = 512;
   jsConsumerInfo* raw = nullptr;
   jsErrCode code = static_cast<jsErrCode>(0);
@@ -250,8 +250,7 @@ void ClusterImpl::MaintenanceLoop() {
     if (connected_.load() && !layout_ready_.load()) {
       if (auto r = EnsureLayout(); r.ok()) {
         layout_ready_.store(true);
-        Log("connected; JetStream layout ready (prefix " + names_.prefix +
-            ")");
+        Log("connected; JetStream layout ready (prefix " + names_.prefix + ")");
       } else {
         Log(r.error().message);
       }

@@ -31,7 +31,8 @@ ClusterImpl::OpenStream(std::string_view pipeline) {
   if (auto why = unavailable()) {
     return Refusal{Refusal::Reason::kUnavailable,
                    "NATS JetStream (cluster.nats.url) cannot take a stream "
-                   "now: " + *why};
+                   "now: " +
+                       *why};
   }
   JobRecord record;
   record.id = jobs::NewJobId();
@@ -46,8 +47,7 @@ ClusterImpl::OpenStream(std::string_view pipeline) {
   if (auto r = PutRecord(record); !r.ok()) {
     return Refusal{Refusal::Reason::kUnavailable, r.error().message};
   }
-  auto feed =
-      std::make_shared<RemoteFeed>(*this, record, MirrorOf(record));
+  auto feed = std::make_shared<RemoteFeed>(*this, record, MirrorOf(record));
   MutexLock lock(&feeds_mu_);
   feeds_.push_back(feed);
   return std::shared_ptr<engine::IngestFeed>(std::move(feed));
@@ -73,9 +73,8 @@ void ClusterImpl::TickFeeds() {
   std::vector<std::shared_ptr<RemoteFeed>> feeds;
   {
     MutexLock lock(&feeds_mu_);
-    std::erase_if(feeds_, [](const std::weak_ptr<RemoteFeed>& f) {
-      return f.expired();
-    });
+    std::erase_if(
+        feeds_, [](const std::weak_ptr<RemoteFeed>& f) { return f.expired(); });
     for (auto& weak : feeds_) {
       if (auto f = weak.lock()) feeds.push_back(std::move(f));
     }

@@ -124,7 +124,8 @@ Result<void> ClusterImpl::PutRecord(JobRecord& record) {
   record.revision = rev;
   MutexLock lock(&table_mu_);
   auto it = table_.find(record.id);
-  if (it == table_.end() || it->second.revision < rev) table_[record.id] = record;
+  if (it == table_.end() || it->second.revision < rev)
+    table_[record.id] = record;
   table_cv_.SignalAll();
   return {};
 }

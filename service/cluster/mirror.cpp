@@ -103,8 +103,9 @@ void Mirror::Touch() {
 void Mirror::OnMessage(natsMsg* msg) {
   const std::string_view subject = natsMsg_GetSubject(msg);
   const std::string_view last = subject.substr(subject.rfind('.') + 1);
-  const std::string_view data(natsMsg_GetData(msg) == nullptr ? "" : natsMsg_GetData(msg),
-                              static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+  const std::string_view data(
+      natsMsg_GetData(msg) == nullptr ? "" : natsMsg_GetData(msg),
+      static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
   if (job_->finished()) return;  // anything after the seal is not the job's
   if (last == "end") {
     ApplySeal(data);

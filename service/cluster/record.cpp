@@ -146,7 +146,8 @@ std::optional<std::vector<jobs::ResultRecord>> DecodeOutcome(
     jobs::ResultRecord r;
     r.seq = j["seq"].get<std::uint64_t>();
     if (j.contains("error")) {
-      const nlohmann::json& stage = j.contains("stage") ? j["stage"] : j["error"];
+      const nlohmann::json& stage =
+          j.contains("stage") ? j["stage"] : j["error"];
       if (!j["error"].is_string() || !stage.is_string()) return std::nullopt;
       r.is_error = true;
       r.error = j["error"].get<std::string>();

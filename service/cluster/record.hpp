@@ -49,16 +49,16 @@ struct JobRecord {
   std::string state{kAccepting};  // "accepting" or jobs::ToString(JobState)
   std::uint64_t in = 0;           // the job's items
   bool ordered = false;
-  bool cancel = false;            // DELETE asked; workers drop its items
-  bool open = false;              // an ingestion stream: `in` still grows
-  std::int64_t lease_ms = 0;      // open: its replica renews it; past it,
-                                  // the stream is taken as ended
-  std::int64_t created_ms = 0;    // Unix milliseconds
-  std::int64_t finished_ms = 0;   // 0 while it runs
-  jobs::Counts counts;            // exact once final
+  bool cancel = false;           // DELETE asked; workers drop its items
+  bool open = false;             // an ingestion stream: `in` still grows
+  std::int64_t lease_ms = 0;     // open: its replica renews it; past it,
+                                 // the stream is taken as ended
+  std::int64_t created_ms = 0;   // Unix milliseconds
+  std::int64_t finished_ms = 0;  // 0 while it runs
+  jobs::Counts counts;           // exact once final
   nlohmann::json aggregate;
   nlohmann::json error;
-  std::uint64_t revision = 0;     // the KV revision it was read at (not stored)
+  std::uint64_t revision = 0;  // the KV revision it was read at (not stored)
 
   bool accepting() const { return state == kAccepting; }
   bool final() const;

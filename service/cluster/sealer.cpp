@@ -77,13 +77,15 @@ void ClusterImpl::SealFinished() {
     if (record.accepting()) {
       if (now_ms - record.created_ms > kAcceptTimeoutMs) {
         // Its submit died before the commit: no client got a 202.
-        PurgeSubject(js_.get(), names_.items_stream(), names_.job_items(record.id));
+        PurgeSubject(js_.get(), names_.items_stream(),
+                     names_.job_items(record.id));
         kvStore_Purge(kv_.load(), record.id.c_str(), nullptr);
       }
     } else if (!record.final()) {
       TrySeal(record);
     } else if (now_ms - record.finished_ms > retention_ms) {
-      PurgeSubject(js_.get(), names_.results_stream(), names_.job_results(record.id));
+      PurgeSubject(js_.get(), names_.results_stream(),
+                   names_.job_results(record.id));
       kvStore_Purge(kv_.load(), record.id.c_str(), nullptr);
     }
   }
@@ -92,7 +94,8 @@ void ClusterImpl::SealFinished() {
 void ClusterImpl::TrySeal(const JobRecord& record) {
   // An open stream ends when its feed says so, or when its replica died
   // (the lease ran out): then with what JetStream stored.
-  const bool orphaned = record.open && record.lease_ms < ToUnixMs(jobs::Job::Clock::now());
+  const bool orphaned =
+      record.open && record.lease_ms < ToUnixMs(jobs::Job::Clock::now());
   if (record.open && !orphaned) return;
   const bool partial = record.cancel || orphaned;  // fewer outcomes than `in`
   std::shared_ptr<Mirror> mirror = ExistingMirror(record.id);
@@ -128,9 +131,9 @@ void ClusterImpl::TrySeal(const JobRecord& record) {
   // the seal's counts match the results every reader shows.
   if (!partial && mirror->seen() < record.in) return;
   if (partial) {
-    const std::optional<std::uint64_t> stored = Stored(
-        js_.get(), names_.results_stream(),
-        names_.prefix + ".results." + record.id + ".*");
+    const std::optional<std::uint64_t> stored =
+        Stored(js_.get(), names_.results_stream(),
+               names_.prefix + ".results." + record.id + ".*");
     if (!stored || mirror->seen() < *stored) return;
   }
   JobRecord final_record = record;

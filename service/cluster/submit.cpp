@@ -21,9 +21,9 @@ void OnItemError(jsCtx*, jsPubAckErr* pae, void* closure) {
 }
 
 Refusal Unavailable(const std::string& why) {
-  return Refusal{Refusal::Reason::kUnavailable,
-                 "NATS JetStream (cluster.nats.url) cannot take the job now: " +
-                     why};
+  return Refusal{
+      Refusal::Reason::kUnavailable,
+      "NATS JetStream (cluster.nats.url) cannot take the job now: " + why};
 }
 
 }  // namespace
@@ -70,7 +70,8 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
   record.created_ms = ToUnixMs(jobs::Job::Clock::now());
   record.ordered = request.ordered.value_or(false);
   for (const config::PipelineConfig& p : config_.pipelines) {
-    if (p.name == request.pipeline && !request.ordered) record.ordered = p.ordered;
+    if (p.name == request.pipeline && !request.ordered)
+      record.ordered = p.ordered;
   }
   if (auto r = PutRecord(record); !r.ok()) {
     return Unavailable(r.error().message);

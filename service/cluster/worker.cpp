@@ -34,7 +34,8 @@ std::optional<std::uint64_t> SeqOf(natsMsg* msg) {
   std::uint64_t seq = 0;
   const std::string_view text(value);
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seq);
-  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  if (ec != std::errc() || end != text.data() + text.size())
+    return std::nullopt;
   return seq;
 }
 
@@ -66,7 +67,8 @@ void ClusterImpl::WorkLoop(std::string pipeline) {
   const std::int64_t held_limit = HeldLimit(config_, pipeline);
   std::atomic<std::int64_t>& held = held_.find(pipeline)->second;
   NatsPtr<natsSubscription> sub;
-  prometheus::Counter& redelivered = metrics_.redelivered.Add({{"pipeline", pipeline}});
+  prometheus::Counter& redelivered =
+      metrics_.redelivered.Add({{"pipeline", pipeline}});
   while (taking_.load()) {
     if (!connected_.load() || !layout_ready_.load() || !table_synced_.load()) {
       sub.reset();
@@ -98,12 +100,14 @@ void ClusterImpl::WorkLoop(std::string pipeline) {
     natsMsgList list{};
     jsErrCode code = static_cast<jsErrCode>(0);
     const natsStatus s = natsSubscription_Fetch(
-        &list, sub.get(), static_cast<int>(std::min<std::int64_t>(room, kFetchBatch)),
-        500, &code);
+        &list, sub.get(),
+        static_cast<int>(std::min<std::int64_t>(room, kFetchBatch)), 500,
+        &code);
     if (s == NATS_TIMEOUT) continue;
     if (s != NATS_OK) {
       natsMsgList_Destroy(&list);
-      if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED) sub.reset();
+      if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED)
+        sub.reset();
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       continue;
     }
@@ -167,9 +171,10 @@ void ClusterImpl::RunBatch(std::shared_ptr<Batch> batch) {
   for (const NatsPtr<natsMsg>& msg : batch->msgs) {
     const char* data = natsMsg_GetData(msg.get());
     const int len = natsMsg_GetDataLength(msg.get());
-    nlohmann::json item = nlohmann::json::parse(
-        std::string_view(data == nullptr ? "" : data, static_cast<std::size_t>(len)),
-        nullptr, false);
+    nlohmann::json item =
+        nlohmann::json::parse(std::string_view(data == nullptr ? "" : data,
+                                               static_cast<std::size_t>(len)),
+                              nullptr, false);
     request.items.push_back(std::move(item));
   }
   auto local = engine_.Submit(std::move(request));
@@ -210,8 +215,8 @@ void ClusterImpl::PublishLoop() {
       done_.pop_front();
     }
     Publish(*batch);
-    held_.find(batch->pipeline)->second.fetch_sub(
-        static_cast<std::int64_t>(batch->msgs.size()));
+    held_.find(batch->pipeline)
+        ->second.fetch_sub(static_cast<std::int64_t>(batch->msgs.size()));
     engine_.Forget(batch->local->id());
     MutexLock lock(&done_mu_);
     --running_batches_;
@@ -268,7 +273,8 @@ void ClusterImpl::Publish(Batch& batch) {
       continue;
     }
     natsMsgHeader_Set(m, kCountsHeader, per_item[i].empty() ? "1 0" : "0 0");
-    const std::string msg_id = batch.job_id + ":" + std::to_string(batch.seqs[i]);
+    const std::string msg_id =
+        batch.job_id + ":" + std::to_string(batch.seqs[i]);
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MsgId = msg_id.c_str();
@@ -282,7 +288,8 @@ void ClusterImpl::Publish(Batch& batch) {
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MaxWait = 10000;
-  const bool complete = js_PublishAsyncComplete(publish_js_.get(), &po) == NATS_OK;
+  const bool complete =
+      js_PublishAsyncComplete(publish_js_.get(), &po) == NATS_OK;
   if (!complete) {
     natsMsgList pending{};
     if (js_PublishAsyncGetPendingList(&pending, publish_js_.get()) == NATS_OK) {
@@ -298,7 +305,8 @@ void ClusterImpl::Publish(Batch& batch) {
     MutexLock lock(&failed_mu_);
     failed.swap(failed_);
   }
-  prometheus::Counter& acked = metrics_.acked.Add({{"pipeline", batch.pipeline}});
+  prometheus::Counter& acked =
+      metrics_.acked.Add({{"pipeline", batch.pipeline}});
   metrics_.duplicates.Add({{"pipeline", batch.pipeline}})
       .Increment(duplicates_in_batch_.exchange(0));
   for (std::size_t i = 0; i < batch.msgs.size(); ++i) {

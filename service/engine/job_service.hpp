@@ -9,12 +9,11 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "service/engine/engine_types.hpp"
 #include "service/jobs/job.hpp"

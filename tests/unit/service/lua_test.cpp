@@ -477,7 +477,13 @@ TEST(LuaProcessorTest, SortComparatorRecursionIsAnItemError) {
   });
   OnStackOf(std::size_t{8} << 20, [] {
     auto p = Make(kRecursions);
-    EXPECT_EQ(ErrorOf(*p, Deep("sort")), "lua: line 10: stack overflow");
+    // Which bound comes first depends on the C frames' size: in an
+    // unoptimised sanitizer build (the asan preset, -O0) the C stack guard
+    // does. Either way the item fails and the worker lives.
+    const std::string sort_error = ErrorOf(*p, Deep("sort"));
+    EXPECT_TRUE(sort_error == "lua: line 10: stack overflow" ||
+                sort_error == CStackError(RecursionOf("sort").line))
+        << sort_error;
     EXPECT_EQ(ErrorOf(*p, Deep("lt")), CStackError(RecursionOf("lt").line));
     EXPECT_EQ(One(*p, RecursionOf("sort").small), 3);
   });
