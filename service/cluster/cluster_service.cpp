@@ -93,6 +93,10 @@ ClusterImpl::~ClusterImpl() {
   if (publisher_.joinable()) publisher_.join();
   if (watcher_.joinable()) watcher_.join();
   if (maintenance_.joinable()) maintenance_.join();
+  // Closed first: unsubscribing a mirror on a live connection deletes its
+  // consumer with a request that waits up to 5 s when NATS is away. The
+  // server drops the ephemeral consumers of a closed connection itself.
+  if (conn_) natsConnection_Close(conn_.get());
   std::vector<std::shared_ptr<Mirror>> mirrors;
   {
     MutexLock lock(&mirrors_mu_);
@@ -108,7 +112,6 @@ ClusterImpl::~ClusterImpl() {
   js_.reset();
   kv_.store(nullptr);
   kv_owner_.reset();
-  if (conn_) natsConnection_Close(conn_.get());
   conn_.reset();
 }
 

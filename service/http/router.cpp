@@ -902,8 +902,16 @@ Result<Upgrade, Reply> Router::HandleUpgrade(const Request& req) {
     upgrade.kind = Upgrade::Kind::kJobStream;
     upgrade.job = engine_.Find(id);
     if (!upgrade.job) {
-      reply.response = MakeError(bhttp::status::not_found, "unknown_job",
-                                 "no job with id " + id, version, false);
+      // As Call::UnknownJob: 503 while the jobs cannot be looked up.
+      if (auto why = engine_.unavailable()) {
+        reply.response =
+            MakeError(bhttp::status::service_unavailable, *why,
+                      "cannot look up job " + id + " now: " + *why, version,
+                      false);
+      } else {
+        reply.response = MakeError(bhttp::status::not_found, "unknown_job",
+                                   "no job with id " + id, version, false);
+      }
       return reply;
     }
     return upgrade;
