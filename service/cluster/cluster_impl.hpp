@@ -77,6 +77,9 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   const std::shared_ptr<jobs::Job>& job() const { return job_; }
   // Distinct seqs whose outcome arrived.
   std::uint64_t seen() const;
+  // An open stream's items stored so far, as its record or feed knows it:
+  // the job's `in` grows to it (never shrinks).
+  void NoteIn(std::uint64_t in);
   bool sealed() const { return job_->finished(); }
   std::chrono::steady_clock::time_point last_used() const;
   void Touch();
@@ -89,6 +92,7 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
                   std::uint64_t filtered, std::uint64_t cancelled)
       SLUICE_REQUIRES(mu_);
   void ReleaseInOrder() SLUICE_REQUIRES(mu_);
+  void NoteInLocked(std::uint64_t in) SLUICE_REQUIRES(mu_);
   void ApplySeal(std::string_view data);
 
   const std::shared_ptr<jobs::Job> job_;
@@ -99,6 +103,7 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   mutable Mutex mu_;
   std::vector<bool> seen_ SLUICE_GUARDED_BY(mu_);
   std::uint64_t seen_count_ SLUICE_GUARDED_BY(mu_) = 0;
+  std::uint64_t accepted_ SLUICE_GUARDED_BY(mu_) = 0;  // the job's `in`
   // Ordered jobs: outcomes waiting for the seqs before them.
   struct Held {
     std::vector<jobs::ResultRecord> records;

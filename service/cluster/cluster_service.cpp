@@ -142,13 +142,19 @@ bool ClusterImpl::overloaded() const {
 }
 
 std::shared_ptr<jobs::Job> ClusterImpl::Find(std::string_view id) {
+  std::shared_ptr<Mirror> mirror;
   {
     MutexLock lock(&mirrors_mu_);
     auto it = mirrors_.find(id);
-    if (it != mirrors_.end()) {
-      it->second->Touch();
-      return it->second->job();
+    if (it != mirrors_.end()) mirror = it->second;
+  }
+  if (mirror) {
+    mirror->Touch();
+    // An open stream's `in` grows in its record (renewed every second).
+    if (std::optional<JobRecord> record = Record(id); record && record->open) {
+      mirror->NoteIn(record->in);
     }
+    return mirror->job();
   }
   if (unavailable()) return nullptr;
   std::optional<JobRecord> record = Record(id);
@@ -158,7 +164,7 @@ std::shared_ptr<jobs::Job> ClusterImpl::Find(std::string_view id) {
     record = std::move(fetched.value());
   }
   if (record->accepting()) return nullptr;
-  std::shared_ptr<Mirror> mirror = MirrorOf(*record);
+  mirror = MirrorOf(*record);
   if (record->final()) {
     // A finished job's log is read to its seal before it is shown, so its
     // results are whole. Bounded: the log is local to the NATS server.

@@ -122,7 +122,7 @@ bool RemoteFeed::TryPush(std::vector<nlohmann::json>& items,
     if (stored.ok()) {
       items.erase(items.begin(), items.begin() + static_cast<long>(take));
       record_.in += take;
-      mirror_->job()->AddAccepted(take);
+      mirror_->NoteIn(record_.in);
     } else {
       // Nothing of this frame counts (a retried publish is deduplicated by
       // its Msg-Id): the items are put back and pushed again on room.

@@ -48,6 +48,7 @@ Mirror::Mirror(const JobRecord& record, std::uint64_t max_result_bytes,
       open_(record.open),
       ordered_(record.ordered),
       seen_(record.in, false),
+      accepted_(record.in),
       last_used_(std::chrono::steady_clock::now()) {}
 
 Mirror::~Mirror() = default;
@@ -90,6 +91,17 @@ std::uint64_t Mirror::seen() const {
   return seen_count_;
 }
 
+void Mirror::NoteIn(std::uint64_t in) {
+  MutexLock lock(&mu_);
+  NoteInLocked(in);
+}
+
+void Mirror::NoteInLocked(std::uint64_t in) {
+  if (in <= accepted_) return;
+  job_->AddAccepted(in - accepted_);
+  accepted_ = in;
+}
+
 std::chrono::steady_clock::time_point Mirror::last_used() const {
   MutexLock lock(&mu_);
   return last_used_;
@@ -127,6 +139,7 @@ void Mirror::OnMessage(natsMsg* msg) {
     if (seen_[seq]) return;  // defensive: JetStream stores one per seq
     seen_[seq] = true;
     ++seen_count_;
+    if (open_) NoteInLocked(seen_count_);  // an outcome's item was stored
     AddOutcome(seq, std::move(*records), filtered, cancelled);
     complete = !open_ && seen_count_ == in_;
   }
