@@ -142,8 +142,7 @@ Result<std::unique_ptr<App>> App::Create(config::Config config,
   App* self = app.get();
   auto reload = [self] { return self->Reload(); };
   app->router_ = std::make_unique<http::Router>(
-      *jobs, *app->metrics_,
-      http::RouterOptions{std::move(tokens), reload});
+      *jobs, *app->metrics_, http::RouterOptions{std::move(tokens), reload});
   options.server.on_hangup = [self] { self->Reload(); };
 
   auto listening = http::Server::Create(

@@ -904,10 +904,9 @@ Result<Upgrade, Reply> Router::HandleUpgrade(const Request& req) {
     if (!upgrade.job) {
       // As Call::UnknownJob: 503 while the jobs cannot be looked up.
       if (auto why = engine_.unavailable()) {
-        reply.response =
-            MakeError(bhttp::status::service_unavailable, *why,
-                      "cannot look up job " + id + " now: " + *why, version,
-                      false);
+        reply.response = MakeError(bhttp::status::service_unavailable, *why,
+                                   "cannot look up job " + id + " now: " + *why,
+                                   version, false);
       } else {
         reply.response = MakeError(bhttp::status::not_found, "unknown_job",
                                    "no job with id " + id, version, false);

@@ -2,8 +2,6 @@
 // stream / subject / bucket names, a job's KV record (Serialize, Parse,
 // final, accepting, summary), the outcome message codec and the Unix
 // millisecond conversions. No NATS server is involved.
-#include "service/cluster/record.hpp"
-
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -12,6 +10,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "service/cluster/record.hpp"
 
 namespace sluice::cluster {
 namespace {
