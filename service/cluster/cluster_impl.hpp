@@ -223,8 +223,12 @@ class ClusterImpl {
   void RollBack(const JobRecord& record);
   // worker.cpp
   void WorkLoop(std::string pipeline);
+  // A worker's jobs found uncommitted lately, until when.
+  using Uncommitted =
+      std::map<std::string, std::chrono::steady_clock::time_point>;
   void Dispatch(const std::string& pipeline,
-                std::vector<NatsPtr<natsMsg>>& msgs);
+                std::vector<NatsPtr<natsMsg>>& msgs, Uncommitted& uncommitted,
+                prometheus::Counter& redelivered);
   void RunBatch(std::shared_ptr<Batch> batch);
   void PublishLoop();
   // Tells JetStream that the items of running batches are still being

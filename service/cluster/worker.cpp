@@ -73,6 +73,7 @@ void ClusterImpl::WorkLoop(std::string pipeline) {
       metrics_.redelivered.Add({{"pipeline", pipeline}});
   metrics_.acked.Add({{"pipeline", pipeline}});
   metrics_.duplicates.Add({{"pipeline", pipeline}});
+  Uncommitted uncommitted;
   while (taking_.load()) {
     if (!connected_.load() || !layout_ready_.load() || !table_synced_.load()) {
       sub.reset();
@@ -120,17 +121,18 @@ void ClusterImpl::WorkLoop(std::string pipeline) {
     for (int i = 0; i < list.Count; ++i) {
       msgs.emplace_back(list.Msgs[i]);
       list.Msgs[i] = nullptr;
-      if (DeliveryOf(msgs.back().get()).first > 1) redelivered.Increment();
     }
     natsMsgList_Destroy(&list);
-    Dispatch(pipeline, msgs);
+    Dispatch(pipeline, msgs, uncommitted, redelivered);
   }
 }
 
 // Groups fetched items by job and starts a batch per committed job; items of
 // unknown, cancelled or finished jobs are handed back or dropped.
 void ClusterImpl::Dispatch(const std::string& pipeline,
-                           std::vector<NatsPtr<natsMsg>>& msgs) {
+                           std::vector<NatsPtr<natsMsg>>& msgs,
+                           Uncommitted& uncommitted,
+                           prometheus::Counter& redelivered) {
   std::map<std::string, std::shared_ptr<Batch>> batches;
   for (NatsPtr<natsMsg>& msg : msgs) {
     const std::optional<std::uint64_t> seq = SeqOf(msg.get());
@@ -148,20 +150,31 @@ void ClusterImpl::Dispatch(const std::string& pipeline,
     batch->seqs.push_back(*seq);
     batch->msgs.push_back(std::move(msg));
   }
+  const auto now = std::chrono::steady_clock::now();
+  std::erase_if(uncommitted, [now](const auto& e) { return e.second < now; });
   for (auto& [job, batch] : batches) {
     // Items arrive as their submit stores them, a moment before it commits
-    // the record: wait that moment rather than hand the items back.
-    const std::optional<JobRecord> record =
-        CommittedRecord(job, std::chrono::milliseconds(100));
+    // the record: wait that moment rather than hand the items back. A job
+    // found uncommitted lately is not waited for again: its submit may have
+    // died, and its items must not hold up everyone else's.
+    const bool known = uncommitted.count(job) > 0;
+    const std::optional<JobRecord> record = CommittedRecord(
+        job, known ? std::chrono::milliseconds(0)
+                   : std::chrono::milliseconds(100));
     if (record && (record->cancel || record->final())) {
       for (auto& msg : batch->msgs) natsMsg_Term(msg.get(), nullptr);
     } else if (!record || record->accepting()) {
-      // Not committed: its submit failed or died (the janitor purges such
-      // items), or the watcher lags.
+      // Not committed: its submit is still storing, or failed or died (the
+      // janitor purges such items after the accept timeout). Handed back
+      // for a while, so that the consumer serves newer items meanwhile.
+      uncommitted[job] = now + std::chrono::seconds(1);
       for (auto& msg : batch->msgs) {
-        natsMsg_NakWithDelay(msg.get(), 250, nullptr);
+        natsMsg_NakWithDelay(msg.get(), 2000, nullptr);
       }
     } else {
+      for (auto& msg : batch->msgs) {
+        if (DeliveryOf(msg.get()).first > 1) redelivered.Increment();
+      }
       RunBatch(std::move(batch));
     }
   }
