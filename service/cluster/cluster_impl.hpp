@@ -145,11 +145,16 @@ class RemoteFeed final : public engine::IngestFeed {
   void End() override;
   bool closed() const override;
   // From the maintenance thread: renews the lease; calls a waiting on_room
-  // once the cluster has room again.
+  // once the cluster has room again; ends the stream once it is cancelled.
   void Tick();
+  // The cluster is going away (~ClusterImpl): the feed, which a WebSocket
+  // session may still hold, closes and never touches the cluster again.
+  void Detach();
 
  private:
   bool cancelled() const;
+  // The lease, and the on_room to call (outside mu_) if room appeared.
+  std::function<void()> TickLocked() SLUICE_REQUIRES(mu_);
   void WriteRecordLocked() SLUICE_REQUIRES(mu_);
 
   ClusterImpl& cluster_;

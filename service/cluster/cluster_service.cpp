@@ -93,6 +93,12 @@ ClusterImpl::~ClusterImpl() {
   if (publisher_.joinable()) publisher_.join();
   if (watcher_.joinable()) watcher_.join();
   if (maintenance_.joinable()) maintenance_.join();
+  {
+    MutexLock lock(&feeds_mu_);
+    for (auto& weak : feeds_) {
+      if (auto feed = weak.lock()) feed->Detach();
+    }
+  }
   // Closed first: unsubscribing a mirror on a live connection deletes its
   // consumer with a request that waits up to 5 s when NATS is away. The
   // server drops the ephemeral consumers of a closed connection itself.

@@ -63,6 +63,10 @@ Result<void> ClusterImpl::PutRecordMerged(JobRecord& record) {
     if (PutRecord(record).ok()) return {};
     auto now = FetchRecord(record.id);
     if (!now.ok()) return now.error();
+    if (now->final()) {  // sealed meanwhile (a lapsed lease): never undone
+      record = std::move(now.value());
+      return Error{"final", "job " + record.id + " has ended"};
+    }
     record.cancel = record.cancel || now->cancel;
     record.revision = now->revision;
   }
@@ -104,11 +108,16 @@ bool RemoteFeed::closed() const {
   return cancelled();
 }
 
+void RemoteFeed::Detach() {
+  MutexLock lock(&mu_);
+  ended_ = true;  // from now on nothing touches cluster_
+  on_room_ = nullptr;
+}
+
 bool RemoteFeed::TryPush(std::vector<nlohmann::json>& items,
                          std::function<void()> on_room) {
-  if (cancelled()) return false;
   MutexLock lock(&mu_);
-  if (ended_) return false;
+  if (ended_ || cancelled()) return false;
   if (items.empty()) return true;
   const std::uint64_t take =
       std::min<std::uint64_t>(items.size(), cluster_.Room());
@@ -147,22 +156,38 @@ void RemoteFeed::End() {
 }
 
 void RemoteFeed::Tick() {
+  // A DELETE ends the stream: the sealer then finishes the job.
+  if (cancelled()) End();
+  // Not while a frame is being stored (that holds mu_ for a round trip):
+  // the maintenance thread does not wait on one stream.
+  if (!mu_.TryLock()) return;
+  std::function<void()> wake = TickLocked();
+  mu_.Unlock();
+  if (wake) wake();
+}
+
+std::function<void()> RemoteFeed::TickLocked() {
+  if (ended_) return nullptr;
+  if (NowMs() - lease_written_ms_ >= kRenewMs) WriteRecordLocked();
   std::function<void()> wake;
-  {
-    MutexLock lock(&mu_);
-    if (ended_) return;
-    if (NowMs() - lease_written_ms_ >= kRenewMs) WriteRecordLocked();
-    if (on_room_ && cluster_.Room() > 0) wake = std::move(on_room_);
+  if (on_room_ && cluster_.Room() > 0) {
+    wake = std::move(on_room_);
     on_room_ = nullptr;
   }
-  if (wake) wake();
+  return wake;
 }
 
 // The stored `in` and a fresh lease; the final `in` and open=false once
 // ended. A lease that could not be written is tried again next second.
 void RemoteFeed::WriteRecordLocked() {
   record_.lease_ms = NowMs() + kLeaseMs;
-  if (cluster_.PutRecordMerged(record_).ok()) lease_written_ms_ = NowMs();
+  auto written = cluster_.PutRecordMerged(record_);
+  if (written.ok()) {
+    lease_written_ms_ = NowMs();
+  } else if (written.error().code == "final") {
+    ended_ = true;  // another replica ended it: take nothing more
+    on_room_ = nullptr;
+  }
 }
 
 }  // namespace sluice::cluster

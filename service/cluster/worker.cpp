@@ -158,9 +158,9 @@ void ClusterImpl::Dispatch(const std::string& pipeline,
     // found uncommitted lately is not waited for again: its submit may have
     // died, and its items must not hold up everyone else's.
     const bool known = uncommitted.count(job) > 0;
-    const std::optional<JobRecord> record = CommittedRecord(
-        job, known ? std::chrono::milliseconds(0)
-                   : std::chrono::milliseconds(100));
+    const std::optional<JobRecord> record =
+        CommittedRecord(job, known ? std::chrono::milliseconds(0)
+                                   : std::chrono::milliseconds(100));
     if (record && (record->cancel || record->final())) {
       for (auto& msg : batch->msgs) natsMsg_Term(msg.get(), nullptr);
     } else if (!record || record->accepting()) {
