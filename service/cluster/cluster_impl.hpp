@@ -240,6 +240,8 @@ class ClusterImpl {
   // worked on, so a long item is not redelivered while it is alive.
   void KeepInProgress();
   void Publish(Batch& batch);
+  std::optional<std::vector<std::vector<jobs::ResultRecord>>> OutcomesOf(
+      Batch& batch);
   // mirror.cpp (the mirror table)
   std::shared_ptr<Mirror> MirrorOf(const JobRecord& record);
   std::shared_ptr<Mirror> ExistingMirror(std::string_view id);

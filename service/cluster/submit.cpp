@@ -78,6 +78,9 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
   }
   if (auto r = PublishItems(record, request.items); !r.ok()) {
     RollBack(record);
+    if (r.error().code == "too_large") {
+      return Refusal{Refusal::Reason::kJobTooLarge, r.error().message};
+    }
     if (r.error().code == "full") {
       return Refusal{Refusal::Reason::kOverCapacity,
                      "over capacity: the cluster's items stream is full "
@@ -111,9 +114,18 @@ Result<void> ClusterImpl::PublishItems(const JobRecord& record,
   jsCtx* js = context->js.get();
   const auto started = std::chrono::steady_clock::now();
   const std::string subject = names_.items_subject(record.pipeline, record.id);
+  const auto max_data =
+      static_cast<std::size_t>(natsConnection_GetMaxPayload(conn_.get()));
   for (std::uint64_t i = 0; i < items.size(); ++i) {
     const std::uint64_t seq = first_seq + i;
     const std::string data = items[i].dump();
+    if (data.size() + 256 > max_data) {  // 256: the headers' room
+      return Error{"too_large",
+                   "item " + std::to_string(seq) + " is " +
+                       std::to_string(data.size()) +
+                       " bytes, over what a NATS message holds here (" +
+                       std::to_string(max_data) + " bytes, max_payload)"};
+    }
     natsMsg* m = nullptr;
     natsStatus s = natsMsg_Create(&m, subject.c_str(), nullptr, data.data(),
                                   static_cast<int>(data.size()));

@@ -19,6 +19,18 @@ namespace {
 // busy, few enough that a dead replica strands little until ack_wait.
 constexpr std::int64_t kMaxHeld = 2048;
 constexpr int kFetchBatch = 256;
+// Room left in a message for its headers (Msg-Id, expectations, counts).
+constexpr std::size_t kHeaderRoom = 4096;
+
+std::vector<jobs::ResultRecord> ErrorOutcome(std::uint64_t seq,
+                                             std::string message) {
+  jobs::ResultRecord r;
+  r.seq = seq;
+  r.is_error = true;
+  r.error = std::move(message);
+  r.stage = "cluster";
+  return {std::move(r)};
+}
 
 std::string JobOfSubject(std::string_view subject) {
   const std::size_t dot = subject.rfind('.');
@@ -252,6 +264,35 @@ void ClusterImpl::KeepInProgress() {
   }
 }
 
+// What each item of a finished batch ended as, in the batch's order; an
+// error record for every item when the batch failed for good (its results
+// passed jobs.max_job_result_bytes, which a retry would pass again);
+// nullopt when it should be retried (cancelled by a shutdown, or the result
+// memory full for now).
+std::optional<std::vector<std::vector<jobs::ResultRecord>>>
+ClusterImpl::OutcomesOf(Batch& batch) {
+  const jobs::JobState state = batch.local->state();
+  const nlohmann::json error = batch.local->error();
+  std::vector<std::vector<jobs::ResultRecord>> per_item(batch.msgs.size());
+  if (state == jobs::JobState::kFailed && error.is_object() &&
+      error.value("code", std::string()) == jobs::kResultsTooLarge) {
+    for (std::size_t i = 0; i < per_item.size(); ++i) {
+      per_item[i] =
+          ErrorOutcome(batch.seqs[i], error.value("message", std::string()));
+    }
+    return per_item;
+  }
+  if (state != jobs::JobState::kDone) return std::nullopt;
+  for (jobs::ResultRecord& r :
+       batch.local->Results(0, std::numeric_limits<std::size_t>::max())) {
+    if (r.seq >= per_item.size()) continue;
+    const std::size_t i = r.seq;
+    r.seq = batch.seqs[i];
+    per_item[i].push_back(std::move(r));
+  }
+  return per_item;
+}
+
 void ClusterImpl::OnOutcomeError(jsPubAckErr* error) {
   if (static_cast<int>(error->ErrCode) == kWrongLastSequence) {
     // The seq already has its outcome: this item was redelivered.
@@ -265,28 +306,34 @@ void ClusterImpl::OnOutcomeError(jsPubAckErr* error) {
 // One outcome per item, then the acks: an item is acknowledged only once
 // its outcome is stored (or found already stored).
 void ClusterImpl::Publish(Batch& batch) {
-  if (batch.local->state() != jobs::JobState::kDone) {
-    // Cancelled by this process's shutdown, or out of result memory: the
-    // items go back to the cluster untouched.
+  std::optional<std::vector<std::vector<jobs::ResultRecord>>> outcomes =
+      OutcomesOf(batch);
+  if (!outcomes) {
+    // Cancelled by this process's shutdown, or out of result memory for
+    // now: the items go back to the cluster untouched.
     for (NatsPtr<natsMsg>& msg : batch.msgs) natsMsg_Nak(msg.get(), nullptr);
     return;
   }
-  std::vector<std::vector<jobs::ResultRecord>> per_item(batch.msgs.size());
-  for (jobs::ResultRecord& r :
-       batch.local->Results(0, std::numeric_limits<std::size_t>::max())) {
-    if (r.seq >= per_item.size()) continue;
-    const std::size_t i = r.seq;
-    r.seq = batch.seqs[i];
-    per_item[i].push_back(std::move(r));
-  }
+  std::vector<std::vector<jobs::ResultRecord>>& per_item = *outcomes;
+  const std::size_t max_data =
+      static_cast<std::size_t>(natsConnection_GetMaxPayload(conn_.get())) -
+      kHeaderRoom;
   const auto started = std::chrono::steady_clock::now();
   std::vector<std::string> subjects(batch.msgs.size());
   for (std::size_t i = 0; i < batch.msgs.size(); ++i) {
     subjects[i] = names_.outcome_subject(batch.job_id, batch.seqs[i]);
-    const std::string data = EncodeOutcome(per_item[i]);
+    std::string data = EncodeOutcome(per_item[i]);
+    if (data.size() > max_data) {
+      per_item[i] = ErrorOutcome(
+          batch.seqs[i], "the item's results (" + std::to_string(data.size()) +
+                             " bytes) are larger than NATS max_payload allows");
+      data = EncodeOutcome(per_item[i]);
+    }
     natsMsg* m = nullptr;
     if (natsMsg_Create(&m, subjects[i].c_str(), nullptr, data.data(),
                        static_cast<int>(data.size())) != NATS_OK) {
+      MutexLock lock(&failed_mu_);
+      failed_.insert(subjects[i]);  // handed back below, never acked
       continue;
     }
     natsMsgHeader_Set(m, kCountsHeader, per_item[i].empty() ? "1 0" : "0 0");
