@@ -77,6 +77,8 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   const std::shared_ptr<jobs::Job>& job() const { return job_; }
   // Distinct seqs whose outcome arrived.
   std::uint64_t seen() const;
+  // Messages of the job's log read so far (outcomes, duplicates, the seal).
+  std::uint64_t messages() const;
   // An open stream's items stored so far, as its record or feed knows it:
   // the job's `in` grows to it (never shrinks).
   void NoteIn(std::uint64_t in);
@@ -92,6 +94,9 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
                   std::uint64_t filtered, std::uint64_t cancelled)
       SLUICE_REQUIRES(mu_);
   void ReleaseInOrder() SLUICE_REQUIRES(mu_);
+  void AddOutcomes(const std::vector<std::uint64_t>& seqs,
+                   std::vector<jobs::ResultRecord>& records)
+      SLUICE_REQUIRES(mu_);
   void NoteInLocked(std::uint64_t in) SLUICE_REQUIRES(mu_);
   void ApplySeal(std::string_view data);
 
@@ -104,6 +109,7 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   std::vector<bool> seen_ SLUICE_GUARDED_BY(mu_);
   std::uint64_t seen_count_ SLUICE_GUARDED_BY(mu_) = 0;
   std::uint64_t accepted_ SLUICE_GUARDED_BY(mu_) = 0;  // the job's `in`
+  std::uint64_t messages_ SLUICE_GUARDED_BY(mu_) = 0;
   // Ordered jobs: outcomes waiting for the seqs before them.
   struct Held {
     std::vector<jobs::ResultRecord> records;
@@ -121,8 +127,9 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
 struct Batch {
   std::string job_id;  // the cluster job
   std::string pipeline;
-  std::vector<NatsPtr<natsMsg>> msgs;  // the JetStream items, one per seq
-  std::vector<std::uint64_t> seqs;     // seqs[i] is msgs[i]'s seq
+  std::vector<NatsPtr<natsMsg>> msgs;  // the JetStream items messages
+  std::vector<nlohmann::json> items;   // their items, in order
+  std::vector<std::uint64_t> seqs;     // seqs[i] is items[i]'s seq
   std::shared_ptr<jobs::Job> local;    // the engine's job running them
 };
 
@@ -191,8 +198,8 @@ class ClusterImpl {
   // Connection callbacks (connection.cpp).
   void OnConnected();
   void OnDisconnected();
-  // The publisher context's error handler (worker.cpp).
-  void OnOutcomeError(jsPubAckErr* error);
+  // The publisher context's ack handler (worker.cpp).
+  void OnOutcomeAck(jsPubAck* ack, jsPubAckErr* error);
 
  private:
   friend class RemoteFeed;
@@ -202,6 +209,8 @@ class ClusterImpl {
   Result<void> EnsureConsumer(const std::string& pipeline);
   void MaintenanceLoop();
   void SamplePending();
+  // The items of the cluster's unfinished jobs, from the job table.
+  std::uint64_t PendingItems() const;
   // job_table.cpp
   void WatchLoop();
   void WatchOnce();
@@ -219,6 +228,9 @@ class ClusterImpl {
   Result<void> PublishItems(const JobRecord& record,
                             const std::vector<nlohmann::json>& items,
                             std::uint64_t first_seq = 0);
+  Result<void> PublishChunk(jsCtx* js, const std::string& subject,
+                            const std::string& job, std::uint64_t first_seq,
+                            const std::string& data);
   // Items the cluster can still take (jobs.max_pending_items).
   std::uint64_t Room() const;
   // PutRecord; on a lost compare-and-set, reads the record again, keeps its
@@ -240,6 +252,10 @@ class ClusterImpl {
   // worked on, so a long item is not redelivered while it is alive.
   void KeepInProgress();
   void Publish(Batch& batch);
+  // Publishes the outcomes of items [begin, end) of the batch (`data`, the
+  // JSON array of their records) as one message.
+  void PublishOutcomes(const Batch& batch, std::size_t begin, std::size_t end,
+                       const std::string& data);
   std::optional<std::vector<std::vector<jobs::ResultRecord>>> OutcomesOf(
       Batch& batch);
   // mirror.cpp (the mirror table)
@@ -252,6 +268,7 @@ class ClusterImpl {
   void SealFinished();  // every unfinished job (finds crashed sealers)
   void SealTouched();   // the jobs this replica published outcomes for
   void TrySeal(const JobRecord& record);
+  bool PublishSeal(const JobRecord& final_record);
   nlohmann::json AggregateOf(const JobRecord& record, const jobs::Job& job);
 
   const config::Config config_;
@@ -296,8 +313,8 @@ class ClusterImpl {
 
   // The publisher's context: its async publishes are one batch's outcomes.
   NatsPtr<jsCtx> publish_js_;
-  Mutex failed_mu_;
-  std::set<std::string> failed_ SLUICE_GUARDED_BY(failed_mu_);  // subjects
+  // Outcome publishes of the batch being published that failed.
+  std::atomic<int> outcome_failures_{0};
   // Submit's contexts, one per submit in flight (async publishes complete
   // per context), reused: nats.c gives each context that publishes
   // asynchronously a delivery thread of its own.

@@ -117,10 +117,12 @@ Result<void> ClusterImpl::Connect() {
   jsOptions_Init(&jo);
   jo.Wait = 5000;
   jo.PublishAsync.MaxPending = 4096;
-  jo.PublishAsync.ErrHandler = [](jsCtx*, jsPubAckErr* pae, void* closure) {
-    static_cast<ClusterImpl*>(closure)->OnOutcomeError(pae);
+  jo.PublishAsync.AckHandler = [](jsCtx*, natsMsg* msg, jsPubAck* pa,
+                                  jsPubAckErr* pae, void* closure) {
+    static_cast<ClusterImpl*>(closure)->OnOutcomeAck(pa, pae);
+    natsMsg_Destroy(msg);  // the handler owns it (nats.h)
   };
-  jo.PublishAsync.ErrHandlerClosure = this;
+  jo.PublishAsync.AckHandlerClosure = this;
   js = nullptr;
   if (natsConnection_JetStream(&js, conn_.get(), &jo) != NATS_OK) {
     return Error{"cluster", "cannot create a JetStream context"};
@@ -229,17 +231,22 @@ Result<void> ClusterImpl::EnsureConsumer(const std::string& pipeline) {
   return Error{"cluster", NatsError("consumer " + pipeline, s, code)};
 }
 
-void ClusterImpl::SamplePending() {
-  jsStreamInfo* raw = nullptr;
-  jsErrCode code = static_cast<jsErrCode>(0);
-  const std::string items = names_.items_stream();
-  if (js_GetStreamInfo(&raw, js_.get(), items.c_str(), nullptr, &code) !=
-      NATS_OK) {
-    return;
+// The items of every unfinished job, cluster-wide, from the job table:
+// what admission counts (docs/cluster.md#admission). The items stream
+// cannot say it: it stores items in chunks.
+std::uint64_t ClusterImpl::PendingItems() const {
+  std::uint64_t pending = 0;
+  MutexLock lock(&table_mu_);
+  for (const auto& [id, record] : table_) {
+    if (!record.final() && !record.accepting()) pending += record.in;
   }
-  NatsPtr<jsStreamInfo> info(raw);
-  pending_items_.store(info->State.Msgs);
-  metrics_.pending_items.Set(static_cast<double>(info->State.Msgs));
+  return pending;
+}
+
+void ClusterImpl::SamplePending() {
+  const std::uint64_t pending = PendingItems();
+  pending_items_.store(pending);
+  metrics_.pending_items.Set(static_cast<double>(pending));
 }
 
 void ClusterImpl::MaintenanceLoop() {

@@ -55,7 +55,7 @@ ClusterImpl::OpenStream(std::string_view pipeline) {
 
 std::uint64_t ClusterImpl::Room() const {
   const std::uint64_t max = config_.jobs.max_pending_items;
-  return max - std::min(max, pending_items_.load() + publishing_.load());
+  return max - std::min(max, PendingItems() + publishing_.load());
 }
 
 Result<void> ClusterImpl::PutRecordMerged(JobRecord& record) {

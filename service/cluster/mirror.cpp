@@ -23,19 +23,6 @@ void OnMirrorComplete(void* closure) {
   delete static_cast<std::shared_ptr<Mirror>*>(closure);
 }
 
-// "<filtered> <cancelled>" from the outcome's header.
-std::pair<std::uint64_t, std::uint64_t> CountsOf(natsMsg* msg) {
-  const char* value = nullptr;
-  if (natsMsgHeader_Get(msg, kCountsHeader, &value) != NATS_OK) return {0, 0};
-  std::string_view text(value);
-  std::uint64_t filtered = 0, cancelled = 0;
-  auto r = std::from_chars(text.data(), text.data() + text.size(), filtered);
-  if (r.ptr < text.data() + text.size()) {
-    std::from_chars(r.ptr + 1, text.data() + text.size(), cancelled);
-  }
-  return {filtered, cancelled};
-}
-
 }  // namespace
 
 Mirror::Mirror(const JobRecord& record, std::uint64_t max_result_bytes,
@@ -59,7 +46,7 @@ Result<void> Mirror::Follow(jsCtx* js, const Names& names) {
   so.Ordered = true;
   const std::string stream = names.results_stream();
   so.Stream = stream.c_str();
-  const std::string subject = names.job_results(job_->id());
+  const std::string subject = names.results_subject(job_->id());
   auto* closure = new std::shared_ptr<Mirror>(shared_from_this());
   natsSubscription* sub = nullptr;
   jsErrCode code = static_cast<jsErrCode>(0);
@@ -113,37 +100,59 @@ void Mirror::Touch() {
 }
 
 void Mirror::OnMessage(natsMsg* msg) {
-  const std::string_view subject = natsMsg_GetSubject(msg);
-  const std::string_view last = subject.substr(subject.rfind('.') + 1);
   const std::string_view data(
       natsMsg_GetData(msg) == nullptr ? "" : natsMsg_GetData(msg),
       static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+  {
+    MutexLock lock(&mu_);
+    ++messages_;
+  }
   if (job_->finished()) return;  // anything after the seal is not the job's
-  if (last == "end") {
+  const char* seal = nullptr;
+  if (natsMsgHeader_Get(msg, kSealHeader, &seal) == NATS_OK) {
     ApplySeal(data);
     return;
   }
-  std::uint64_t seq = 0;
-  auto [end, ec] = std::from_chars(last.data(), last.data() + last.size(), seq);
-  // An open stream's seqs are below what its feed stored; a bound keeps a
-  // corrupt subject from sizing seen_.
-  constexpr std::uint64_t kMaxSeq = std::uint64_t{1} << 36;
-  if (ec != std::errc() || seq >= (open_ ? kMaxSeq : in_)) return;
-  auto records = DecodeOutcome(data);
-  if (!records) return;
-  const auto [filtered, cancelled] = CountsOf(msg);
+  const char* seqs_text = nullptr;
+  if (natsMsgHeader_Get(msg, kSeqsHeader, &seqs_text) != NATS_OK) return;
+  std::optional<std::vector<std::uint64_t>> seqs = DecodeSeqs(seqs_text);
+  std::optional<std::vector<jobs::ResultRecord>> records = DecodeOutcome(data);
+  if (!seqs || !records) return;
   bool complete = false;
   {
     MutexLock lock(&mu_);
-    if (seq >= seen_.size()) seen_.resize(seq + 1, false);
-    if (seen_[seq]) return;  // defensive: JetStream stores one per seq
-    seen_[seq] = true;
-    ++seen_count_;
-    if (open_) NoteInLocked(seen_count_);  // an outcome's item was stored
-    AddOutcome(seq, std::move(*records), filtered, cancelled);
+    AddOutcomes(*seqs, *records);
     complete = !open_ && seen_count_ == in_;
   }
   if (complete && on_complete_) on_complete_(job_->id());
+}
+
+// One outcome message: each of `seqs` with its records (none: filtered).
+// A seq seen before (a redelivered item's second outcome) is skipped, so
+// every reader counts the first one in the log, the same everywhere.
+void Mirror::AddOutcomes(const std::vector<std::uint64_t>& seqs,
+                         std::vector<jobs::ResultRecord>& records) {
+  // An open stream's seqs are below what its feed stored; a bound keeps a
+  // corrupt header from sizing seen_.
+  constexpr std::uint64_t kMaxSeq = std::uint64_t{1} << 36;
+  std::map<std::uint64_t, std::vector<jobs::ResultRecord>> by_seq;
+  for (jobs::ResultRecord& r : records) by_seq[r.seq].push_back(std::move(r));
+  for (std::uint64_t seq : seqs) {
+    if (seq >= (open_ ? kMaxSeq : in_)) continue;
+    if (seq >= seen_.size()) seen_.resize(seq + 1, false);
+    if (seen_[seq]) continue;
+    seen_[seq] = true;
+    ++seen_count_;
+    if (open_) NoteInLocked(seen_count_);  // an outcome's item was stored
+    std::vector<jobs::ResultRecord>& mine = by_seq[seq];
+    const std::uint64_t filtered = mine.empty() ? 1 : 0;
+    AddOutcome(seq, std::move(mine), filtered, 0);
+  }
+}
+
+std::uint64_t Mirror::messages() const {
+  MutexLock lock(&mu_);
+  return messages_;
 }
 
 void Mirror::AddOutcome(std::uint64_t seq,

@@ -1,5 +1,6 @@
 #include "service/cluster/record.hpp"
 
+#include <charconv>
 #include <chrono>
 
 namespace sluice::cluster {
@@ -14,15 +15,8 @@ std::string Names::pipeline_items(std::string_view pipeline) const {
 std::string Names::job_items(std::string_view job) const {
   return prefix + ".items.*." + std::string(job);
 }
-std::string Names::outcome_subject(std::string_view job,
-                                   std::uint64_t seq) const {
-  return prefix + ".results." + std::string(job) + "." + std::to_string(seq);
-}
-std::string Names::seal_subject(std::string_view job) const {
-  return prefix + ".results." + std::string(job) + ".end";
-}
-std::string Names::job_results(std::string_view job) const {
-  return prefix + ".results." + std::string(job) + ".>";
+std::string Names::results_subject(std::string_view job) const {
+  return prefix + ".results." + std::string(job);
 }
 
 bool JobRecord::final() const {
@@ -156,6 +150,31 @@ std::optional<std::vector<jobs::ResultRecord>> DecodeOutcome(
       r.value = std::move(j["value"]);
     }
     out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::string EncodeSeqs(const std::vector<std::uint64_t>& seqs) {
+  std::string out;
+  for (std::uint64_t seq : seqs) {
+    if (!out.empty()) out += ' ';
+    out += std::to_string(seq);
+  }
+  return out;
+}
+
+std::optional<std::vector<std::uint64_t>> DecodeSeqs(std::string_view text) {
+  std::vector<std::uint64_t> out;
+  const char* p = text.data();
+  const char* end = text.data() + text.size();
+  while (p < end) {
+    std::uint64_t seq = 0;
+    auto [next, ec] = std::from_chars(p, end, seq);
+    if (ec != std::errc()) return std::nullopt;
+    out.push_back(seq);
+    p = next;
+    if (p < end && *p != ' ') return std::nullopt;
+    if (p < end) ++p;
   }
   return out;
 }

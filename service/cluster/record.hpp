@@ -30,12 +30,10 @@ struct Names {
   std::string pipeline_items(std::string_view pipeline) const;
   // <prefix>.items.*.<job>: what is left of one job.
   std::string job_items(std::string_view job) const;
-  // <prefix>.results.<job>.<seq>: the outcome of one input item.
-  std::string outcome_subject(std::string_view job, std::uint64_t seq) const;
-  // <prefix>.results.<job>.end: the seal, the job's final status.
-  std::string seal_subject(std::string_view job) const;
-  // <prefix>.results.<job>.>: a job's whole log.
-  std::string job_results(std::string_view job) const;
+  // <prefix>.results.<job>: a job's log, its outcome messages then its seal.
+  // One subject per job, not per item: NATS's cost of making a consumer
+  // grows with the subjects a stream holds.
+  std::string results_subject(std::string_view job) const;
 };
 
 // The states a record goes through: accepting (items being stored; not a
@@ -69,14 +67,23 @@ struct JobRecord {
   jobs::Job::Summary summary() const;
 };
 
-// An outcome message: the JSON array of the item's records (jobs::ToJson)
-// and, in the Sluice-Counts header, "<filtered> <cancelled>".
-inline constexpr const char* kCountsHeader = "Sluice-Counts";
+// An items message holds up to kChunkItems consecutive items of a job: the
+// JSON array of them, the first one's seq in the Sluice-Seq header.
+// An outcome message holds what a batch of a job's items ended as: the JSON
+// array of their records (jobs::ToJson), and in the Sluice-Seqs header the
+// seqs it covers ("3 4 9"); a seq with no record was filtered. A seal
+// message (the final record, JobRecord::Serialize) has Sluice-Seal: 1.
 inline constexpr const char* kSeqHeader = "Sluice-Seq";
+inline constexpr const char* kSeqsHeader = "Sluice-Seqs";
+inline constexpr const char* kSealHeader = "Sluice-Seal";
+inline constexpr std::size_t kChunkItems = 256;
 std::string EncodeOutcome(const std::vector<jobs::ResultRecord>& records);
 // The records of an outcome message, or nullopt when it is malformed.
 std::optional<std::vector<jobs::ResultRecord>> DecodeOutcome(
     std::string_view data);
+// "3 4 9" and back; nullopt when malformed.
+std::string EncodeSeqs(const std::vector<std::uint64_t>& seqs);
+std::optional<std::vector<std::uint64_t>> DecodeSeqs(std::string_view text);
 
 // Unix milliseconds and back.
 std::int64_t ToUnixMs(jobs::Job::Clock::time_point t);

@@ -85,7 +85,7 @@ void ClusterImpl::SealFinished() {
       TrySeal(record);
     } else if (now_ms - record.finished_ms > retention_ms) {
       PurgeSubject(js_.get(), names_.results_stream(),
-                   names_.job_results(record.id));
+                   names_.results_subject(record.id));
       kvStore_Purge(kv_.load(), record.id.c_str(), nullptr);
     }
   }
@@ -131,10 +131,9 @@ void ClusterImpl::TrySeal(const JobRecord& record) {
   // the seal's counts match the results every reader shows.
   if (!partial && mirror->seen() < record.in) return;
   if (partial) {
-    const std::optional<std::uint64_t> stored =
-        Stored(js_.get(), names_.results_stream(),
-               names_.prefix + ".results." + record.id + ".*");
-    if (!stored || mirror->seen() < *stored) return;
+    const std::optional<std::uint64_t> stored = Stored(
+        js_.get(), names_.results_stream(), names_.results_subject(record.id));
+    if (!stored || mirror->messages() < *stored) return;
   }
   JobRecord final_record = record;
   final_record.state = record.cancel ? "cancelled" : "done";
@@ -149,23 +148,35 @@ void ClusterImpl::TrySeal(const JobRecord& record) {
   }
   final_record.aggregate = AggregateOf(record, *mirror->job());
   final_record.finished_ms = ToUnixMs(jobs::Job::Clock::now());
-  const std::string data = final_record.Serialize();
-  const std::string subject = names_.seal_subject(record.id);
-  const std::string msg_id = record.id + ":end";
-  jsPubOptions po;
-  jsPubOptions_Init(&po);
-  po.MsgId = msg_id.c_str();
-  po.ExpectNoMessage = true;
-  jsPubAck* ack = nullptr;
-  jsErrCode code = static_cast<jsErrCode>(0);
-  const natsStatus s = js_Publish(&ack, js_.get(), subject.c_str(), data.data(),
-                                  static_cast<int>(data.size()), &po, &code);
-  if (ack != nullptr) jsPubAck_Destroy(ack);
-  if (s != NATS_OK && static_cast<int>(code) != kWrongLastSequence) return;
+  if (!PublishSeal(final_record)) return;
   MaybeCrash("after_seal");
   // The seal is the truth; the record follows it (a lost CAS means another
   // replica wrote it first).
-  if (s == NATS_OK) (void)PutRecord(final_record);
+  (void)PutRecord(final_record);
+}
+
+// The seal: the final record as the last message of the job's log. Its
+// Msg-Id makes two replicas sealing at once store one; readers apply the
+// first seal in the log in any case, so every replica shows the same end.
+bool ClusterImpl::PublishSeal(const JobRecord& final_record) {
+  const std::string data = final_record.Serialize();
+  const std::string subject = names_.results_subject(final_record.id);
+  natsMsg* m = nullptr;
+  if (natsMsg_Create(&m, subject.c_str(), nullptr, data.data(),
+                     static_cast<int>(data.size())) != NATS_OK) {
+    return false;
+  }
+  NatsPtr<natsMsg> msg(m);
+  natsMsgHeader_Set(msg.get(), kSealHeader, "1");
+  const std::string msg_id = final_record.id + ":end";
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MsgId = msg_id.c_str();
+  jsPubAck* ack = nullptr;
+  jsErrCode code = static_cast<jsErrCode>(0);
+  const natsStatus s = js_PublishMsg(&ack, js_.get(), msg.get(), &po, &code);
+  if (ack != nullptr) jsPubAck_Destroy(ack);
+  return s == NATS_OK;
 }
 
 nlohmann::json ClusterImpl::AggregateOf(const JobRecord& record,

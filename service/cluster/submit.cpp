@@ -47,7 +47,7 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Submit(
                        " items, more than jobs.max_pending_items (" +
                        std::to_string(max) + ")"};
   }
-  const std::uint64_t pending = pending_items_.load() + publishing_.load();
+  const std::uint64_t pending = PendingItems() + publishing_.load();
   if (pending + n > max) {
     return Refusal{Refusal::Reason::kOverCapacity,
                    "over capacity: " + std::to_string(pending) +
@@ -116,31 +116,31 @@ Result<void> ClusterImpl::PublishItems(const JobRecord& record,
   const std::string subject = names_.items_subject(record.pipeline, record.id);
   const auto max_data =
       static_cast<std::size_t>(natsConnection_GetMaxPayload(conn_.get()));
-  for (std::uint64_t i = 0; i < items.size(); ++i) {
-    const std::uint64_t seq = first_seq + i;
-    const std::string data = items[i].dump();
-    if (data.size() + 256 > max_data) {  // 256: the headers' room
-      return Error{"too_large",
-                   "item " + std::to_string(seq) + " is " +
-                       std::to_string(data.size()) +
-                       " bytes, over what a NATS message holds here (" +
-                       std::to_string(max_data) + " bytes, max_payload)"};
+  std::uint64_t i = 0;
+  while (i < items.size()) {
+    // One message per chunk of consecutive items (Msg-Id <job>:<first>, so
+    // a retried publish is stored once): NATS's cost is per message.
+    const std::uint64_t first = i;
+    std::string data = "[";
+    while (i < items.size() && i - first < kChunkItems) {
+      std::string item = items[i].dump();
+      if (item.size() + 256 > max_data) {  // 256: the headers' room
+        return Error{"too_large",
+                     "item " + std::to_string(first_seq + i) + " is " +
+                         std::to_string(item.size()) +
+                         " bytes, over what a NATS message holds here (" +
+                         std::to_string(max_data) + " bytes, max_payload)"};
+      }
+      if (i > first && data.size() + item.size() + 256 > max_data / 4) break;
+      if (i > first) data += ',';
+      data += item;
+      ++i;
     }
-    natsMsg* m = nullptr;
-    natsStatus s = natsMsg_Create(&m, subject.c_str(), nullptr, data.data(),
-                                  static_cast<int>(data.size()));
-    if (s != NATS_OK) return Error{"cluster", NatsError("message", s)};
-    NatsPtr<natsMsg> msg(m);
-    const std::string seq_text = std::to_string(seq);
-    natsMsgHeader_Set(msg.get(), kSeqHeader, seq_text.c_str());
-    const std::string msg_id = record.id + ":" + seq_text;
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MsgId = msg_id.c_str();
-    natsMsg* owned = msg.release();
-    s = js_PublishMsgAsync(js, &owned, &po);
-    NatsPtr<natsMsg> unsent(owned);  // non-null only if the call failed
-    if (s != NATS_OK) return Error{"cluster", NatsError("publish item", s)};
+    data += ']';
+    if (auto r = PublishChunk(js, subject, record.id, first_seq + first, data);
+        !r.ok()) {
+      return r;
+    }
   }
   jsPubOptions po;
   jsPubOptions_Init(&po);
@@ -199,6 +199,28 @@ std::unique_ptr<ClusterImpl::SubmitContext> ClusterImpl::TakeSubmitContext() {
 void ClusterImpl::ReturnSubmitContext(std::unique_ptr<SubmitContext> context) {
   MutexLock lock(&submit_js_mu_);
   submit_js_.push_back(std::move(context));
+}
+
+Result<void> ClusterImpl::PublishChunk(jsCtx* js, const std::string& subject,
+                                       const std::string& job,
+                                       std::uint64_t first_seq,
+                                       const std::string& data) {
+  natsMsg* m = nullptr;
+  natsStatus s = natsMsg_Create(&m, subject.c_str(), nullptr, data.data(),
+                                static_cast<int>(data.size()));
+  if (s != NATS_OK) return Error{"cluster", NatsError("message", s)};
+  NatsPtr<natsMsg> msg(m);
+  const std::string seq_text = std::to_string(first_seq);
+  natsMsgHeader_Set(msg.get(), kSeqHeader, seq_text.c_str());
+  const std::string msg_id = job + ":" + seq_text;
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MsgId = msg_id.c_str();
+  natsMsg* owned = msg.release();
+  s = js_PublishMsgAsync(js, &owned, &po);
+  NatsPtr<natsMsg> unsent(owned);  // non-null only if the call failed
+  if (s != NATS_OK) return Error{"cluster", NatsError("publish items", s)};
+  return {};
 }
 
 // Items first, then the record: a crash in between leaves an `accepting`

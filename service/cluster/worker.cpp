@@ -17,8 +17,9 @@ namespace {
 
 // Items one replica holds at most: enough to keep every stage's workers
 // busy, few enough that a dead replica strands little until ack_wait.
-constexpr std::int64_t kMaxHeld = 2048;
-constexpr int kFetchBatch = 256;
+constexpr std::int64_t kMaxHeld = 4096;
+// Items messages fetched at once: each holds up to kChunkItems items.
+constexpr std::int64_t kMaxFetch = 16;
 // Room left in a message for its headers (Msg-Id, expectations, counts).
 constexpr std::size_t kHeaderRoom = 4096;
 
@@ -72,7 +73,7 @@ std::int64_t HeldLimit(const config::Config& config, std::string_view name) {
       widest = std::max<std::int64_t>(widest, s.workers);
     }
   }
-  return std::clamp<std::int64_t>(8 * widest, 64, kMaxHeld);
+  return std::clamp<std::int64_t>(8 * widest, 256, kMaxHeld);
 }
 
 void ClusterImpl::WorkLoop(std::string pipeline) {
@@ -118,8 +119,9 @@ void ClusterImpl::WorkLoop(std::string pipeline) {
     jsErrCode code = static_cast<jsErrCode>(0);
     const natsStatus s = natsSubscription_Fetch(
         &list, sub.get(),
-        static_cast<int>(std::min<std::int64_t>(room, kFetchBatch)), 500,
-        &code);
+        static_cast<int>(std::clamp<std::int64_t>(
+            room / static_cast<std::int64_t>(kChunkItems), 1, kMaxFetch)),
+        500, &code);
     if (s == NATS_TIMEOUT) continue;
     if (s != NATS_OK) {
       natsMsgList_Destroy(&list);
@@ -147,9 +149,15 @@ void ClusterImpl::Dispatch(const std::string& pipeline,
                            prometheus::Counter& redelivered) {
   std::map<std::string, std::shared_ptr<Batch>> batches;
   for (NatsPtr<natsMsg>& msg : msgs) {
-    const std::optional<std::uint64_t> seq = SeqOf(msg.get());
-    if (!seq) {
-      natsMsg_Term(msg.get(), nullptr);  // not an item sluice published
+    const std::optional<std::uint64_t> first = SeqOf(msg.get());
+    const char* data = natsMsg_GetData(msg.get());
+    nlohmann::json items = nlohmann::json::parse(
+        std::string_view(
+            data == nullptr ? "" : data,
+            static_cast<std::size_t>(natsMsg_GetDataLength(msg.get()))),
+        nullptr, false);
+    if (!first || !items.is_array()) {
+      natsMsg_Term(msg.get(), nullptr);  // not items sluice published
       continue;
     }
     const std::string job = JobOfSubject(natsMsg_GetSubject(msg.get()));
@@ -159,7 +167,10 @@ void ClusterImpl::Dispatch(const std::string& pipeline,
       batch->job_id = job;
       batch->pipeline = pipeline;
     }
-    batch->seqs.push_back(*seq);
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      batch->seqs.push_back(*first + i);
+      batch->items.push_back(std::move(items[i]));
+    }
     batch->msgs.push_back(std::move(msg));
   }
   const auto now = std::chrono::steady_clock::now();
@@ -184,8 +195,9 @@ void ClusterImpl::Dispatch(const std::string& pipeline,
         natsMsg_NakWithDelay(msg.get(), 2000, nullptr);
       }
     } else {
-      for (auto& msg : batch->msgs) {
-        if (DeliveryOf(msg.get()).first > 1) redelivered.Increment();
+      if (!batch->msgs.empty() &&
+          DeliveryOf(batch->msgs.front().get()).first > 1) {
+        redelivered.Increment(static_cast<double>(batch->seqs.size()));
       }
       RunBatch(std::move(batch));
     }
@@ -196,16 +208,7 @@ void ClusterImpl::RunBatch(std::shared_ptr<Batch> batch) {
   engine::SubmitRequest request;
   request.pipeline = batch->pipeline;
   request.ordered = false;  // readers order an ordered job's outcomes
-  request.items.reserve(batch->msgs.size());
-  for (const NatsPtr<natsMsg>& msg : batch->msgs) {
-    const char* data = natsMsg_GetData(msg.get());
-    const int len = natsMsg_GetDataLength(msg.get());
-    nlohmann::json item =
-        nlohmann::json::parse(std::string_view(data == nullptr ? "" : data,
-                                               static_cast<std::size_t>(len)),
-                              nullptr, false);
-    request.items.push_back(std::move(item));
-  }
+  request.items = std::move(batch->items);
   auto local = engine_.Submit(std::move(request));
   if (!local.ok()) {  // full or draining: another replica, or later
     for (NatsPtr<natsMsg>& msg : batch->msgs) {
@@ -214,7 +217,7 @@ void ClusterImpl::RunBatch(std::shared_ptr<Batch> batch) {
     return;
   }
   batch->local = local.value();
-  const auto n = static_cast<std::int64_t>(batch->msgs.size());
+  const auto n = static_cast<std::int64_t>(batch->seqs.size());
   held_.find(batch->pipeline)->second.fetch_add(n);
   {
     MutexLock lock(&done_mu_);
@@ -245,7 +248,7 @@ void ClusterImpl::PublishLoop() {
     }
     Publish(*batch);
     held_.find(batch->pipeline)
-        ->second.fetch_sub(static_cast<std::int64_t>(batch->msgs.size()));
+        ->second.fetch_sub(static_cast<std::int64_t>(batch->seqs.size()));
     engine_.Forget(batch->local->id());
     MutexLock lock(&done_mu_);
     --running_batches_;
@@ -273,7 +276,7 @@ std::optional<std::vector<std::vector<jobs::ResultRecord>>>
 ClusterImpl::OutcomesOf(Batch& batch) {
   const jobs::JobState state = batch.local->state();
   const nlohmann::json error = batch.local->error();
-  std::vector<std::vector<jobs::ResultRecord>> per_item(batch.msgs.size());
+  std::vector<std::vector<jobs::ResultRecord>> per_item(batch.seqs.size());
   if (state == jobs::JobState::kFailed && error.is_object() &&
       error.value("code", std::string()) == jobs::kResultsTooLarge) {
     for (std::size_t i = 0; i < per_item.size(); ++i) {
@@ -293,18 +296,18 @@ ClusterImpl::OutcomesOf(Batch& batch) {
   return per_item;
 }
 
-void ClusterImpl::OnOutcomeError(jsPubAckErr* error) {
-  if (static_cast<int>(error->ErrCode) == kWrongLastSequence) {
-    // The seq already has its outcome: this item was redelivered.
-    duplicates_in_batch_.fetch_add(1);
-    return;
+void ClusterImpl::OnOutcomeAck(jsPubAck* ack, jsPubAckErr* error) {
+  if (error != nullptr) {
+    outcome_failures_.fetch_add(1);
+  } else if (ack != nullptr && ack->Duplicate) {
+    duplicates_in_batch_.fetch_add(1);  // the same message stored before
   }
-  MutexLock lock(&failed_mu_);
-  if (error->Msg != nullptr) failed_.insert(natsMsg_GetSubject(error->Msg));
 }
 
-// One outcome per item, then the acks: an item is acknowledged only once
-// its outcome is stored (or found already stored).
+// A batch's outcomes, as few messages as fit (NATS's cost is per message),
+// then the acks: the items are acknowledged only once every outcome is
+// stored. A redelivered item may get a second outcome in the log; readers
+// take each seq's first (docs/cluster.md), so it is counted once.
 void ClusterImpl::Publish(Batch& batch) {
   std::optional<std::vector<std::vector<jobs::ResultRecord>>> outcomes =
       OutcomesOf(batch);
@@ -316,38 +319,33 @@ void ClusterImpl::Publish(Batch& batch) {
   }
   std::vector<std::vector<jobs::ResultRecord>>& per_item = *outcomes;
   const std::size_t max_data =
-      static_cast<std::size_t>(natsConnection_GetMaxPayload(conn_.get())) -
-      kHeaderRoom;
+      static_cast<std::size_t>(natsConnection_GetMaxPayload(conn_.get())) / 4;
   const auto started = std::chrono::steady_clock::now();
-  std::vector<std::string> subjects(batch.msgs.size());
-  for (std::size_t i = 0; i < batch.msgs.size(); ++i) {
-    subjects[i] = names_.outcome_subject(batch.job_id, batch.seqs[i]);
-    std::string data = EncodeOutcome(per_item[i]);
-    if (data.size() > max_data) {
+  outcome_failures_.store(0);
+  std::size_t begin = 0;
+  std::string data = "[";
+  for (std::size_t i = 0; i < per_item.size(); ++i) {
+    std::string item = EncodeOutcome(per_item[i]);  // "[...]"
+    if (item.size() > max_data) {
       per_item[i] = ErrorOutcome(
-          batch.seqs[i], "the item's results (" + std::to_string(data.size()) +
-                             " bytes) are larger than NATS max_payload allows");
-      data = EncodeOutcome(per_item[i]);
+          batch.seqs[i], "the item's results (" + std::to_string(item.size()) +
+                             " bytes) are larger than a NATS message allows");
+      item = EncodeOutcome(per_item[i]);
     }
-    natsMsg* m = nullptr;
-    if (natsMsg_Create(&m, subjects[i].c_str(), nullptr, data.data(),
-                       static_cast<int>(data.size())) != NATS_OK) {
-      MutexLock lock(&failed_mu_);
-      failed_.insert(subjects[i]);  // handed back below, never acked
-      continue;
+    if (i > begin && data.size() + item.size() > max_data) {
+      data += ']';
+      PublishOutcomes(batch, begin, i, data);
+      begin = i;
+      data = "[";
     }
-    natsMsgHeader_Set(m, kCountsHeader, per_item[i].empty() ? "1 0" : "0 0");
-    const std::string msg_id =
-        batch.job_id + ":" + std::to_string(batch.seqs[i]);
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MsgId = msg_id.c_str();
-    po.ExpectNoMessage = true;
-    if (js_PublishMsgAsync(publish_js_.get(), &m, &po) != NATS_OK) {
-      MutexLock lock(&failed_mu_);
-      failed_.insert(subjects[i]);
+    if (item.size() > 2) {  // the records, without the brackets
+      if (data.size() > 1) data += ',';
+      data.append(item, 1, item.size() - 2);
     }
-    NatsPtr<natsMsg> unsent(m);
+  }
+  data += ']';
+  if (begin < per_item.size()) {
+    PublishOutcomes(batch, begin, per_item.size(), data);
   }
   jsPubOptions po;
   jsPubOptions_Init(&po);
@@ -364,22 +362,19 @@ void ClusterImpl::Publish(Batch& batch) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
           .count());
   MaybeCrash("after_outcome_published");
-  std::set<std::string> failed;
-  {
-    MutexLock lock(&failed_mu_);
-    failed.swap(failed_);
-  }
-  prometheus::Counter& acked =
-      metrics_.acked.Add({{"pipeline", batch.pipeline}});
+  const bool stored = complete && outcome_failures_.load() == 0;
   metrics_.duplicates.Add({{"pipeline", batch.pipeline}})
       .Increment(duplicates_in_batch_.exchange(0));
-  for (std::size_t i = 0; i < batch.msgs.size(); ++i) {
-    if (!complete || failed.count(subjects[i]) > 0) {
-      natsMsg_NakWithDelay(batch.msgs[i].get(), 500, nullptr);
+  for (NatsPtr<natsMsg>& msg : batch.msgs) {
+    if (stored) {
+      natsMsg_Ack(msg.get(), nullptr);
     } else {
-      natsMsg_Ack(batch.msgs[i].get(), nullptr);
-      acked.Increment();
+      natsMsg_NakWithDelay(msg.get(), 500, nullptr);
     }
+  }
+  if (stored) {
+    metrics_.acked.Add({{"pipeline", batch.pipeline}})
+        .Increment(static_cast<double>(batch.seqs.size()));
   }
   {
     MutexLock lock(&touched_mu_);
@@ -388,6 +383,32 @@ void ClusterImpl::Publish(Batch& batch) {
   MutexLock lock(&wake_mu_);
   wake_ = true;
   wake_cv_.SignalAll();
+}
+
+void ClusterImpl::PublishOutcomes(const Batch& batch, std::size_t begin,
+                                  std::size_t end, const std::string& data) {
+  const std::string subject = names_.results_subject(batch.job_id);
+  natsMsg* m = nullptr;
+  if (natsMsg_Create(&m, subject.c_str(), nullptr, data.data(),
+                     static_cast<int>(data.size())) != NATS_OK) {
+    outcome_failures_.fetch_add(1);  // handed back below, never acked
+    return;
+  }
+  const std::vector<std::uint64_t> seqs(
+      batch.seqs.begin() + static_cast<long>(begin),
+      batch.seqs.begin() + static_cast<long>(end));
+  natsMsgHeader_Set(m, kSeqsHeader, EncodeSeqs(seqs).c_str());
+  // The same batch published again (a retry) is stored once.
+  const std::string msg_id = batch.job_id +
+                             ":o:" + std::to_string(batch.seqs[begin]) + ":" +
+                             std::to_string(end - begin);
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MsgId = msg_id.c_str();
+  if (js_PublishMsgAsync(publish_js_.get(), &m, &po) != NATS_OK) {
+    outcome_failures_.fetch_add(1);
+  }
+  NatsPtr<natsMsg> unsent(m);
 }
 
 }  // namespace sluice::cluster

@@ -3,7 +3,7 @@ end to end, each case on a fresh `nats-server -js` with replicas of the
 real binary (ack_wait 2s):
 
 - a redelivered item counted once: replica A runs with
-  SLUICE_CLUSTER_FAULT=after_outcome_published:3, so it exits (status 137)
+  SLUICE_CLUSTER_FAULT=after_outcome_published:1, so it exits (status 137)
   after storing a batch's outcomes and before acknowledging its items; the
   job ends done on B with exact counts, every seq once, and B counts the
   redeliveries (sluice_cluster_redelivered_total);
@@ -76,23 +76,23 @@ def duplicates_are_noticed(records, n):
 
 
 def redelivered_counted_once(binary):
-    """A dies on its 3rd outcome batch, outcomes stored, items not acked:
+    """A dies on its first outcome batch, outcomes stored, items not acked:
     after ack_wait B gets them again and must not count them twice. The
     job must outlast ack_wait after the crash, or it is sealed from the
-    stored outcomes before anything comes back: 1,000 items of 50 ms on 8
-    workers per replica, A dead after its 192 items at about 1.2 s, leave
-    B about 3.8 s of work."""
-    n = 1000
+    stored outcomes before anything comes back: 2,000 items of 50 ms in
+    chunks of 256, one chunk held at a time by each replica (8 workers:
+    about 1.6 s a chunk), leave B about 10 s of work after A dies."""
+    n = 2000
     with contextlib.ExitStack() as stack:
         nats = stack.enter_context(NatsServer())
         config = cluster_config(nats, delay="50ms")
         a = start_replica_with_env(
             stack, binary, config, "A",
-            {"SLUICE_CLUSTER_FAULT": "after_outcome_published:3"})
+            {"SLUICE_CLUSTER_FAULT": "after_outcome_published:1"})
         b = start_replica(stack, binary, config, "B")
         job_id = post(b, n, "redelivery")
-        check(wait_until(lambda: a.proc.poll() is not None, 20),
-              "A did not reach after_outcome_published 3 times within 20 s "
+        check(wait_until(lambda: a.proc.poll() is not None, 30),
+              "A did not reach after_outcome_published within 30 s "
               "(the test proves nothing); A's log:\n%s" % a.log())
         check(a.proc.returncode == 137 and
               "SLUICE_CLUSTER_FAULT" in a.log(),
@@ -105,7 +105,7 @@ def redelivered_counted_once(binary):
               "B's %s is %s: nothing A held came back, so no redelivery was "
               "tested; job %s" % (REDELIVERED, redelivered, job))
         duplicates_are_noticed(records, n)
-        print("redelivery: A exited 137 at its 3rd outcome batch; done on B,"
+        print("redelivery: A exited 137 at its first outcome batch; done on B,"
               " %d records, each seq once; B redelivered %d, duplicate "
               "outcomes refused %d" % (len(records), redelivered,
                                        metric_sum(

@@ -72,11 +72,7 @@ TEST(ClusterRecordTest, NamesForDefaultPrefix) {
   EXPECT_EQ(n.items_subject("enrich", "abc123"), "sluice.items.enrich.abc123");
   EXPECT_EQ(n.pipeline_items("enrich"), "sluice.items.enrich.*");
   EXPECT_EQ(n.job_items("abc123"), "sluice.items.*.abc123");
-  EXPECT_EQ(n.outcome_subject("abc123", 0), "sluice.results.abc123.0");
-  EXPECT_EQ(n.outcome_subject("abc123", 18446744073709551615ull),
-            "sluice.results.abc123.18446744073709551615");
-  EXPECT_EQ(n.seal_subject("abc123"), "sluice.results.abc123.end");
-  EXPECT_EQ(n.job_results("abc123"), "sluice.results.abc123.>");
+  EXPECT_EQ(n.results_subject("abc123"), "sluice.results.abc123");
 }
 
 TEST(ClusterRecordTest, NamesForCustomPrefix) {
@@ -87,9 +83,17 @@ TEST(ClusterRecordTest, NamesForCustomPrefix) {
   EXPECT_EQ(n.items_subject("p-1", "j9"), "prod_eu.items.p-1.j9");
   EXPECT_EQ(n.pipeline_items("p-1"), "prod_eu.items.p-1.*");
   EXPECT_EQ(n.job_items("j9"), "prod_eu.items.*.j9");
-  EXPECT_EQ(n.outcome_subject("j9", 1234), "prod_eu.results.j9.1234");
-  EXPECT_EQ(n.seal_subject("j9"), "prod_eu.results.j9.end");
-  EXPECT_EQ(n.job_results("j9"), "prod_eu.results.j9.>");
+  EXPECT_EQ(n.results_subject("j9"), "prod_eu.results.j9");
+}
+
+TEST(ClusterRecordTest, SeqsRoundTripAndRejectGarbage) {
+  const std::vector<std::uint64_t> seqs = {0, 7, 8, 18446744073709551615ull};
+  EXPECT_EQ(EncodeSeqs(seqs), "0 7 8 18446744073709551615");
+  EXPECT_EQ(DecodeSeqs(EncodeSeqs(seqs)), seqs);
+  EXPECT_EQ(DecodeSeqs(""), std::vector<std::uint64_t>{});
+  for (const char* bad : {"1,2", "a", "1  2", "-1", "1 x", " 1"}) {
+    EXPECT_FALSE(DecodeSeqs(bad).has_value()) << bad;
+  }
 }
 
 // ---- JobRecord: Serialize / Parse -------------------------------------------
