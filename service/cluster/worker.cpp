@@ -73,7 +73,7 @@ std::int64_t HeldLimit(const config::Config& config, std::string_view name) {
       widest = std::max<std::int64_t>(widest, s.workers);
     }
   }
-  return std::clamp<std::int64_t>(8 * widest, 256, kMaxHeld);
+  return std::clamp<std::int64_t>(8 * widest, 1024, kMaxHeld);
 }
 
 void ClusterImpl::WorkLoop(std::string pipeline) {

@@ -79,13 +79,13 @@ def redelivered_counted_once(binary):
     """A dies on its first outcome batch, outcomes stored, items not acked:
     after ack_wait B gets them again and must not count them twice. The
     job must outlast ack_wait after the crash, or it is sealed from the
-    stored outcomes before anything comes back: 2,000 items of 50 ms in
-    chunks of 256, one chunk held at a time by each replica (8 workers:
-    about 1.6 s a chunk), leave B about 10 s of work after A dies."""
-    n = 2000
+    stored outcomes before anything comes back: 4,000 items of 20 ms; each
+    replica takes about 1,024 at a time (8 workers: about 2.6 s a batch),
+    so A dies at about 2.6 s and B still has about 5 s of work."""
+    n = 4000
     with contextlib.ExitStack() as stack:
         nats = stack.enter_context(NatsServer())
-        config = cluster_config(nats, delay="50ms")
+        config = cluster_config(nats, delay="20ms")
         a = start_replica_with_env(
             stack, binary, config, "A",
             {"SLUICE_CLUSTER_FAULT": "after_outcome_published:1"})
