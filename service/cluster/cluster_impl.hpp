@@ -73,6 +73,8 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   Result<void> Follow(jsCtx* js, const Names& names);
   // Unsubscribes (idempotent).
   void Stop();
+  // Follows the log again from its start, on a new consumer.
+  Result<void> Refollow(jsCtx* js, const Names& names);
 
   const std::shared_ptr<jobs::Job>& job() const { return job_; }
   // Distinct seqs whose outcome arrived.
@@ -261,6 +263,7 @@ class ClusterImpl {
   // mirror.cpp (the mirror table)
   std::shared_ptr<Mirror> MirrorOf(const JobRecord& record);
   std::shared_ptr<Mirror> ExistingMirror(std::string_view id);
+  void RefollowMirrors();
   // A mirror saw every seq: its job may be sealed now.
   void OnMirrorComplete(const std::string& id);
   void PruneMirrors();

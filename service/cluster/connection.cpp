@@ -257,6 +257,7 @@ void ClusterImpl::MaintenanceLoop() {
     if (connected_.load() && !layout_ready_.load()) {
       if (auto r = EnsureLayout(); r.ok()) {
         layout_ready_.store(true);
+        RefollowMirrors();
         Log("connected; JetStream layout ready (prefix " + names_.prefix + ")");
       } else {
         Log(r.error().message);

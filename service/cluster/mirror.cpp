@@ -62,6 +62,15 @@ Result<void> Mirror::Follow(jsCtx* js, const Names& names) {
   return {};
 }
 
+Result<void> Mirror::Refollow(jsCtx* js, const Names& names) {
+  Stop();
+  {
+    MutexLock lock(&mu_);
+    messages_ = 0;  // the log is read again from its start
+  }
+  return Follow(js, names);
+}
+
 void Mirror::Stop() {
   natsSubscription* sub = nullptr;
   {
@@ -214,6 +223,20 @@ std::shared_ptr<Mirror> ClusterImpl::MirrorOf(const JobRecord& record) {
     return mirror;  // shows the record's state; a later Find tries again
   }
   return mirror;
+}
+
+// After a reconnect: NATS may have restarted, and a mirror's consumer with
+// it, so every unfinished mirror reads its log again (seqs it has are
+// skipped).
+void ClusterImpl::RefollowMirrors() {
+  std::vector<std::shared_ptr<Mirror>> mirrors;
+  {
+    MutexLock lock(&mirrors_mu_);
+    for (auto& [id, m] : mirrors_) {
+      if (!m->sealed()) mirrors.push_back(m);
+    }
+  }
+  for (auto& m : mirrors) (void)m->Refollow(js_.get(), names_);
 }
 
 std::shared_ptr<Mirror> ClusterImpl::ExistingMirror(std::string_view id) {
