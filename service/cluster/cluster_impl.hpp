@@ -232,7 +232,7 @@ class ClusterImpl {
                             std::uint64_t first_seq = 0);
   Result<void> PublishChunk(jsCtx* js, const std::string& subject,
                             const std::string& job, std::uint64_t first_seq,
-                            const std::string& data);
+                            std::uint64_t count, const std::string& data);
   // Items the cluster can still take (jobs.max_pending_items).
   std::uint64_t Room() const;
   // PutRecord; on a lost compare-and-set, reads the record again, keeps its

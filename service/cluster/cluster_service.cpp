@@ -31,8 +31,8 @@ ClusterMetrics::ClusterMetrics(metrics::Metrics& m)
                     .Add({})),
       pending_items(prometheus::BuildGauge()
                         .Name("sluice_cluster_pending_items")
-                        .Help("Items stored in JetStream and not yet "
-                              "completed, cluster-wide")
+                        .Help("Items of the cluster's unfinished jobs "
+                              "(what admission counts)")
                         .Register(m.registry())
                         .Add({})),
       reconnects(prometheus::BuildCounter()
@@ -51,7 +51,8 @@ ClusterMetrics::ClusterMetrics(metrics::Metrics& m)
                       .Register(m.registry())),
       duplicates(prometheus::BuildCounter()
                      .Name("sluice_cluster_duplicate_outcomes_total")
-                     .Help("Outcomes JetStream already held for that seq")
+                     .Help("Outcome publishes JetStream answered as "
+                           "duplicates (the same message within 2 minutes)")
                      .Register(m.registry())),
       publish_items(prometheus::BuildHistogram()
                         .Name("sluice_cluster_publish_seconds")

@@ -3,9 +3,10 @@
 // `kill -9` of any of them loses nothing accepted (DESIGN.md §3.7,
 // docs/cluster.md). A job's items are stored in a JetStream work queue
 // before the 202; every replica pulls items as it has room, runs them
-// through its local engine::Engine, and publishes one outcome per input
-// item, deduplicated by JetStream; any replica seals the job once every
-// item has its outcome, and any replica shows it by following its log.
+// through its local engine::Engine, and publishes their outcomes to the
+// job's log, where readers count each seq's first outcome; any replica
+// seals the job once every item has one, and any replica shows it by
+// following its log.
 #ifndef SLUICE_SERVICE_CLUSTER_CLUSTER_SERVICE_HPP_
 #define SLUICE_SERVICE_CLUSTER_CLUSTER_SERVICE_HPP_
 

@@ -37,7 +37,6 @@ std::string NatsError(std::string_view what, natsStatus status,
                       jsErrCode code = static_cast<jsErrCode>(0));
 
 // JetStream error codes sluice acts on (nats-server 2.9 server/errors.json).
-inline constexpr int kWrongLastSequence = 10071;  // ExpectNoMessage failed
 inline constexpr int kStreamNotFound = 10059;
 inline constexpr int kConsumerNotFound = 10014;
 

@@ -1,7 +1,8 @@
 // What cluster mode keeps in JetStream, as values: the names of its streams,
 // subjects and KV bucket (Names), a job's record in the KV bucket
-// (JobRecord), and the codec of an outcome message (the records one input
-// item ended as). No NATS calls here; docs/cluster.md explains the layout.
+// (JobRecord), and the codecs of an outcome message (the records of a batch
+// of items, and the seqs it covers). No NATS calls here; docs/cluster.md
+// explains the layout.
 #ifndef SLUICE_SERVICE_CLUSTER_RECORD_HPP_
 #define SLUICE_SERVICE_CLUSTER_RECORD_HPP_
 

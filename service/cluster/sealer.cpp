@@ -1,10 +1,11 @@
-// Ending jobs (docs/cluster.md "Finishing"): once a job has no items left in
-// the items stream and this replica's mirror has every seq's outcome, the
-// replica publishes the seal — the final record, with expected-last-subject-
-// sequence 0, so the first seal is the only one — and writes it to the
-// job's KV record. Every replica runs this over every unfinished job each
-// second, which finishes the jobs of replicas that died; the janitor part
-// removes what crashed submits and expired jobs left.
+// Ending jobs (docs/cluster.md "Finishing"): once this replica's mirror has
+// every seq's outcome (a cancelled or orphaned job: once none of its items
+// is left and the mirror has read all its messages), the replica publishes
+// the seal — the final record as the job's last message, Msg-Id <job>:end;
+// readers apply the first seal in the log — and writes it to the job's KV
+// record. Every replica runs this over every unfinished job each second,
+// which finishes the jobs of replicas that died; the janitor part removes
+// what crashed submits and expired jobs left.
 #include <limits>
 
 #include "service/cluster/cluster_impl.hpp"

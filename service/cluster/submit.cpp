@@ -137,7 +137,8 @@ Result<void> ClusterImpl::PublishItems(const JobRecord& record,
       ++i;
     }
     data += ']';
-    if (auto r = PublishChunk(js, subject, record.id, first_seq + first, data);
+    if (auto r = PublishChunk(js, subject, record.id, first_seq + first,
+                              i - first, data);
         !r.ok()) {
       return r;
     }
@@ -204,6 +205,7 @@ void ClusterImpl::ReturnSubmitContext(std::unique_ptr<SubmitContext> context) {
 Result<void> ClusterImpl::PublishChunk(jsCtx* js, const std::string& subject,
                                        const std::string& job,
                                        std::uint64_t first_seq,
+                                       std::uint64_t count,
                                        const std::string& data) {
   natsMsg* m = nullptr;
   natsStatus s = natsMsg_Create(&m, subject.c_str(), nullptr, data.data(),
@@ -212,7 +214,12 @@ Result<void> ClusterImpl::PublishChunk(jsCtx* js, const std::string& subject,
   NatsPtr<natsMsg> msg(m);
   const std::string seq_text = std::to_string(first_seq);
   natsMsgHeader_Set(msg.get(), kSeqHeader, seq_text.c_str());
-  const std::string msg_id = job + ":" + seq_text;
+  // First seq and count: a retried chunk is stored once, and a retry cut
+  // differently (a stream's frame, pushed again as room allows) is a chunk
+  // of its own rather than a duplicate dropped with items it alone holds;
+  // readers count each seq's first outcome, so an item stored twice counts
+  // once.
+  const std::string msg_id = job + ":" + seq_text + ":" + std::to_string(count);
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MsgId = msg_id.c_str();

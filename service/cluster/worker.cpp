@@ -1,11 +1,11 @@
-// Taking and finishing items (docs/cluster.md "Exactly one outcome per
-// seq"): a worker thread per pipeline pulls items from the pipeline's
+// Taking and finishing items (docs/cluster.md "Each seq counts once"): a
+// worker thread per pipeline pulls chunks of items from the pipeline's
 // durable consumer as the replica has room, runs each job's items as one
-// local engine job (a batch), and the publisher thread publishes one outcome
-// per item (Msg-Id and expected-last-subject-sequence 0, so the first
-// outcome of a seq is the only one ever stored) before acknowledging the
-// item. A replica that dies before the ack leaves the item to be redelivered
-// after ack_wait; its outcome, if stored, wins.
+// local engine job (a batch), and the publisher thread publishes the
+// batch's outcomes, a few messages on the job's subject, before
+// acknowledging its chunks. A replica that dies before the ack leaves the
+// chunks to be redelivered after ack_wait; readers take each seq's first
+// outcome in the log, so a second one counts nowhere.
 #include <algorithm>
 #include <charconv>
 #include <limits>
@@ -20,8 +20,6 @@ namespace {
 constexpr std::int64_t kMaxHeld = 4096;
 // Items messages fetched at once: each holds up to kChunkItems items.
 constexpr std::int64_t kMaxFetch = 16;
-// Room left in a message for its headers (Msg-Id, expectations, counts).
-constexpr std::size_t kHeaderRoom = 4096;
 
 std::vector<jobs::ResultRecord> ErrorOutcome(std::uint64_t seq,
                                              std::string message) {
