@@ -76,6 +76,11 @@ ClusterImpl::ClusterImpl(const config::Config& config, engine::Engine& engine,
       names_{config.cluster.nats.prefix} {
   for (const config::PipelineConfig& p : config.pipelines) {
     held_.try_emplace(p.name, 0);
+    // Every series of a pipeline exists from the start, at 0, so the
+    // dashboard, rate() and a scrape right after start see them.
+    metrics_.redelivered.Add({{"pipeline", p.name}});
+    metrics_.acked.Add({{"pipeline", p.name}});
+    metrics_.duplicates.Add({{"pipeline", p.name}});
   }
 }
 

@@ -78,12 +78,8 @@ void ClusterImpl::WorkLoop(std::string pipeline) {
   const std::int64_t held_limit = HeldLimit(config_, pipeline);
   std::atomic<std::int64_t>& held = held_.find(pipeline)->second;
   NatsPtr<natsSubscription> sub;
-  // Every series of the pipeline exists from the start, at 0, so the
-  // dashboard and rate() see an idle replica too.
   prometheus::Counter& redelivered =
       metrics_.redelivered.Add({{"pipeline", pipeline}});
-  metrics_.acked.Add({{"pipeline", pipeline}});
-  metrics_.duplicates.Add({{"pipeline", pipeline}});
   Uncommitted uncommitted;
   while (taking_.load()) {
     if (!connected_.load() || !layout_ready_.load() || !table_synced_.load()) {
