@@ -36,10 +36,6 @@ using NatsPtr = std::unique_ptr<T, NatsDeleter>;
 std::string NatsError(std::string_view what, natsStatus status,
                       jsErrCode code = static_cast<jsErrCode>(0));
 
-// JetStream error codes sluice acts on (nats-server 2.9 server/errors.json).
-inline constexpr int kStreamNotFound = 10059;
-inline constexpr int kConsumerNotFound = 10014;
-
 }  // namespace sluice::cluster
 
 #endif  // SLUICE_SERVICE_CLUSTER_NATS_HPP_
