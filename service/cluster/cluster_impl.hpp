@@ -75,6 +75,8 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   void Stop();
   // Follows the log again from its start, on a new consumer.
   Result<void> Refollow(jsCtx* js, const Names& names);
+  // False once Stop() ran, or when the last Follow/Refollow failed.
+  bool following() const;
 
   const std::shared_ptr<jobs::Job>& job() const { return job_; }
   // Distinct seqs whose outcome arrived.
@@ -92,8 +94,9 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   void OnMessage(natsMsg* msg);
 
  private:
-  void AddOutcome(std::uint64_t seq, std::vector<jobs::ResultRecord> records,
-                  std::uint64_t filtered, std::uint64_t cancelled)
+  // An ordered job's outcome, kept until every seq before it is in.
+  void HoldInOrder(std::uint64_t seq, std::vector<jobs::ResultRecord> records,
+                   std::uint64_t filtered, std::uint64_t cancelled)
       SLUICE_REQUIRES(mu_);
   void ReleaseInOrder() SLUICE_REQUIRES(mu_);
   void AddOutcomes(const std::vector<std::uint64_t>& seqs,
@@ -120,7 +123,7 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   std::map<std::uint64_t, Held> held_ SLUICE_GUARDED_BY(mu_);
   std::uint64_t next_ SLUICE_GUARDED_BY(mu_) = 0;
   std::chrono::steady_clock::time_point last_used_ SLUICE_GUARDED_BY(mu_);
-  Mutex sub_mu_;
+  mutable Mutex sub_mu_;
   natsSubscription* sub_ SLUICE_GUARDED_BY(sub_mu_) = nullptr;
 };
 
@@ -263,7 +266,7 @@ class ClusterImpl {
   // mirror.cpp (the mirror table)
   std::shared_ptr<Mirror> MirrorOf(const JobRecord& record);
   std::shared_ptr<Mirror> ExistingMirror(std::string_view id);
-  void RefollowMirrors();
+  void RefollowMirrors(bool only_lost);
   // A mirror saw every seq: its job may be sealed now.
   void OnMirrorComplete(const std::string& id);
   void PruneMirrors();
@@ -350,6 +353,9 @@ class ClusterImpl {
 // SLUICE_CLUSTER_FAULT=<point>:<n> the process exits at once (status 137,
 // as if killed) the n-th time it reaches <point>.
 void MaybeCrash(std::string_view point);
+
+// One line on stderr, "cluster: <line>".
+void Log(const std::string& line);
 
 }  // namespace sluice::cluster
 

@@ -36,8 +36,6 @@ void OnDisconnectedCb(natsConnection*, void* closure) {
   static_cast<ClusterImpl*>(closure)->OnDisconnected();
 }
 
-void Log(const std::string& line) { std::cerr << "cluster: " << line << "\n"; }
-
 // Adds the stream, or updates it when it exists with another config.
 Result<void> AddOrUpdateStream(jsCtx* js, jsStreamConfig& cfg) {
   jsStreamInfo* raw = nullptr;
@@ -54,6 +52,8 @@ Result<void> AddOrUpdateStream(jsCtx* js, jsStreamConfig& cfg) {
 }
 
 }  // namespace
+
+void Log(const std::string& line) { std::cerr << "cluster: " << line << "\n"; }
 
 void MaybeCrash(std::string_view point) {
   static const std::string spec = [] {
@@ -257,7 +257,7 @@ void ClusterImpl::MaintenanceLoop() {
     if (connected_.load() && !layout_ready_.load()) {
       if (auto r = EnsureLayout(); r.ok()) {
         layout_ready_.store(true);
-        RefollowMirrors();
+        RefollowMirrors(/*only_lost=*/false);
         Log("connected; JetStream layout ready (prefix " + names_.prefix + ")");
       } else {
         Log(r.error().message);
@@ -278,6 +278,7 @@ void ClusterImpl::MaintenanceLoop() {
         SealTouched();
       }
       PruneMirrors();
+      RefollowMirrors(/*only_lost=*/true);
     }
     MutexLock lock(&wake_mu_);
     if (stopping_.load()) break;

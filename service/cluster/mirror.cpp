@@ -82,6 +82,11 @@ void Mirror::Stop() {
   natsSubscription_Destroy(sub);
 }
 
+bool Mirror::following() const {
+  MutexLock lock(&sub_mu_);
+  return sub_ != nullptr;
+}
+
 std::uint64_t Mirror::seen() const {
   MutexLock lock(&mu_);
   return seen_count_;
@@ -136,26 +141,75 @@ void Mirror::OnMessage(natsMsg* msg) {
   if (complete && on_complete_) on_complete_(job_->id());
 }
 
+namespace {
+
+// True when `records` come grouped in the order of `seqs` (as Publish
+// writes them), each with a seq of its place.
+bool InSeqsOrder(const std::vector<std::uint64_t>& seqs,
+                 const std::vector<jobs::ResultRecord>& records) {
+  std::size_t j = 0;
+  for (std::uint64_t seq : seqs) {
+    while (j < records.size() && records[j].seq == seq) ++j;
+  }
+  return j == records.size();
+}
+
+// `records` regrouped in the order of `seqs`; records of a seq not in
+// `seqs` are dropped.
+void GroupBySeqs(const std::vector<std::uint64_t>& seqs,
+                 std::vector<jobs::ResultRecord>& records) {
+  std::map<std::uint64_t, std::vector<jobs::ResultRecord>> by_seq;
+  for (jobs::ResultRecord& r : records) by_seq[r.seq].push_back(std::move(r));
+  records.clear();
+  for (std::uint64_t seq : seqs) {
+    auto it = by_seq.find(seq);
+    if (it == by_seq.end()) continue;
+    for (jobs::ResultRecord& r : it->second) records.push_back(std::move(r));
+    by_seq.erase(it);
+  }
+}
+
+}  // namespace
+
 // One outcome message: each of `seqs` with its records (none: filtered).
 // A seq seen before (a redelivered item's second outcome) is skipped, so
-// every reader counts the first one in the log, the same everywhere.
+// every reader counts the first one in the log, the same everywhere. An
+// unordered job gets the message's new records in one append.
 void Mirror::AddOutcomes(const std::vector<std::uint64_t>& seqs,
                          std::vector<jobs::ResultRecord>& records) {
   // An open stream's seqs are below what its feed stored; a bound keeps a
   // corrupt header from sizing seen_.
   constexpr std::uint64_t kMaxSeq = std::uint64_t{1} << 36;
-  std::map<std::uint64_t, std::vector<jobs::ResultRecord>> by_seq;
-  for (jobs::ResultRecord& r : records) by_seq[r.seq].push_back(std::move(r));
+  if (!InSeqsOrder(seqs, records)) GroupBySeqs(seqs, records);
+  const std::uint64_t seen_before = seen_count_;
+  std::vector<jobs::ResultRecord> fresh;
+  std::uint64_t filtered = 0;
+  std::size_t j = 0;
   for (std::uint64_t seq : seqs) {
+    const std::size_t first = j;
+    while (j < records.size() && records[j].seq == seq) ++j;
     if (seq >= (open_ ? kMaxSeq : in_)) continue;
     if (seq >= seen_.size()) seen_.resize(seq + 1, false);
     if (seen_[seq]) continue;
     seen_[seq] = true;
     ++seen_count_;
     if (open_) NoteInLocked(seen_count_);  // an outcome's item was stored
-    std::vector<jobs::ResultRecord>& mine = by_seq[seq];
-    const std::uint64_t filtered = mine.empty() ? 1 : 0;
-    AddOutcome(seq, std::move(mine), filtered, 0);
+    auto begin = std::make_move_iterator(records.begin() + static_cast<long>(first));
+    auto end = std::make_move_iterator(records.begin() + static_cast<long>(j));
+    if (ordered_) {
+      HoldInOrder(seq, std::vector<jobs::ResultRecord>(begin, end),
+                  first == j ? 1 : 0, 0);
+    } else {
+      fresh.insert(fresh.end(), begin, end);
+      if (first == j) ++filtered;
+    }
+  }
+  if (seen_before == 0 && seen_count_ > 0) job_->MarkRunning();
+  if (ordered_) {
+    ReleaseInOrder();
+  } else if (seen_count_ > seen_before) {
+    job_->Append(fresh, filtered, 0);
+    job_->NoteCompleted(seen_count_);
   }
 }
 
@@ -164,17 +218,10 @@ std::uint64_t Mirror::messages() const {
   return messages_;
 }
 
-void Mirror::AddOutcome(std::uint64_t seq,
-                        std::vector<jobs::ResultRecord> records,
-                        std::uint64_t filtered, std::uint64_t cancelled) {
-  if (seen_count_ == 1) job_->MarkRunning();
-  if (!ordered_) {
-    job_->Append(records, filtered, cancelled);
-    job_->NoteCompleted(seen_count_);
-    return;
-  }
+void Mirror::HoldInOrder(std::uint64_t seq,
+                         std::vector<jobs::ResultRecord> records,
+                         std::uint64_t filtered, std::uint64_t cancelled) {
   held_[seq] = Held{std::move(records), filtered, cancelled};
-  ReleaseInOrder();
 }
 
 void Mirror::ReleaseInOrder() {
@@ -227,16 +274,24 @@ std::shared_ptr<Mirror> ClusterImpl::MirrorOf(const JobRecord& record) {
 
 // After a reconnect: NATS may have restarted, and a mirror's consumer with
 // it, so every unfinished mirror reads its log again (seqs it has are
-// skipped).
-void ClusterImpl::RefollowMirrors() {
+// skipped). With `only_lost`, only those whose last follow failed: a
+// mirror left without a consumer would never see its job end, so the
+// maintenance loop retries them until one succeeds.
+void ClusterImpl::RefollowMirrors(bool only_lost) {
   std::vector<std::shared_ptr<Mirror>> mirrors;
   {
     MutexLock lock(&mirrors_mu_);
     for (auto& [id, m] : mirrors_) {
-      if (!m->sealed()) mirrors.push_back(m);
+      if (!m->sealed() && (!only_lost || !m->following())) {
+        mirrors.push_back(m);
+      }
     }
   }
-  for (auto& m : mirrors) (void)m->Refollow(js_.get(), names_);
+  for (auto& m : mirrors) {
+    if (auto r = m->Refollow(js_.get(), names_); !r.ok()) {
+      Log(r.error().message + " (tried again shortly)");
+    }
+  }
 }
 
 std::shared_ptr<Mirror> ClusterImpl::ExistingMirror(std::string_view id) {

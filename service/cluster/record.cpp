@@ -3,6 +3,8 @@
 #include <charconv>
 #include <chrono>
 
+#include "service/util/text.hpp"
+
 namespace sluice::cluster {
 
 std::string Names::items_subject(std::string_view pipeline,
@@ -120,36 +122,78 @@ jobs::Job::Summary JobRecord::summary() const {
   return s;
 }
 
+namespace {
+
+// "<seq> v " or "<seq> e ": the head of an outcome line.
+void AppendLineHead(std::uint64_t seq, char kind, std::string* out) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, seq);
+  out->append(buf, end);
+  out->push_back(' ');
+  out->push_back(kind);
+  out->push_back(' ');
+}
+
+// One outcome line's record, or nullopt when the line is malformed.
+std::optional<jobs::ResultRecord> DecodeLine(std::string_view line) {
+  jobs::ResultRecord r;
+  auto [end, ec] =
+      std::from_chars(line.data(), line.data() + line.size(), r.seq);
+  const std::size_t at = static_cast<std::size_t>(end - line.data());
+  if (ec != std::errc() || at == 0 || line.size() < at + 4 ||
+      line[at] != ' ' || line[at + 2] != ' ') {
+    return std::nullopt;
+  }
+  const std::string_view text = line.substr(at + 3);
+  if (line[at + 1] == 'v') {
+    // Kept as text, unchecked: a replica shows it without parsing it. The
+    // results stream is trusted as the job records are: only sluice
+    // replicas publish on it (docs/cluster.md "Trust"); checking each value
+    // cost a tenth of a replica's CPU.
+    r.value_text = std::string(text);
+    return r;
+  }
+  if (line[at + 1] != 'e') return std::nullopt;
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_object() || !j.contains("error") || !j["error"].is_string() ||
+      !j.contains("stage") || !j["stage"].is_string()) {
+    return std::nullopt;
+  }
+  r.is_error = true;
+  r.error = j["error"].get<std::string>();
+  r.stage = j["stage"].get<std::string>();
+  return r;
+}
+
+}  // namespace
+
 std::string EncodeOutcome(const std::vector<jobs::ResultRecord>& records) {
-  nlohmann::json array = nlohmann::json::array();
-  for (const jobs::ResultRecord& r : records) array.push_back(jobs::ToJson(r));
-  return array.dump();
+  std::string out;
+  for (const jobs::ResultRecord& r : records) {
+    if (r.window) continue;  // windows are refused in cluster mode
+    AppendLineHead(r.seq, r.is_error ? 'e' : 'v', &out);
+    if (r.is_error) {
+      out += DumpLenient({{"error", r.error}, {"stage", r.stage}});
+    } else if (!r.value_text.empty()) {
+      out += r.value_text;
+    } else {
+      out += DumpLenient(r.value);
+    }
+    out.push_back('\n');
+  }
+  return out;
 }
 
 std::optional<std::vector<jobs::ResultRecord>> DecodeOutcome(
     std::string_view data) {
-  nlohmann::json array = nlohmann::json::parse(data, nullptr, false);
-  if (!array.is_array()) return std::nullopt;
   std::vector<jobs::ResultRecord> out;
-  out.reserve(array.size());
-  for (nlohmann::json& j : array) {
-    if (!j.is_object() || !j.contains("seq") ||
-        !j["seq"].is_number_unsigned()) {
-      return std::nullopt;
-    }
-    jobs::ResultRecord r;
-    r.seq = j["seq"].get<std::uint64_t>();
-    if (j.contains("error")) {
-      const nlohmann::json& stage =
-          j.contains("stage") ? j["stage"] : j["error"];
-      if (!j["error"].is_string() || !stage.is_string()) return std::nullopt;
-      r.is_error = true;
-      r.error = j["error"].get<std::string>();
-      r.stage = j.value("stage", std::string());
-    } else {
-      r.value = std::move(j["value"]);
-    }
-    out.push_back(std::move(r));
+  while (!data.empty()) {
+    const std::size_t nl = data.find('\n');
+    if (nl == std::string_view::npos) return std::nullopt;  // cut short
+    std::optional<jobs::ResultRecord> r = DecodeLine(data.substr(0, nl));
+    if (!r) return std::nullopt;
+    out.push_back(std::move(*r));
+    data.remove_prefix(nl + 1);
   }
   return out;
 }

@@ -70,16 +70,23 @@ struct JobRecord {
 
 // An items message holds up to kChunkItems consecutive items of a job: the
 // JSON array of them, the first one's seq in the Sluice-Seq header.
-// An outcome message holds what a batch of a job's items ended as: the JSON
-// array of their records (jobs::ToJson), and in the Sluice-Seqs header the
-// seqs it covers ("3 4 9"); a seq with no record was filtered. A seal
-// message (the final record, JobRecord::Serialize) has Sluice-Seal: 1.
+// An outcome message holds what a batch of a job's items ended as: their
+// records, a line each — "<seq> v <value as JSON>" or "<seq> e
+// {"error":...,"stage":...}" — and in the Sluice-Seqs header the seqs it
+// covers ("3 4 9"); a seq with no record was filtered. Lines, not one JSON
+// array, so that a reader keeps each value as text without parsing it
+// (compact JSON holds no newline). A seal message (the final record,
+// JobRecord::Serialize) has Sluice-Seal: 1.
 inline constexpr const char* kSeqHeader = "Sluice-Seq";
 inline constexpr const char* kSeqsHeader = "Sluice-Seqs";
 inline constexpr const char* kSealHeader = "Sluice-Seal";
 inline constexpr std::size_t kChunkItems = 256;
+// The lines of `records` (none for no records; window records are left
+// out, as cluster mode refuses windows).
 std::string EncodeOutcome(const std::vector<jobs::ResultRecord>& records);
-// The records of an outcome message, or nullopt when it is malformed.
+// The records of an outcome message, each value record's value_text set
+// instead of its value (taken as written: not parsed, nor checked to be
+// JSON); nullopt when a line is malformed.
 std::optional<std::vector<jobs::ResultRecord>> DecodeOutcome(
     std::string_view data);
 // "3 4 9" and back; nullopt when malformed.

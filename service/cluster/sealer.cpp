@@ -6,7 +6,6 @@
 // record. Every replica runs this over every unfinished job each second,
 // which finishes the jobs of replicas that died; the janitor part removes
 // what crashed submits and expired jobs left.
-#include <limits>
 
 #include "service/cluster/cluster_impl.hpp"
 #include "service/processors/aggregate.hpp"
@@ -190,10 +189,17 @@ nlohmann::json ClusterImpl::AggregateOf(const JobRecord& record,
   std::unique_ptr<processors::Aggregator> aggregator =
       processors::MakeAggregator(pipeline->aggregate);
   if (!aggregator) return nullptr;
-  for (const jobs::ResultRecord& r :
-       job.Results(0, std::numeric_limits<std::size_t>::max())) {
-    if (!r.is_error && !r.window) aggregator->Add(r.value);
-  }
+  const bool reads = aggregator->ReadsValues();
+  job.ForEachResult([&aggregator, reads](const jobs::ResultRecord& r) {
+    if (r.is_error || r.window) return;
+    if (r.value_text.empty()) {
+      aggregator->Add(r.value);
+    } else {
+      // A mirror keeps values as text: parsed only for an aggregate that
+      // looks at them.
+      aggregator->Add(reads ? jobs::ValueOf(r) : nlohmann::json());
+    }
+  });
   return aggregator->Result();
 }
 

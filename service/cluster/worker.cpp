@@ -8,7 +8,6 @@
 // outcome in the log, so a second one counts nowhere.
 #include <algorithm>
 #include <charconv>
-#include <limits>
 
 #include "service/cluster/cluster_impl.hpp"
 
@@ -280,8 +279,8 @@ ClusterImpl::OutcomesOf(Batch& batch) {
     return per_item;
   }
   if (state != jobs::JobState::kDone) return std::nullopt;
-  for (jobs::ResultRecord& r :
-       batch.local->Results(0, std::numeric_limits<std::size_t>::max())) {
+  // The batch job is forgotten once published: its log is moved, not copied.
+  for (jobs::ResultRecord& r : batch.local->TakeResults()) {
     if (r.seq >= per_item.size()) continue;
     const std::size_t i = r.seq;
     r.seq = batch.seqs[i];
@@ -317,9 +316,9 @@ void ClusterImpl::Publish(Batch& batch) {
   const auto started = std::chrono::steady_clock::now();
   outcome_failures_.store(0);
   std::size_t begin = 0;
-  std::string data = "[";
+  std::string data;
   for (std::size_t i = 0; i < per_item.size(); ++i) {
-    std::string item = EncodeOutcome(per_item[i]);  // "[...]"
+    std::string item = EncodeOutcome(per_item[i]);
     if (item.size() > max_data) {
       per_item[i] = ErrorOutcome(
           batch.seqs[i], "the item's results (" + std::to_string(item.size()) +
@@ -327,17 +326,12 @@ void ClusterImpl::Publish(Batch& batch) {
       item = EncodeOutcome(per_item[i]);
     }
     if (i > begin && data.size() + item.size() > max_data) {
-      data += ']';
       PublishOutcomes(batch, begin, i, data);
       begin = i;
-      data = "[";
+      data.clear();
     }
-    if (item.size() > 2) {  // the records, without the brackets
-      if (data.size() > 1) data += ',';
-      data.append(item, 1, item.size() - 2);
-    }
+    data += item;
   }
-  data += ']';
   if (begin < per_item.size()) {
     PublishOutcomes(batch, begin, per_item.size(), data);
   }

@@ -192,7 +192,7 @@ void PipelineRuntime::Emit(JobContext& c, Envelope& e) {
         ++a.window_values;
       }
       a.records.push_back(
-          jobs::ResultRecord{e.seq, false, std::move(e.value), {}, {}, {}});
+          jobs::ResultRecord{e.seq, false, std::move(e.value), {}, {}, {}, {}});
       // After its last value, so a stream shows the window once it is whole.
       if (a.window_aggregator && config_.aggregate.window.items != 0 &&
           a.window_values >= config_.aggregate.window.items) {
@@ -206,6 +206,7 @@ void PipelineRuntime::Emit(JobContext& c, Envelope& e) {
           nullptr,
           std::move(e.error),
           e.stage < stage_names_.size() ? stage_names_[e.stage] : "",
+          {},
           {}});
       return;
     case Kind::kFiltered:

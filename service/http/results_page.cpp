@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "service/util/text.hpp"
 
 namespace sluice::http {
 
@@ -25,7 +24,7 @@ ResultsPage BuildResultsPage(const jobs::Job& job, std::size_t offset,
         job.Results(offset + page.count, limit - page.count, max_bytes);
     if (chunk.empty()) break;
     for (const jobs::ResultRecord& record : chunk) {
-      std::string text = DumpLenient(jobs::ToJson(record));
+      std::string text = jobs::RecordText(record);
       if (page.count > 0 && body.size() - start + text.size() + 1 > max_bytes) {
         cut = true;
         break;

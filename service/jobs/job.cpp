@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "service/util/json_cost.hpp"
+#include "service/util/text.hpp"
 #include "service/util/time.hpp"
 
 namespace sluice::jobs {
@@ -32,7 +33,8 @@ std::size_t BookkeepingBytes(const std::string& id,
 
 std::size_t RecordCost(const ResultRecord& r) {
   return sizeof(ResultRecord) + JsonHeapBytes(r.value) +
-         StringHeapBytes(r.error) + StringHeapBytes(r.stage);
+         StringHeapBytes(r.value_text) + StringHeapBytes(r.error) +
+         StringHeapBytes(r.stage);
 }
 
 bool ResultBudget::TryTake(std::uint64_t n) {
@@ -101,9 +103,25 @@ nlohmann::json ToJson(const ResultRecord& record) {
     j["error"] = record.error;
     j["stage"] = record.stage;
   } else {
-    j["value"] = record.value;
+    j["value"] = ValueOf(record);
   }
   return j;
+}
+
+std::string RecordText(const ResultRecord& record) {
+  if (record.value_text.empty() || record.is_error || record.window) {
+    return DumpLenient(ToJson(record));
+  }
+  std::string out = R"({"seq":)" + std::to_string(record.seq) + R"(,"value":)";
+  out += record.value_text;
+  out += '}';
+  return out;
+}
+
+nlohmann::json ValueOf(const ResultRecord& record) {
+  if (record.value_text.empty()) return record.value;
+  nlohmann::json v = nlohmann::json::parse(record.value_text, nullptr, false);
+  return v.is_discarded() ? nlohmann::json() : v;
 }
 
 std::string NewJobId() {
@@ -223,6 +241,28 @@ std::vector<ResultRecord> Job::Results(std::size_t offset, std::size_t limit,
                                        std::size_t max_bytes) const {
   MutexLock lock(&mu_);
   return CopyLocked(offset, limit, max_bytes);
+}
+
+void Job::ForEachResult(
+    const std::function<void(const ResultRecord&)>& fn) const {
+  MutexLock lock(&mu_);
+  for (const ResultRecord& r : results_) fn(r);
+}
+
+std::vector<ResultRecord> Job::TakeResults() {
+  std::vector<ResultRecord> out;
+  std::uint64_t refund = 0;
+  {
+    MutexLock lock(&mu_);
+    out.reserve(results_.size());
+    for (ResultRecord& r : results_) out.push_back(std::move(r));
+    results_.clear();
+    refund = std::min<std::uint64_t>(result_bytes_, charged_);
+    charged_ -= refund;
+    result_bytes_ = 0;
+  }
+  if (limits_.budget) limits_.budget->Refund(refund);
+  return out;
 }
 
 std::vector<ResultRecord> Job::ReadFrom(std::size_t offset, std::size_t max,

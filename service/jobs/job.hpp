@@ -69,6 +69,11 @@ struct ResultRecord {
   // Set for a window's aggregate: the window's 0-based number (seq unused).
   // Window records are not results: they count in no Counts field.
   std::optional<std::uint64_t> window;
+  // Instead of `value` (then null): the value as JSON text. A cluster
+  // replica keeps the results it reads from the log this way, so showing a
+  // job it did not run costs no parse (RecordText splices it). Never set on
+  // windows or errors.
+  std::string value_text;
 
   static ResultRecord Window(std::uint64_t number, nlohmann::json aggregate) {
     ResultRecord r;
@@ -79,8 +84,17 @@ struct ResultRecord {
 };
 
 // {"seq":3,"value":...}, {"seq":3,"error":"...","stage":"..."} or, for a
-// window, {"type":"aggregate","window":2,"value":...}.
+// window, {"type":"aggregate","window":2,"value":...}. A value_text is
+// parsed (null if it is not JSON).
 nlohmann::json ToJson(const ResultRecord& record);
+
+// ToJson(record) as compact text, invalid UTF-8 replaced (DumpLenient); a
+// value_text is spliced in as it is, unparsed.
+std::string RecordText(const ResultRecord& record);
+
+// The record's value: `value`, or value_text parsed (null if it is not
+// JSON).
+nlohmann::json ValueOf(const ResultRecord& record);
 
 // A fresh job id: 16 lowercase hex characters from a process-wide random
 // generator. Thread-safe. Ids are random, not checked for uniqueness here
@@ -209,6 +223,17 @@ class Job {
   std::vector<ResultRecord> Results(
       std::size_t offset, std::size_t limit,
       std::size_t max_bytes = std::numeric_limits<std::size_t>::max()) const;
+
+  // Calls fn(record) for each record of the log in order, under the job's
+  // lock: for a reader that folds the whole log without copying it. `fn`
+  // must not call back into the job, nor block.
+  void ForEachResult(const std::function<void(const ResultRecord&)>& fn) const;
+
+  // Moves the whole result log out and gives its bytes back to the budget;
+  // the log is empty afterwards (result_count() 0, the counts unchanged).
+  // For a job whose results have exactly one reader, which takes them once
+  // the job has finished (a cluster replica's local batch).
+  std::vector<ResultRecord> TakeResults();
 
   // Streaming cursor over the result log. Always sets *finished.
   //  - records exist at `offset`: copies up to `max` (>= 1) of them, fewer

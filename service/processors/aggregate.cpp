@@ -55,12 +55,14 @@ class Collect final : public Aggregator {
  public:
   void Add(const json&) override {}
   json Result() const override { return nullptr; }
+  bool ReadsValues() const override { return false; }
 };
 
 class Count final : public Aggregator {
  public:
   void Add(const json&) override { ++n_; }
   json Result() const override { return n_; }
+  bool ReadsValues() const override { return false; }
 
  private:
   std::uint64_t n_ = 0;

@@ -24,6 +24,9 @@ class Aggregator {
   // number, or null when no numeric value was seen; group_by → an object
   // {"<key as text>": number}. Never throws.
   virtual nlohmann::json Result() const = 0;
+  // False when Add ignores the value it is given (collect, count), so a
+  // caller holding values as text need not parse them. Never throws.
+  virtual bool ReadsValues() const { return true; }
 };
 
 // Checks an aggregate spec: a known type, valid JSON pointers in `field` and

@@ -57,6 +57,10 @@ inline std::string RecordFrame(const jobs::ResultRecord& r) {
                         {"error", r.error},
                         {"stage", r.stage}});
   }
+  if (!r.value_text.empty()) {  // a cluster mirror's record: spliced as is
+    return R"({"seq":)" + std::to_string(r.seq) +
+           R"(,"type":"result","value":)" + r.value_text + "}";
+  }
   return DumpLenient({{"type", "result"}, {"seq", r.seq}, {"value", r.value}});
 }
 

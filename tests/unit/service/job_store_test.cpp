@@ -31,6 +31,7 @@ std::vector<ResultRecord> Records(int n, std::size_t bytes_each) {
                               std::string(bytes_each, 'x'),
                               {},
                               {},
+                              {},
                               {}});
   }
   return rs;

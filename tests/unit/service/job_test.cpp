@@ -19,10 +19,11 @@ namespace {
 using nlohmann::json;
 
 ResultRecord Value(std::uint64_t seq, json v) {
-  return ResultRecord{seq, false, std::move(v), {}, {}, {}};
+  return ResultRecord{seq, false, std::move(v), {}, {}, {}, {}};
 }
 ResultRecord Failure(std::uint64_t seq, std::string msg, std::string stage) {
-  return ResultRecord{seq, true, nullptr, std::move(msg), std::move(stage), {}};
+  return ResultRecord{
+      seq, true, nullptr, std::move(msg), std::move(stage), {}, {}};
 }
 
 TEST(JobTest, StateNames) {
@@ -45,6 +46,57 @@ TEST(JobTest, RecordJson) {
             json::parse(R"({"seq":0,"value":null})"));
   EXPECT_EQ(ToJson(Failure(7, "boom", "upper")),
             json::parse(R"({"seq":7,"error":"boom","stage":"upper"})"));
+}
+
+ResultRecord TextValue(std::uint64_t seq, std::string text) {
+  ResultRecord r;
+  r.seq = seq;
+  r.value_text = std::move(text);
+  return r;
+}
+
+TEST(JobTest, RecordTextSplicesValueText) {
+  // The same text whether the value is held as JSON or as text.
+  EXPECT_EQ(RecordText(TextValue(3, R"({"a":[1,"x"]})")),
+            R"({"seq":3,"value":{"a":[1,"x"]}})");
+  EXPECT_EQ(RecordText(Value(3, json{{"a", json::array({1, "x"})}})),
+            R"({"seq":3,"value":{"a":[1,"x"]}})");
+  EXPECT_EQ(RecordText(Failure(7, "boom", "upper")),
+            R"({"error":"boom","seq":7,"stage":"upper"})");
+  EXPECT_EQ(ToJson(TextValue(4, "[2]")), json::parse(R"({"seq":4,"value":[2]})"));
+  EXPECT_EQ(ValueOf(TextValue(4, "[2]")), json::array({2}));
+  EXPECT_TRUE(ValueOf(TextValue(4, "{")).is_null());  // not JSON
+}
+
+TEST(JobTest, RecordCostCountsValueText) {
+  EXPECT_GT(RecordCost(TextValue(1, std::string(1000, '1'))),
+            RecordCost(TextValue(1, "1")) + 900);
+}
+
+TEST(JobTest, ForEachResultVisitsTheLogInOrder) {
+  Job job("j", "p", 3);
+  job.Append({Value(0, 1), Failure(1, "e", "s"), TextValue(2, "3")}, 0, 0);
+  std::vector<std::uint64_t> seqs;
+  job.ForEachResult([&seqs](const ResultRecord& r) { seqs.push_back(r.seq); });
+  EXPECT_EQ(seqs, (std::vector<std::uint64_t>{0, 1, 2}));
+}
+
+TEST(JobTest, TakeResultsMovesTheLogOutAndRefundsTheBudget) {
+  auto budget = std::make_shared<ResultBudget>(1 << 20);
+  Job job("j", "p", 2, Job::Clock::now(), ResultLimits{1 << 20, budget});
+  const std::uint64_t bookkeeping = budget->used();
+  job.Append({Value(0, json{{"k", std::string(100, 'x')}}), Value(1, 2)}, 0, 0);
+  ASSERT_GT(budget->used(), bookkeeping);
+  ASSERT_TRUE(job.Finish(nullptr).has_value());
+  const std::vector<ResultRecord> taken = job.TakeResults();
+  ASSERT_EQ(taken.size(), 2u);
+  EXPECT_EQ(taken[0].value["k"], std::string(100, 'x'));
+  EXPECT_EQ(taken[1].seq, 1u);
+  EXPECT_EQ(job.result_count(), 0u);
+  EXPECT_EQ(job.result_bytes(), 0u);
+  EXPECT_EQ(budget->used(), bookkeeping);
+  EXPECT_EQ(job.counts().out, 2u);  // the counts stay
+  EXPECT_TRUE(job.TakeResults().empty());
 }
 
 TEST(JobTest, IdsAreSixteenHexCharsAndDistinct) {
