@@ -1,8 +1,10 @@
 """Cluster mode (issue 14, docs/cluster.md) chaos load test: a real
 `nats-server -js` and 3 replicas of the real binary (ack_wait 2s, a
-passthrough `work` pipeline: one `set` stage of 4 workers, a count
-aggregate), while a killer thread sends kill -9 to one random replica
-every 1-3 s and restarts it at once (same config, a new port).
+`work` pipeline: a `set` stage of 4 workers, a 1 ms `delay` stage of 8
+that paces it, a count aggregate), while a killer thread sends kill -9 to
+one random replica every 0.5-1.5 s and restarts it at once (same config,
+a new port). A run with fewer than MIN_KILLS kills fails: it tested no
+fault.
 
 Meanwhile N items in J jobs are posted round-robin to the living replicas;
 a refused connection, a broken answer, 503 or 429 is retried on the next
@@ -46,7 +48,8 @@ from sluice_server import SluiceServer, binary_from_argv
 
 CI_ITEMS, CI_JOBS, CI_DEADLINE = 120000, 40, 110.0
 REPLICAS = 3
-KILL_EVERY = (1.0, 3.0)     # seconds between two kills, uniform
+KILL_EVERY = (0.5, 1.5)     # seconds between two kills, uniform
+MIN_KILLS = 3               # fewer while the jobs ran: the run proves nothing
 DRAIN = 25.0                # seconds kept after the killer stops
 HTTP_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
@@ -60,6 +63,11 @@ pipelines:
       - name: mark
         processor: { type: set, fields: { /done: true } }
         workers: 4
+      # At most 8,000 items/s per replica, so that the CI-scale run lasts
+      # long enough (5 s at least) for MIN_KILLS kills to land in it.
+      - name: pace
+        processor: { type: delay, duration: 1ms }
+        workers: 8
     aggregate: { type: count }
 """
 
@@ -462,6 +470,11 @@ def chaos(cluster, nats, items, jobs, deadline_s, dirs):
             dump(cluster, nats, [now.get(i, {"id": i}) for i in posted
                                  if now.get(i, {}).get("state") != "done"],
                  reason)
+            sys.exit(1)
+        if kills < MIN_KILLS:
+            print("only %d replicas were killed before every job ended "
+                  "(%d asked): the run tested no fault; slow the `pace` "
+                  "stage" % (kills, MIN_KILLS), file=sys.stderr)
             sys.exit(1)
         bad, orphans = verify_all(cluster, posted)
         if bad:

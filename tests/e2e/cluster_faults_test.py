@@ -46,12 +46,14 @@ def redelivered(*servers):
 
 
 def kill_a_worker(binary):
-    """3 replicas; 3,000 items of 20 ms on 24 workers take about 2.5 s.
-    C is killed once it has acked items of the job, while it runs."""
-    n = 3000
+    """3 replicas; 8,000 items of 10 ms on 24 workers take about 3.4 s.
+    C is killed once it has acked items of the job, while it runs. A
+    replica holds up to 1,024 items and acks them as one batch (1.3 s on
+    its 8 workers), so the job must take each replica several rounds."""
+    n = 8000
     with contextlib.ExitStack() as stack:
         nats = stack.enter_context(NatsServer())
-        config = cluster_config(nats, delay="20ms")
+        config = cluster_config(nats, delay="10ms")
         a, b, c = (start_replica(stack, binary, config, name)
                    for name in "ABC")
         job_id = post(a, n, "kill a worker")

@@ -114,9 +114,11 @@ def redelivered_counted_once(binary):
 
 
 def every_replica_down_then_up(binary):
-    """2,000 items of 10 ms (about 1.3 s on 2 replicas): both are killed
-    once items completed, two new replicas finish the job."""
-    n = 2000
+    """4,000 items of 10 ms (about 2.6 s on 2 replicas): both are killed
+    once items completed, two new replicas finish the job. A replica
+    holds up to 1,024 items and acks them as one batch (1.3 s on its 8
+    workers), so each must take two rounds for a kill to land mid-job."""
+    n = 4000
     with contextlib.ExitStack() as stack:
         nats = stack.enter_context(NatsServer())
         config = cluster_config(nats, delay="10ms")
