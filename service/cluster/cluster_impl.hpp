@@ -51,6 +51,8 @@ struct ClusterMetrics {
   prometheus::Family<prometheus::Counter>& duplicates;
   prometheus::Histogram& publish_items;
   prometheus::Histogram& publish_outcomes;
+  prometheus::Counter& sealed_with_outcomes;  // seals, by who published them
+  prometheus::Counter& sealed_by_sealer;
 };
 
 // One job as this replica shows it: a jobs::Job that an ordered consumer on
@@ -259,8 +261,16 @@ class ClusterImpl {
   void Publish(Batch& batch);
   // Publishes the outcomes of items [begin, end) of the batch (`data`, the
   // JSON array of their records) as one message.
+  // The final record of a job that `batch` finishes alone: every item of
+  // a closed, uncancelled job, each chunk on its first delivery (so no
+  // outcome of these seqs is in the log before this batch's); else
+  // nullopt. Its counts and aggregate come from `per_item`.
+  std::optional<JobRecord> WholeJobSeal(
+      const Batch& batch,
+      const std::vector<std::vector<jobs::ResultRecord>>& per_item);
   void PublishOutcomes(const Batch& batch, std::size_t begin, std::size_t end,
-                       const std::string& data);
+                       const std::string& data,
+                       const std::optional<JobRecord>& seal = std::nullopt);
   std::optional<std::vector<std::vector<jobs::ResultRecord>>> OutcomesOf(
       Batch& batch);
   // mirror.cpp (the mirror table)

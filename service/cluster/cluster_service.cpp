@@ -21,6 +21,16 @@ prometheus::Histogram::BucketBoundaries PublishBuckets() {
   return {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
 }
 
+// Registered once per label value; prometheus-cpp hands back the family.
+prometheus::Family<prometheus::Counter>& SealsFamily(metrics::Metrics& m) {
+  return prometheus::BuildCounter()
+      .Name("sluice_cluster_seals_total")
+      .Help("Jobs this replica sealed: with the outcomes of a batch that "
+            "finished its job alone (by=outcomes), or after reading the "
+            "job's log (by=sealer)")
+      .Register(m.registry());
+}
+
 }  // namespace
 
 ClusterMetrics::ClusterMetrics(metrics::Metrics& m)
@@ -66,7 +76,9 @@ ClusterMetrics::ClusterMetrics(metrics::Metrics& m)
                                  "acknowledgement of a job's items or a "
                                  "batch's outcomes")
                            .Register(m.registry())
-                           .Add({{"kind", "outcomes"}}, PublishBuckets())) {}
+                           .Add({{"kind", "outcomes"}}, PublishBuckets())),
+      sealed_with_outcomes(SealsFamily(m).Add({{"by", "outcomes"}})),
+      sealed_by_sealer(SealsFamily(m).Add({{"by", "sealer"}})) {}
 
 ClusterImpl::ClusterImpl(const config::Config& config, engine::Engine& engine,
                          metrics::Metrics& metrics)

@@ -138,6 +138,12 @@ void Mirror::OnMessage(natsMsg* msg) {
     AddOutcomes(*seqs, *records);
     complete = !open_ && seen_count_ == in_;
   }
+  // The outcomes of a batch that finished its job alone carry the seal.
+  const char* final_record = nullptr;
+  if (natsMsgHeader_Get(msg, kFinalHeader, &final_record) == NATS_OK) {
+    ApplySeal(final_record);
+    complete = true;  // the sealer copies the seal into the job's record
+  }
   if (complete && on_complete_) on_complete_(job_->id());
 }
 

@@ -80,6 +80,10 @@ struct JobRecord {
 inline constexpr const char* kSeqHeader = "Sluice-Seq";
 inline constexpr const char* kSeqsHeader = "Sluice-Seqs";
 inline constexpr const char* kSealHeader = "Sluice-Seal";
+// On an outcome message that finishes its job alone (a batch that held
+// every item, on their first delivery): the final record, so the message
+// is the job's seal as well and readers apply it after its outcomes.
+inline constexpr const char* kFinalHeader = "Sluice-Final";
 inline constexpr std::size_t kChunkItems = 256;
 // The lines of `records` (none for no records; window records are left
 // out, as cluster mode refuses windows).

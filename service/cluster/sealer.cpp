@@ -149,6 +149,7 @@ void ClusterImpl::TrySeal(const JobRecord& record) {
   final_record.aggregate = AggregateOf(record, *mirror->job());
   final_record.finished_ms = ToUnixMs(jobs::Job::Clock::now());
   if (!PublishSeal(final_record)) return;
+  metrics_.sealed_by_sealer.Increment();
   MaybeCrash("after_seal");
   // The seal is the truth; the record follows it (a lost CAS means another
   // replica wrote it first).

@@ -3,8 +3,9 @@ serves any job. A real `nats-server -js` and two replicas A and B of the
 real binary with the same config. A job posted on A is read on B: status
 with exact counts, every result once (NDJSON pages and a JSON page), its
 WebSocket stream (replay, live, `done`), the job list; an unknown id is 404
-on both; an NDJSON job posted on B is read on A; a 0-item job; a DELETE on B
-cancels a job accepted by A; and both replicas did part of the work
+on both; an NDJSON job posted on B is read on A; a 0-item job; a small job
+sealed with its outcomes, its counts and aggregate the same everywhere; a
+DELETE on B cancels a job accepted by A; and both replicas did part of the work
 (`sluice_cluster_acked_total` on each).
 
     /usr/bin/python3 tests/e2e/cluster_api_test.py build/dev/service/sluice
@@ -158,6 +159,41 @@ def empty_job(a, b):
           "the 0-item job's results: %s %s" % (status, page))
 
 
+def seals(server, by):
+    """sluice_cluster_seals_total{by=BY} on `server` (0 when absent)."""
+    _, _, text = server.request("GET", "/metrics", timeout=10)
+    prefix = 'sluice_cluster_seals_total{by="%s"} ' % by
+    for line in text.decode().splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return 0.0
+
+
+def small_job_sealed_with_its_outcomes(a, b):
+    """A 5-item job fits one batch of one replica: that replica seals it
+    with the batch's outcomes (sluice_cluster_seals_total{by="outcomes"}),
+    and the seal's counts and aggregate (2 filtered, sum 2+3+4) are the
+    ones every replica shows."""
+    before = sum(seals(s, "outcomes") for s in (a, b))
+    items = [{"n": n} for n in range(5)]
+    status, job = a.json("POST", "/v1/jobs?pipeline=small&wait=10", items)
+    check(status == 200 and job["state"] == "done",
+          "POST ?wait=10 of a small job on A: %s %s" % (status, job))
+    expected = {"in": 5, "out": 3, "filtered": 2, "errors": 0,
+                "cancelled": 0, "completed": 5}
+    for name, server in (("A", a), ("B", b)):
+        shown = wait_final(server, job["id"], 10, "the small job on " + name)
+        check(shown["state"] == "done" and shown["items"] == expected and
+              shown["aggregate"] == 9,
+              "the small job on %s: %s" % (name, shown))
+    check(sum(seals(s, "outcomes") for s in (a, b)) == before + 1,
+          "the small job was not sealed with its outcomes: %s"
+          % {n: (seals(s, "outcomes"), seals(s, "sealer"))
+             for n, s in (("A", a), ("B", b))})
+    values = sorted(r["value"]["n"] for r in read_results(b, job["id"]))
+    check(values == [2, 3, 4], "the small job's results on B: %s" % values)
+
+
 def cancel_on_b(a, b):
     """A job of 2,000 items at 50 ms on 16 workers needs about 6 s: a
     DELETE on B soon after it starts cancels it everywhere."""
@@ -197,6 +233,12 @@ def main():
         processor: { type: delay, duration: 50ms }
         workers: 8
     aggregate: { type: count }
+  - name: small
+    stages:
+      - name: keep
+        processor: { type: filter, field: /n, op: ">=", value: 2 }
+        workers: 2
+    aggregate: { type: sum, field: /n }
 """
     with contextlib.ExitStack() as stack:
         nats = stack.enter_context(NatsServer())
@@ -209,6 +251,7 @@ def main():
         work_is_shared(a, b)
         ndjson_on_b_read_on_a(a, b)
         empty_job(a, b)
+        small_job_sealed_with_its_outcomes(a, b)
         cancel_on_b(a, b)
     print("cluster api: ok in %.1f s" % (time.monotonic() - started))
 
