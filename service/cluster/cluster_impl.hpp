@@ -348,6 +348,10 @@ class ClusterImpl {
   std::atomic<int> duplicates_in_batch_{0};
   // Items each pipeline's worker holds (a pipeline's limit is its own).
   std::map<std::string, std::atomic<std::int64_t>, std::less<>> held_;
+  // Signalled when a published batch gives its items' room back, so a
+  // worker waiting for room fetches at once.
+  Mutex room_mu_;
+  CondVar room_cv_;
   // Jobs with outcomes published lately: the sealer looks at these first.
   Mutex touched_mu_;
   std::set<std::string> touched_ SLUICE_GUARDED_BY(touched_mu_);

@@ -149,7 +149,11 @@ void ClusterImpl::StartThreads() {
 }
 
 void ClusterImpl::StopTaking() {
-  taking_.store(false);
+  {
+    MutexLock lock(&room_mu_);
+    taking_.store(false);
+    room_cv_.SignalAll();  // a worker waiting for room stops at once
+  }
   for (std::thread& t : workers_) {
     if (t.joinable()) t.join();
   }

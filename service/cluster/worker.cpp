@@ -105,7 +105,11 @@ void ClusterImpl::WorkLoop(std::string pipeline) {
     }
     const std::int64_t room = held_limit - held.load();
     if (room <= 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      MutexLock lock(&room_mu_);
+      if (held.load() >= held_limit && taking_.load()) {
+        room_cv_.WaitUntil(&room_mu_, std::chrono::steady_clock::now() +
+                                          std::chrono::milliseconds(50));
+      }
       continue;
     }
     natsMsgList list{};
@@ -240,8 +244,12 @@ void ClusterImpl::PublishLoop() {
       done_.pop_front();
     }
     Publish(*batch);
-    held_.find(batch->pipeline)
-        ->second.fetch_sub(static_cast<std::int64_t>(batch->seqs.size()));
+    {
+      MutexLock lock(&room_mu_);
+      held_.find(batch->pipeline)
+          ->second.fetch_sub(static_cast<std::int64_t>(batch->seqs.size()));
+      room_cv_.SignalAll();
+    }
     engine_.Forget(batch->local->id());
     MutexLock lock(&done_mu_);
     --running_batches_;
