@@ -98,7 +98,7 @@ Result<void> ClusterImpl::Connect() {
   natsOptions_UseGlobalMessageDelivery(opts.get(), true);
   // Written by the publishing thread at once, not handed to nats.c's
   // flusher thread: on 2 vCPUs that wake-up per publish took a one-item
-  // job from 2.3 to 4.2 ms (bench/RESULTS.md).
+  // job's p50 from 2.3 to 3.4-4.1 ms (bench/RESULTS.md).
   natsOptions_SetSendAsap(opts.get(), true);
   natsOptions_SetDisconnectedCB(opts.get(), OnDisconnectedCb, this);
   natsOptions_SetReconnectedCB(opts.get(), OnConnectedCb, this);
