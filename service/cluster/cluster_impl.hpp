@@ -258,6 +258,9 @@ class ClusterImpl {
   // Tells JetStream that the items of running batches are still being
   // worked on, so a long item is not redelivered while it is alive.
   void KeepInProgress();
+  // Cancels this replica's running batches of jobs whose record asks for a
+  // cancel: their items end cancelled rather than run to the end.
+  void CancelBatchesOfCancelledJobs();
   void Publish(Batch& batch);
   // Publishes the outcomes of items [begin, end) of the batch (`data`, the
   // JSON array of their records) as one message.

@@ -270,6 +270,7 @@ void ClusterImpl::MaintenanceLoop() {
     if (connected_.load() && layout_ready_.load()) {
       SamplePending();
       TickFeeds();
+      CancelBatchesOfCancelledJobs();
       const auto now = std::chrono::steady_clock::now();
       if (now >= next_keep) {
         next_keep = now + keep_every;

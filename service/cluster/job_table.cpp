@@ -63,6 +63,13 @@ void ClusterImpl::WatchOnce() {
     } else {
       auto it = table_.find(key);
       if (it == table_.end() || it->second.revision < record->revision) {
+        if (record->cancel && !record->final()) {
+          // A DELETE on some replica: this one's batches of the job stop
+          // too (the maintenance loop cancels them).
+          MutexLock wake_lock(&wake_mu_);
+          wake_ = true;
+          wake_cv_.SignalAll();
+        }
         table_[key] = std::move(*record);
       }
     }

@@ -268,6 +268,23 @@ void ClusterImpl::KeepInProgress() {
   }
 }
 
+void ClusterImpl::CancelBatchesOfCancelledJobs() {
+  std::vector<std::string> local_ids;
+  {
+    MutexLock lock(&done_mu_);
+    for (const std::shared_ptr<Batch>& batch : running_) {
+      std::optional<JobRecord> record = Record(batch->job_id);
+      if (record && record->cancel && !record->final()) {
+        local_ids.push_back(batch->local->id());
+      }
+    }
+  }
+  // Outside done_mu_: a cancelled batch may finish at once, and its finish
+  // callback takes done_mu_. It then ends cancelled, so Publish hands its
+  // items back, and the sealer purges them and counts them cancelled.
+  for (const std::string& id : local_ids) engine_.Cancel(id);
+}
+
 // What each item of a finished batch ended as, in the batch's order; an
 // error record for every item when the batch failed for good (its results
 // passed jobs.max_job_result_bytes, which a retry would pass again);

@@ -194,17 +194,29 @@ def small_job_sealed_with_its_outcomes(a, b):
     check(values == [2, 3, 4], "the small job's results on B: %s" % values)
 
 
+def naps_run(server):
+    """Items the `slow` pipeline's `nap` stage finished on `server`."""
+    _, _, text = server.request("GET", "/metrics", timeout=10)
+    total = 0.0
+    for line in text.decode().splitlines():
+        if (line.startswith("sluice_stage_duration_seconds_count{") and
+                'pipeline="slow"' in line and 'stage="nap"' in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def cancel_on_b(a, b):
     """A job of 2,000 items at 50 ms on 16 workers needs about 6 s: a
-    DELETE on B soon after it starts cancels it everywhere."""
+    DELETE on B 1 s after the POST cancels it everywhere, the items the
+    replicas are running included. (Each replica holds up to 1,024 items
+    and stores their outcomes when all are done, so nothing shows the job
+    started before a replica's whole batch is: the DELETE goes by time.)"""
     slow = 2000
     status, accepted = a.json("POST", "/v1/jobs?pipeline=slow",
                               work_items(slow))
     check(status == 202, "POST slow on A: %s %s" % (status, accepted))
     job_id = accepted["id"]
-    check(wait_until(lambda: b.json("GET", "/v1/jobs/" + job_id)[1]
-                     ["items"]["out"] > 0, 20),
-          "the slow job did not start")
+    time.sleep(1.0)
     status, body = b.json("DELETE", "/v1/jobs/" + job_id)
     check(status == 200 and body["id"] == job_id,
           "DELETE on B: %s %s" % (status, body))
@@ -216,6 +228,14 @@ def cancel_on_b(a, b):
               items["out"] + items["filtered"] + items["errors"] +
               items["cancelled"] == slow,
               "the cancelled job on %s: %s" % (name, job))
+    # The replicas' running batches of the job were cancelled too: their
+    # slow stage stops taking the job's items (without that, each replica
+    # runs its 1,000 items to the end, 320 more a second between them).
+    ran = naps_run(a) + naps_run(b)
+    time.sleep(1.0)
+    more = naps_run(a) + naps_run(b) - ran
+    check(more <= 40, "the slow stage ran %d more items in the second after "
+          "the job was cancelled (%d before)" % (more, ran))
     records = read_results(a, job_id)
     seqs = [r["seq"] for r in records]
     check(len(seqs) == len(set(seqs)) == job["items"]["out"],

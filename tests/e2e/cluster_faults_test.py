@@ -15,6 +15,7 @@ each on a fresh `nats-server -js` with replicas of the real binary
     /usr/bin/python3 tests/e2e/cluster_faults_test.py build/dev/service/sluice
 """
 import contextlib
+import sys
 import time
 
 from nats_server import (NatsServer, check_done_exactly, check_every_seq_once,
@@ -96,6 +97,22 @@ def readyz(server):
     return server.request("GET", "/readyz", timeout=5)[0]
 
 
+def dump_replicas(**servers):
+    """Each replica's sluice_cluster_* series and the end of its log, on
+    stderr: what a stuck job leaves to go on."""
+    for name, server in servers.items():
+        try:
+            _, _, text = server.request("GET", "/metrics", timeout=5)
+            series = [line for line in text.decode().splitlines()
+                      if line.startswith("sluice_cluster_") and
+                      "_bucket{" not in line]
+        except OSError as e:
+            series = ["/metrics: %s" % e]
+        print("--- replica %s:\n%s\n--- its log (end):\n%s"
+              % (name.upper(), "\n".join(series), server.log()[-4000:]),
+              file=sys.stderr, flush=True)
+
+
 def restart_nats(binary):
     with contextlib.ExitStack() as stack:
         nats = stack.enter_context(NatsServer())
@@ -133,7 +150,11 @@ def restart_nats(binary):
         nats.kill()
         time.sleep(1)
         nats.restart()
-        finishes_exactly(b, job_id, 2000, "a job across a NATS restart")
+        try:
+            finishes_exactly(b, job_id, 2000, "a job across a NATS restart")
+        except SystemExit:
+            dump_replicas(a=a, b=b)  # failed twice in 10 runs under load
+            raise
 
 
 def main():
