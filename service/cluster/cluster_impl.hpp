@@ -79,6 +79,10 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   Result<void> Refollow(jsCtx* js, const Names& names);
   // False once Stop() ran, or when the last Follow/Refollow failed.
   bool following() const;
+  // How long since the last message of its log arrived (or since it began
+  // following): a mirror that should have its whole log and hears nothing
+  // has lost its consumer.
+  std::chrono::steady_clock::duration quiet_for() const;
 
   const std::shared_ptr<jobs::Job>& job() const { return job_; }
   // Distinct seqs whose outcome arrived.
@@ -125,6 +129,7 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   std::map<std::uint64_t, Held> held_ SLUICE_GUARDED_BY(mu_);
   std::uint64_t next_ SLUICE_GUARDED_BY(mu_) = 0;
   std::chrono::steady_clock::time_point last_used_ SLUICE_GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point last_heard_ SLUICE_GUARDED_BY(mu_);
   mutable Mutex sub_mu_;
   natsSubscription* sub_ SLUICE_GUARDED_BY(sub_mu_) = nullptr;
 };
@@ -258,6 +263,10 @@ class ClusterImpl {
   // Tells JetStream that the items of running batches are still being
   // worked on, so a long item is not redelivered while it is alive.
   void KeepInProgress();
+  // Follows `mirror`'s log again when it has heard nothing for a while
+  // although its log must be whole (`whole`: no item of the job is left
+  // in the items stream, or the job's record is final).
+  void RefollowIfStuck(Mirror& mirror, const JobRecord& record, bool whole);
   // Cancels this replica's running batches of jobs whose record asks for a
   // cancel: their items end cancelled rather than run to the end.
   void CancelBatchesOfCancelledJobs();

@@ -57,6 +57,10 @@ Result<void> Mirror::Follow(jsCtx* js, const Names& names) {
     return Error{"cluster", NatsError("follow " + job_->id(), s, code)};
   }
   natsSubscription_SetOnCompleteCB(sub, OnMirrorComplete, closure);
+  {
+    MutexLock lock(&mu_);
+    last_heard_ = std::chrono::steady_clock::now();
+  }
   MutexLock lock(&sub_mu_);
   sub_ = sub;
   return {};
@@ -80,6 +84,11 @@ void Mirror::Stop() {
   if (sub == nullptr) return;
   natsSubscription_Unsubscribe(sub);
   natsSubscription_Destroy(sub);
+}
+
+std::chrono::steady_clock::duration Mirror::quiet_for() const {
+  MutexLock lock(&mu_);
+  return std::chrono::steady_clock::now() - last_heard_;
 }
 
 bool Mirror::following() const {
@@ -120,6 +129,7 @@ void Mirror::OnMessage(natsMsg* msg) {
   {
     MutexLock lock(&mu_);
     ++messages_;
+    last_heard_ = std::chrono::steady_clock::now();
   }
   if (job_->finished()) return;  // anything after the seal is not the job's
   const char* seal = nullptr;

@@ -83,6 +83,9 @@ void ClusterImpl::SealFinished() {
       }
     } else if (!record.final()) {
       TrySeal(record);
+    } else if (std::shared_ptr<Mirror> mirror = ExistingMirror(record.id);
+               mirror != nullptr && !mirror->sealed()) {
+      RefollowIfStuck(*mirror, record, /*whole=*/true);  // it missed the seal
     } else if (now_ms - record.finished_ms > retention_ms) {
       PurgeSubject(js_.get(), names_.results_stream(),
                    names_.results_subject(record.id));
@@ -129,7 +132,10 @@ void ClusterImpl::TrySeal(const JobRecord& record) {
   // outcome is stored, but the mirror may lag the stream. A cancelled job
   // has fewer: the mirror must have read as many as the stream holds, so
   // the seal's counts match the results every reader shows.
-  if (!partial && mirror->seen() < record.in) return;
+  if (!partial && mirror->seen() < record.in) {
+    RefollowIfStuck(*mirror, record, /*whole=*/false);
+    return;
+  }
   if (partial) {
     const std::optional<std::uint64_t> stored = Stored(
         js_.get(), names_.results_stream(), names_.results_subject(record.id));
@@ -154,6 +160,26 @@ void ClusterImpl::TrySeal(const JobRecord& record) {
   // The seal is the truth; the record follows it (a lost CAS means another
   // replica wrote it first).
   (void)PutRecord(final_record);
+}
+
+void ClusterImpl::RefollowIfStuck(Mirror& mirror, const JobRecord& record,
+                                  bool whole) {
+  constexpr auto kQuiet = std::chrono::seconds(5);
+  if (mirror.quiet_for() < kQuiet) return;
+  if (!whole) {
+    // Items still out there explain the quiet (a long item, a dead
+    // replica's items waiting for ack_wait); none left means every outcome
+    // is stored, and a mirror short of them lost its consumer.
+    const std::optional<std::uint64_t> remaining =
+        Remaining(js_.get(), names_, record.id);
+    if (!remaining || *remaining > 0) return;
+  }
+  Log("the mirror of job " + record.id + " heard nothing for " +
+      std::to_string(kQuiet.count()) +
+      " s with its log complete: following it again");
+  if (auto r = mirror.Refollow(js_.get(), names_); !r.ok()) {
+    Log(r.error().message + " (tried again shortly)");
+  }
 }
 
 // The seal: the final record as the last message of the job's log. Its
