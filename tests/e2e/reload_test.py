@@ -88,6 +88,12 @@ def feed(proc, first, count):
 def reload_across_running_work(binary, server):
     stream = start_stream(binary, server)
     feed(stream, 0, 50)
+    # The stream binds to the pipelines of the moment it opens: it must be
+    # open before the reload (the CLI starting late under load opened it
+    # after the reload once, and ran on the new pipeline).
+    wait_for(lambda: any(j["pipeline"] == "slow" for j in
+                         server.json("GET", "/v1/jobs")[1]["jobs"]),
+             "the stream to open")
     status, job = server.json("POST", "/v1/jobs?pipeline=slow",
                               [{"n": n} for n in range(400)])
     check(status == 202, "POST job: %s %s" % (status, job))
