@@ -139,6 +139,10 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
 struct Batch {
   std::string job_id;  // the cluster job
   std::string pipeline;
+  // The pull subscription the messages came from: acking or naking a
+  // message uses it, so it lives as long as they do (declared first, so it
+  // is destroyed last). The worker drops its own reference on a reconnect.
+  std::shared_ptr<natsSubscription> sub;
   std::vector<NatsPtr<natsMsg>> msgs;  // the JetStream items messages
   std::vector<nlohmann::json> items;   // their items, in order
   std::vector<std::uint64_t> seqs;     // seqs[i] is items[i]'s seq
@@ -256,6 +260,7 @@ class ClusterImpl {
   using Uncommitted =
       std::map<std::string, std::chrono::steady_clock::time_point>;
   void Dispatch(const std::string& pipeline,
+                const std::shared_ptr<natsSubscription>& sub,
                 std::vector<NatsPtr<natsMsg>>& msgs, Uncommitted& uncommitted,
                 prometheus::Counter& redelivered);
   void RunBatch(std::shared_ptr<Batch> batch);

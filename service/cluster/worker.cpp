@@ -76,7 +76,9 @@ std::int64_t HeldLimit(const config::Config& config, std::string_view name) {
 void ClusterImpl::WorkLoop(std::string pipeline) {
   const std::int64_t held_limit = HeldLimit(config_, pipeline);
   std::atomic<std::int64_t>& held = held_.find(pipeline)->second;
-  NatsPtr<natsSubscription> sub;
+  // Shared with the batches of its messages (Batch::sub): a reconnect
+  // drops this reference while they may still be running.
+  std::shared_ptr<natsSubscription> sub;
   prometheus::Counter& redelivered =
       metrics_.redelivered.Add({{"pipeline", pipeline}});
   Uncommitted uncommitted;
@@ -101,7 +103,7 @@ void ClusterImpl::WorkLoop(std::string pipeline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         continue;
       }
-      sub.reset(raw);
+      sub.reset(raw, natsSubscription_Destroy);
     }
     const std::int64_t room = held_limit - held.load();
     if (room <= 0) {
@@ -134,13 +136,14 @@ void ClusterImpl::WorkLoop(std::string pipeline) {
       list.Msgs[i] = nullptr;
     }
     natsMsgList_Destroy(&list);
-    Dispatch(pipeline, msgs, uncommitted, redelivered);
+    Dispatch(pipeline, sub, msgs, uncommitted, redelivered);
   }
 }
 
 // Groups fetched items by job and starts a batch per committed job; items of
 // unknown, cancelled or finished jobs are handed back or dropped.
 void ClusterImpl::Dispatch(const std::string& pipeline,
+                           const std::shared_ptr<natsSubscription>& sub,
                            std::vector<NatsPtr<natsMsg>>& msgs,
                            Uncommitted& uncommitted,
                            prometheus::Counter& redelivered) {
@@ -163,6 +166,7 @@ void ClusterImpl::Dispatch(const std::string& pipeline,
       batch = std::make_shared<Batch>();
       batch->job_id = job;
       batch->pipeline = pipeline;
+      batch->sub = sub;
     }
     for (std::size_t i = 0; i < items.size(); ++i) {
       batch->seqs.push_back(*first + i);
