@@ -1245,9 +1245,10 @@ TEST_P(EngineRuntimeThreadsTest, ThousandDelayWorkersWaitOnTheRuntimeThreads) {
 
   EXPECT_LE(most_threads - idle, 8) << "threads: idle " << idle << ", at most "
                                     << most_threads << " while the job ran";
-  // Most workers were waiting at once (on `threads` threads); a worker
-  // that blocked its thread would allow only `threads` at a time.
-  EXPECT_GE(most_busy, kWorkers / 2);
+  // Hundreds of workers were waiting at once (on `threads` threads); a
+  // worker that blocked its thread would allow only `threads` at a time.
+  // (Not half of them: the sampler saw 487 of 1,000 once under TSan.)
+  EXPECT_GE(most_busy, kWorkers / 4);
   // 2,000 x 50 ms is 100 s one at a time, 25 s four at a time; 1,000 at a
   // time it is two rounds.
   EXPECT_LT(took, 5s);
