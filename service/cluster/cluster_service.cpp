@@ -25,9 +25,10 @@ prometheus::Histogram::BucketBoundaries PublishBuckets() {
 prometheus::Family<prometheus::Counter>& SealsFamily(metrics::Metrics& m) {
   return prometheus::BuildCounter()
       .Name("sluice_cluster_seals_total")
-      .Help("Jobs this replica sealed: with the outcomes of a batch that "
-            "finished its job alone (by=outcomes), or after reading the "
-            "job's log (by=sealer)")
+      .Help(
+          "Jobs this replica sealed: with the outcomes of a batch that "
+          "finished its job alone (by=outcomes), or after reading the "
+          "job's log (by=sealer)")
       .Register(m.registry());
 }
 

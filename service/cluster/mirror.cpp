@@ -210,7 +210,8 @@ void Mirror::AddOutcomes(const std::vector<std::uint64_t>& seqs,
     seen_[seq] = true;
     ++seen_count_;
     if (open_) NoteInLocked(seen_count_);  // an outcome's item was stored
-    auto begin = std::make_move_iterator(records.begin() + static_cast<long>(first));
+    auto begin =
+        std::make_move_iterator(records.begin() + static_cast<long>(first));
     auto end = std::make_move_iterator(records.begin() + static_cast<long>(j));
     if (ordered_) {
       HoldInOrder(seq, std::vector<jobs::ResultRecord>(begin, end),

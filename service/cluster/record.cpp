@@ -140,8 +140,8 @@ std::optional<jobs::ResultRecord> DecodeLine(std::string_view line) {
   auto [end, ec] =
       std::from_chars(line.data(), line.data() + line.size(), r.seq);
   const std::size_t at = static_cast<std::size_t>(end - line.data());
-  if (ec != std::errc() || at == 0 || line.size() < at + 4 ||
-      line[at] != ' ' || line[at + 2] != ' ') {
+  if (ec != std::errc() || at == 0 || line.size() < at + 4 || line[at] != ' ' ||
+      line[at + 2] != ' ') {
     return std::nullopt;
   }
   const std::string_view text = line.substr(at + 3);

@@ -196,8 +196,7 @@ void ClusterImpl::Dispatch(const std::string& pipeline,
         natsMsg_NakWithDelay(msg.get(), 2000, nullptr);
       }
     } else {
-      if (!batch->msgs.empty() &&
-          DeliveryOf(batch->msgs.front().get()) > 1) {
+      if (!batch->msgs.empty() && DeliveryOf(batch->msgs.front().get()) > 1) {
         redelivered.Increment(static_cast<double>(batch->seqs.size()));
       }
       RunBatch(std::move(batch));

@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-
 namespace sluice::http {
 
 ResultsPage BuildResultsPage(const jobs::Job& job, std::size_t offset,

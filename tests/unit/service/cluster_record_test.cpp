@@ -359,11 +359,10 @@ TEST(ClusterRecordTest, OutcomeOfFilteredItemIsEmpty) {
 
 TEST(ClusterRecordTest, DecodeOutcomeRejectsMalformedLines) {
   for (const std::string text :
-       {"garbage", "1 v 2", "1 v 2\n3", "1 v \n", "v 1\n",
-        "-1 v 1\n", "1.5 v 1\n", "x v 1\n", "1 x 1\n", "1v 1\n", "1 v1\n",
-        "1 v 1\n\n", " 1 v 1\n",
-        "1 e \"boom\"\n", "1 e {\"error\":\"e\"}\n", "1 e {\"stage\":\"s\"}\n",
-        "18446744073709551616 v 1\n"}) {
+       {"garbage", "1 v 2", "1 v 2\n3", "1 v \n", "v 1\n", "-1 v 1\n",
+        "1.5 v 1\n", "x v 1\n", "1 x 1\n", "1v 1\n", "1 v1\n", "1 v 1\n\n",
+        " 1 v 1\n", "1 e \"boom\"\n", "1 e {\"error\":\"e\"}\n",
+        "1 e {\"stage\":\"s\"}\n", "18446744073709551616 v 1\n"}) {
     EXPECT_FALSE(DecodeNoThrow(text).has_value()) << text;
   }
 }

@@ -22,8 +22,8 @@ ResultRecord Value(std::uint64_t seq, json v) {
   return ResultRecord{seq, false, std::move(v), {}, {}, {}, {}};
 }
 ResultRecord Failure(std::uint64_t seq, std::string msg, std::string stage) {
-  return ResultRecord{
-      seq, true, nullptr, std::move(msg), std::move(stage), {}, {}};
+  return ResultRecord{seq, true, nullptr, std::move(msg), std::move(stage),
+                      {},  {}};
 }
 
 TEST(JobTest, StateNames) {
@@ -63,7 +63,8 @@ TEST(JobTest, RecordTextSplicesValueText) {
             R"({"seq":3,"value":{"a":[1,"x"]}})");
   EXPECT_EQ(RecordText(Failure(7, "boom", "upper")),
             R"({"error":"boom","seq":7,"stage":"upper"})");
-  EXPECT_EQ(ToJson(TextValue(4, "[2]")), json::parse(R"({"seq":4,"value":[2]})"));
+  EXPECT_EQ(ToJson(TextValue(4, "[2]")),
+            json::parse(R"({"seq":4,"value":[2]})"));
   EXPECT_EQ(ValueOf(TextValue(4, "[2]")), json::array({2}));
   EXPECT_TRUE(ValueOf(TextValue(4, "{")).is_null());  // not JSON
 }
