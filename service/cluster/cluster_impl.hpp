@@ -29,6 +29,7 @@
 #include "service/cluster/record.hpp"
 #include "service/config/config.hpp"
 #include "service/engine/engine.hpp"
+#include "service/processors/aggregate.hpp"
 #include "service/util/result.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
 #include "sluice/patterns/mutex.hpp"
@@ -303,6 +304,10 @@ class ClusterImpl {
   void TrySeal(const JobRecord& record);
   bool PublishSeal(const JobRecord& final_record);
   nlohmann::json AggregateOf(const JobRecord& record, const jobs::Job& job);
+  // A fresh aggregator of `pipeline`'s aggregate; null for an unknown
+  // pipeline.
+  std::unique_ptr<processors::Aggregator> AggregatorFor(
+      const std::string& pipeline) const;
 
   const config::Config config_;
   engine::Engine& engine_;

@@ -206,15 +206,18 @@ bool ClusterImpl::PublishSeal(const JobRecord& final_record) {
   return s == NATS_OK;
 }
 
+std::unique_ptr<processors::Aggregator> ClusterImpl::AggregatorFor(
+    const std::string& pipeline) const {
+  for (const config::PipelineConfig& p : config_.pipelines) {
+    if (p.name == pipeline) return processors::MakeAggregator(p.aggregate);
+  }
+  return nullptr;
+}
+
 nlohmann::json ClusterImpl::AggregateOf(const JobRecord& record,
                                         const jobs::Job& job) {
-  const config::PipelineConfig* pipeline = nullptr;
-  for (const config::PipelineConfig& p : config_.pipelines) {
-    if (p.name == record.pipeline) pipeline = &p;
-  }
-  if (pipeline == nullptr) return nullptr;
   std::unique_ptr<processors::Aggregator> aggregator =
-      processors::MakeAggregator(pipeline->aggregate);
+      AggregatorFor(record.pipeline);
   if (!aggregator) return nullptr;
   const bool reads = aggregator->ReadsValues();
   job.ForEachResult([&aggregator, reads](const jobs::ResultRecord& r) {

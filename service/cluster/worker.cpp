@@ -10,7 +10,6 @@
 #include <charconv>
 
 #include "service/cluster/cluster_impl.hpp"
-#include "service/processors/aggregate.hpp"
 
 namespace sluice::cluster {
 namespace {
@@ -421,12 +420,8 @@ std::optional<JobRecord> ClusterImpl::WholeJobSeal(
   for (const NatsPtr<natsMsg>& msg : batch.msgs) {
     if (DeliveryOf(msg.get()) != 1) return std::nullopt;
   }
-  std::unique_ptr<processors::Aggregator> aggregator;
-  for (const config::PipelineConfig& p : config_.pipelines) {
-    if (p.name == record->pipeline) {
-      aggregator = processors::MakeAggregator(p.aggregate);
-    }
-  }
+  std::unique_ptr<processors::Aggregator> aggregator =
+      AggregatorFor(record->pipeline);
   JobRecord final_record = *record;
   final_record.state = "done";
   final_record.counts = jobs::Counts{};
