@@ -238,6 +238,18 @@ class ClusterImpl {
                                            std::chrono::milliseconds wait);
   Result<JobRecord> FetchRecord(std::string_view id) const;
   Result<void> PutRecord(JobRecord& record);
+  // Puts `record` in the table unless the table has a newer revision, and
+  // keeps pending_in_table_ in step. Returns whether it did.
+  bool StoreInTableLocked(const std::string& id, JobRecord record)
+      SLUICE_REQUIRES(table_mu_);
+  void EraseFromTableLocked(const std::string& id) SLUICE_REQUIRES(table_mu_);
+  // A small job's submitter waits on a plain job that the final record
+  // finishes, not on a mirror (submit.cpp): no consumer per job.
+  std::shared_ptr<jobs::Job> AddWaiter(const JobRecord& record);
+  void DropWaiter(const std::string& id);
+  // Finishes the waiter of `record`'s job, if any, when the record is final.
+  void FinishWaiter(const JobRecord& record);
+  void PruneWaiters();
   // submit.cpp
   Result<std::shared_ptr<jobs::Job>, engine::Refusal> Admit(
       engine::SubmitRequest& request);
@@ -333,6 +345,12 @@ class ClusterImpl {
   CondVar table_cv_;  // a record changed
   std::map<std::string, JobRecord, std::less<>> table_
       SLUICE_GUARDED_BY(table_mu_);
+  // The items of the table's committed, unfinished jobs (PendingItems).
+  std::uint64_t pending_in_table_ SLUICE_GUARDED_BY(table_mu_) = 0;
+
+  Mutex waiters_mu_;
+  std::map<std::string, std::weak_ptr<jobs::Job>, std::less<>> waiters_
+      SLUICE_GUARDED_BY(waiters_mu_);
 
   mutable Mutex mirrors_mu_;
   std::map<std::string, std::shared_ptr<Mirror>, std::less<>> mirrors_

@@ -239,12 +239,8 @@ Result<void> ClusterImpl::EnsureConsumer(const std::string& pipeline) {
 // what admission counts (docs/cluster.md#admission). The items stream
 // cannot say it: it stores items in chunks.
 std::uint64_t ClusterImpl::PendingItems() const {
-  std::uint64_t pending = 0;
   MutexLock lock(&table_mu_);
-  for (const auto& [id, record] : table_) {
-    if (!record.final() && !record.accepting()) pending += record.in;
-  }
-  return pending;
+  return pending_in_table_;
 }
 
 void ClusterImpl::SamplePending() {
@@ -256,6 +252,7 @@ void ClusterImpl::SamplePending() {
 void ClusterImpl::MaintenanceLoop() {
   auto next_full_scan = std::chrono::steady_clock::now();
   auto next_keep = next_full_scan;
+  auto next_mirror_pass = next_full_scan;
   const auto keep_every = config_.cluster.nats.ack_wait / 3;
   while (!stopping_.load()) {
     if (connected_.load() && !layout_ready_.load()) {
@@ -279,11 +276,17 @@ void ClusterImpl::MaintenanceLoop() {
       if (now >= next_full_scan) {
         next_full_scan = now + std::chrono::seconds(1);
         SealFinished();
+        PruneWaiters();
       } else {
         SealTouched();
       }
-      PruneMirrors();
-      RefollowMirrors(/*only_lost=*/true);
+      // Walks every mirror: at most every 100 ms, not on every wake (a
+      // wake per published batch).
+      if (now >= next_mirror_pass) {
+        next_mirror_pass = now + std::chrono::milliseconds(100);
+        PruneMirrors();
+        RefollowMirrors(/*only_lost=*/true);
+      }
     }
     MutexLock lock(&wake_mu_);
     if (stopping_.load()) break;

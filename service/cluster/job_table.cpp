@@ -7,6 +7,14 @@
 #include "service/cluster/cluster_impl.hpp"
 
 namespace sluice::cluster {
+namespace {
+
+// What a record adds to PendingItems: a committed, unfinished job's items.
+std::uint64_t PendingOf(const JobRecord& r) {
+  return r.final() || r.accepting() ? 0 : r.in;
+}
+
+}  // namespace
 
 void ClusterImpl::WatchLoop() {
   while (!stopping_.load()) {
@@ -39,10 +47,20 @@ void ClusterImpl::WatchOnce() {
     if (s != NATS_OK) return;
     NatsPtr<kvEntry> entry(e);
     if (entry == nullptr) {  // the bucket's state as of now is delivered
-      MutexLock lock(&table_mu_);
-      table_.swap(initial);
-      synced = true;
-      table_synced_.store(true);
+      std::vector<JobRecord> finals;
+      {
+        MutexLock lock(&table_mu_);
+        table_.clear();
+        pending_in_table_ = 0;
+        for (auto& [id, record] : initial) {
+          if (record.final()) finals.push_back(record);
+          StoreInTableLocked(id, std::move(record));
+        }
+        initial.clear();
+        synced = true;
+        table_synced_.store(true);
+      }
+      for (const JobRecord& record : finals) FinishWaiter(record);
       continue;
     }
     std::string key = kvEntry_Key(entry.get());
@@ -57,24 +75,51 @@ void ClusterImpl::WatchOnce() {
       if (record) initial[key] = std::move(*record);
       continue;
     }
-    MutexLock lock(&table_mu_);
-    if (!record) {
-      table_.erase(key);
-    } else {
-      auto it = table_.find(key);
-      if (it == table_.end() || it->second.revision < record->revision) {
-        if (record->cancel && !record->final()) {
-          // A DELETE on some replica: this one's batches of the job stop
-          // too (the maintenance loop cancels them).
-          MutexLock wake_lock(&wake_mu_);
-          wake_ = true;
-          wake_cv_.SignalAll();
-        }
-        table_[key] = std::move(*record);
-      }
+    if (record && record->cancel && !record->final()) {
+      // A DELETE on some replica: this one's batches of the job stop too
+      // (the maintenance loop cancels them).
+      MutexLock wake_lock(&wake_mu_);
+      wake_ = true;
+      wake_cv_.SignalAll();
     }
-    table_cv_.SignalAll();
+    std::optional<JobRecord> finished;
+    {
+      MutexLock lock(&table_mu_);
+      if (!record) {
+        EraseFromTableLocked(key);
+      } else if (record->final()) {
+        finished = *record;
+        StoreInTableLocked(key, std::move(*record));
+      } else {
+        StoreInTableLocked(key, std::move(*record));
+      }
+      table_cv_.SignalAll();
+    }
+    if (!record) DropWaiter(key);
+    if (finished) FinishWaiter(*finished);
   }
+}
+
+bool ClusterImpl::StoreInTableLocked(const std::string& id,
+                                     JobRecord record) {
+  auto it = table_.find(id);
+  if (it == table_.end()) {
+    pending_in_table_ += PendingOf(record);
+    table_.emplace(id, std::move(record));
+    return true;
+  }
+  if (it->second.revision >= record.revision) return false;
+  pending_in_table_ -= PendingOf(it->second);
+  pending_in_table_ += PendingOf(record);
+  it->second = std::move(record);
+  return true;
+}
+
+void ClusterImpl::EraseFromTableLocked(const std::string& id) {
+  auto it = table_.find(id);
+  if (it == table_.end()) return;
+  pending_in_table_ -= PendingOf(it->second);
+  table_.erase(it);
 }
 
 std::optional<JobRecord> ClusterImpl::Record(std::string_view id) const {
@@ -129,12 +174,44 @@ Result<void> ClusterImpl::PutRecord(JobRecord& record) {
   }
   if (s != NATS_OK) return Error{"cluster", NatsError("KV write", s)};
   record.revision = rev;
-  MutexLock lock(&table_mu_);
-  auto it = table_.find(record.id);
-  if (it == table_.end() || it->second.revision < rev)
-    table_[record.id] = record;
-  table_cv_.SignalAll();
+  {
+    MutexLock lock(&table_mu_);
+    StoreInTableLocked(record.id, record);
+    table_cv_.SignalAll();
+  }
+  if (record.final()) FinishWaiter(record);
   return {};
+}
+
+std::shared_ptr<jobs::Job> ClusterImpl::AddWaiter(const JobRecord& record) {
+  auto job = std::make_shared<jobs::Job>(record.id, record.pipeline, record.in,
+                                         FromUnixMs(record.created_ms));
+  MutexLock lock(&waiters_mu_);
+  waiters_[record.id] = job;
+  return job;
+}
+
+void ClusterImpl::DropWaiter(const std::string& id) {
+  MutexLock lock(&waiters_mu_);
+  waiters_.erase(id);
+}
+
+void ClusterImpl::FinishWaiter(const JobRecord& record) {
+  std::shared_ptr<jobs::Job> job;
+  {
+    MutexLock lock(&waiters_mu_);
+    auto it = waiters_.find(record.id);
+    if (it == waiters_.end()) return;
+    job = it->second.lock();
+    waiters_.erase(it);
+  }
+  // Outside waiters_mu_: finishing wakes the request waiting on the job.
+  if (job) job->Restore(record.summary());
+}
+
+void ClusterImpl::PruneWaiters() {
+  MutexLock lock(&waiters_mu_);
+  std::erase_if(waiters_, [](const auto& w) { return w.second.expired(); });
 }
 
 }  // namespace sluice::cluster

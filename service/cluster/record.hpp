@@ -37,8 +37,9 @@ struct Names {
   std::string results_subject(std::string_view job) const;
 };
 
-// The states a record goes through: accepting (items being stored; not a
-// job yet), then a jobs::JobState.
+// The states a record goes through: a jobs::JobState. Records written by
+// releases before 2026-12 began `accepting` (items being stored; not a job
+// yet); readers still treat such a record as not committed.
 inline constexpr std::string_view kAccepting = "accepting";
 
 // A job as its KV record holds it (key = id). Thread-compatible (value).
@@ -85,6 +86,10 @@ inline constexpr const char* kSealHeader = "Sluice-Seal";
 // is the job's seal as well and readers apply it after its outcomes.
 inline constexpr const char* kFinalHeader = "Sluice-Final";
 inline constexpr std::size_t kChunkItems = 256;
+// How long a submit may take to store a job's items: items older than this
+// whose job has no committed record belong to a submit that died before
+// its 202, and are dropped.
+inline constexpr std::int64_t kAcceptTimeoutMs = 30000;
 // The lines of `records` (none for no records; window records are left
 // out, as cluster mode refuses windows).
 std::string EncodeOutcome(const std::vector<jobs::ResultRecord>& records);

@@ -49,8 +49,6 @@ void PurgeSubject(jsCtx* js, const std::string& stream,
   js_PurgeStream(js, stream.c_str(), &jo, &code);
 }
 
-constexpr std::int64_t kAcceptTimeoutMs = 30000;
-
 }  // namespace
 
 void ClusterImpl::SealTouched() {

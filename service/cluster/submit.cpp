@@ -1,8 +1,9 @@
 // Submitting a job in cluster mode (docs/cluster.md "202 means durable"):
-// the record is created `accepting`, every item is published to the items
-// stream and acknowledged by JetStream, and only then is the record
-// committed `queued` and the 202 sent. Any failure on the way purges what
-// was stored, so a refused job leaves nothing behind.
+// every item is published to the items stream and acknowledged by
+// JetStream, and only then is the job's record created, committed
+// (`queued`), and the 202 sent. Any failure on the way purges what was
+// stored, so a refused job leaves nothing behind; items whose submit died
+// before the record are dropped by the workers (worker.cpp).
 #include <chrono>
 
 #include "service/cluster/cluster_impl.hpp"
@@ -73,10 +74,19 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
     if (p.name == request.pipeline && !request.ordered)
       record.ordered = p.ordered;
   }
-  if (auto r = PutRecord(record); !r.ok()) {
-    return Unavailable(r.error().message);
-  }
+  // A small job is usually finished by the batch that runs it, whose
+  // replica writes the final record (worker.cpp): its submitter waits on
+  // that record through the job table instead of following the job's log,
+  // which would cost a consumer made and deleted per job. A reader that
+  // asks for its results later gets a mirror (Find).
+  const bool small = record.in > 0 && record.in <= kChunkItems;
+  std::shared_ptr<jobs::Job> waiter = small ? AddWaiter(record) : nullptr;
+  // The items first, then the record, created committed (`queued`): a
+  // worker runs no item of a job without a committed record, and drops the
+  // items of one that never got a record (its submit died in between; no
+  // client got a 202) once they are kAcceptTimeoutMs old.
   if (auto r = PublishItems(record, request.items); !r.ok()) {
+    if (waiter) DropWaiter(record.id);
     RollBack(record);
     if (r.error().code == "too_large") {
       return Refusal{Refusal::Reason::kJobTooLarge, r.error().message};
@@ -91,8 +101,15 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
   MaybeCrash("after_items_published");
   record.state = "queued";
   if (auto r = PutRecord(record); !r.ok()) {
+    if (waiter) DropWaiter(record.id);
     RollBack(record);
     return Unavailable(r.error().message);
+  }
+  if (waiter) {
+    // The record may have ended before the waiter could see it.
+    if (std::optional<JobRecord> now = Record(record.id); now && now->final())
+      FinishWaiter(*now);
+    return waiter;
   }
   std::shared_ptr<Mirror> mirror = MirrorOf(record);
   if (record.in == 0) TrySeal(record);
@@ -230,8 +247,8 @@ Result<void> ClusterImpl::PublishChunk(jsCtx* js, const std::string& subject,
   return {};
 }
 
-// Items first, then the record: a crash in between leaves an `accepting`
-// record, which the janitor removes with whatever items remain.
+// Removes what a failed submit stored: its items, and its record in case
+// the create reached JetStream although the answer did not.
 void ClusterImpl::RollBack(const JobRecord& record) {
   jsOptions jo;
   jsOptions_Init(&jo);
@@ -242,7 +259,7 @@ void ClusterImpl::RollBack(const JobRecord& record) {
   js_PurgeStream(js_.get(), stream.c_str(), &jo, &code);
   kvStore_Purge(kv_.load(), record.id.c_str(), nullptr);
   MutexLock lock(&table_mu_);
-  table_.erase(record.id);
+  EraseFromTableLocked(record.id);
 }
 
 }  // namespace sluice::cluster

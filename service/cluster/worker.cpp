@@ -57,6 +57,18 @@ std::uint64_t DeliveryOf(natsMsg* msg) {
   return meta->NumDelivered;
 }
 
+// Whether JetStream stored the message more than `ms` ago.
+bool StoredBefore(natsMsg* msg, std::int64_t ms) {
+  jsMsgMetaData* raw = nullptr;
+  if (natsMsg_GetMetaData(&raw, msg) != NATS_OK) return false;
+  NatsPtr<jsMsgMetaData> meta(raw);
+  const std::int64_t now_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  return now_ns - meta->Timestamp > ms * 1000000;
+}
+
 }  // namespace
 
 // Items this replica takes for a pipeline at most: a few per worker of its
@@ -186,10 +198,16 @@ void ClusterImpl::Dispatch(const std::string& pipeline,
                                    : std::chrono::milliseconds(100));
     if (record && (record->cancel || record->final())) {
       for (auto& msg : batch->msgs) natsMsg_Term(msg.get(), nullptr);
+    } else if (!record &&
+               StoredBefore(batch->msgs.front().get(), kAcceptTimeoutMs)) {
+      // Its submit died between storing the items and creating the record:
+      // no client got a 202, and the job never existed.
+      for (auto& msg : batch->msgs) natsMsg_Term(msg.get(), nullptr);
     } else if (!record || record->accepting()) {
       // Not committed: its submit is still storing, or failed or died (the
-      // janitor purges such items after the accept timeout). Handed back
-      // for a while, so that the consumer serves newer items meanwhile.
+      // items go above, or with the janitor's purge of an old `accepting`
+      // record). Handed back for a while, so that the consumer serves newer
+      // items meanwhile.
       uncommitted[job] = now + std::chrono::seconds(1);
       for (auto& msg : batch->msgs) {
         natsMsg_NakWithDelay(msg.get(), 2000, nullptr);
@@ -393,7 +411,15 @@ void ClusterImpl::Publish(Batch& batch) {
   if (stored) {
     metrics_.acked.Add({{"pipeline", batch.pipeline}})
         .Increment(static_cast<double>(batch.seqs.size()));
-    if (seal) metrics_.sealed_with_outcomes.Increment();
+    if (seal) {
+      metrics_.sealed_with_outcomes.Increment();
+      FinishWaiter(*seal);  // stored with the outcomes: the job has ended
+      // The record follows the seal at once, so a submitter waiting on
+      // the record (a small job, submit.cpp) is answered now. A lost
+      // compare-and-set (a cancel came meanwhile) leaves it to the sealer.
+      JobRecord final_record = *seal;
+      (void)PutRecord(final_record);
+    }
   }
   {
     MutexLock lock(&touched_mu_);

@@ -5,7 +5,9 @@ with exact counts, every result once (NDJSON pages and a JSON page), its
 WebSocket stream (replay, live, `done`), the job list; an unknown id is 404
 on both; an NDJSON job posted on B is read on A; a 0-item job; a small job
 sealed with its outcomes, its counts and aggregate the same everywhere; a
-DELETE on B cancels a job accepted by A; and both replicas did part of the work
+DELETE on B cancels a job accepted by A; a small job's ?wait= is answered
+from its record without a consumer, also when a DELETE ends it; and both
+replicas did part of the work
 (`sluice_cluster_acked_total` on each).
 
     /usr/bin/python3 tests/e2e/cluster_api_test.py build/dev/service/sluice
@@ -16,6 +18,7 @@ import json
 import os
 import socket
 import struct
+import threading
 import time
 
 from nats_server import (NatsServer, check_done_exactly, check_every_seq_once,
@@ -194,6 +197,60 @@ def small_job_sealed_with_its_outcomes(a, b):
     check(values == [2, 3, 4], "the small job's results on B: %s" % values)
 
 
+def small_job_waited_on_without_a_consumer(nats, a, b):
+    """A small job's ?wait= is answered from its final record: the
+    accepting replica makes no consumer on the results stream to follow
+    its log (that cost a consumer made and deleted per job). Its results,
+    asked for afterwards on that replica, come from its log."""
+    stream = "t1_results"
+    before = nats.stream_state(stream)["consumers"]
+    items = [{"n": n} for n in (1, 5, 7)]
+    status, job = a.json("POST", "/v1/jobs?pipeline=small&wait=10", items)
+    check(status == 200 and job["state"] == "done" and
+          job["items"]["out"] == 2 and job["aggregate"] == 12,
+          "POST ?wait=10 of a 3-item job on A: %s %s" % (status, job))
+    after = nats.stream_state(stream)["consumers"]
+    check(after <= before,
+          "waiting on a small job made a consumer on %s (%d before, %d "
+          "after)" % (stream, before, after))
+    values = sorted(r["value"]["n"] for r in read_results(a, job["id"]))
+    check(values == [5, 7], "the 3-item job's results on A: %s" % values)
+
+
+def small_job_cancelled_while_waited_on(a, b):
+    """A small job that a DELETE ends is not sealed with its outcomes: the
+    ?wait= on the accepting replica is answered by the record the sealer
+    writes. 80 items of 50 ms on 8 workers take 0.5 s; the DELETE on B
+    comes once the job's slow stage has started on some replica."""
+    answer = {}
+
+    def post_and_wait():
+        answer["reply"] = a.json("POST", "/v1/jobs?pipeline=slow&wait=20",
+                                 work_items(80), timeout=30)
+    ran = naps_run(a) + naps_run(b)
+    poster = threading.Thread(target=post_and_wait)
+    poster.start()
+    check(wait_until(lambda: naps_run(a) + naps_run(b) > ran, 10,
+                     interval=0.01),
+          "the 80-item slow job did not start within 10 s")
+    status, jobs = b.json("GET", "/v1/jobs?limit=1")
+    job_id = jobs["jobs"][0]["id"]
+    status, body = b.json("DELETE", "/v1/jobs/" + job_id)
+    check(status == 200, "DELETE of the small job on B: %s %s"
+          % (status, body))
+    poster.join(30)
+    check("reply" in answer, "the ?wait= POST did not answer within 30 s")
+    status, job = answer["reply"]
+    items = job.get("items", {})
+    check(status == 200 and job["id"] == job_id and
+          job["state"] == "cancelled" and items["in"] == 80 and
+          items["cancelled"] > 0 and
+          items["out"] + items["filtered"] + items["errors"] +
+          items["cancelled"] == 80,
+          "the cancelled small job's ?wait= answer on A: %s %s"
+          % (status, job))
+
+
 def naps_run(server):
     """Items the `slow` pipeline's `nap` stage finished on `server`."""
     _, _, text = server.request("GET", "/metrics", timeout=10)
@@ -272,6 +329,8 @@ def main():
         ndjson_on_b_read_on_a(a, b)
         empty_job(a, b)
         small_job_sealed_with_its_outcomes(a, b)
+        small_job_waited_on_without_a_consumer(nats, a, b)
+        small_job_cancelled_while_waited_on(a, b)
         cancel_on_b(a, b)
     print("cluster api: ok in %.1f s" % (time.monotonic() - started))
 

@@ -7,6 +7,10 @@ real binary (ack_wait 2s):
   after storing a batch's outcomes and before acknowledging its items; the
   job ends done on B with exact counts, every seq once, and B counts the
   redeliveries (sluice_cluster_redelivered_total);
+- the accepting replica dies between storing a job's items and creating
+  its record (SLUICE_CLUSTER_FAULT=after_items_published:1): the job never
+  existed; the other replica lists and runs nothing of it, serves other
+  jobs, and drops its items once they are 30 s old;
 - every replica down, then up: both replicas killed with -9 mid-job, two
   new ones started on the same NATS and prefix; the job resumes and ends
   done with exact counts, every seq once;
@@ -111,6 +115,50 @@ def redelivered_counted_once(binary):
                                        metric_sum(
                                            b, "sluice_cluster_duplicate_"
                                            "outcomes_total") or 0))
+
+
+def acceptor_dies_before_its_record(binary):
+    """A stores a job's items and dies (SLUICE_CLUSTER_FAULT=
+    after_items_published:1) before creating its record: no 202 was sent,
+    so the job never existed. B does not run its items, lists no such job,
+    serves other jobs meanwhile, and drops the items once they are 30 s
+    old (kAcceptTimeoutMs), leaving the items stream empty."""
+    with contextlib.ExitStack() as stack:
+        nats = stack.enter_context(NatsServer())
+        config = cluster_config(nats)
+        a = start_replica_with_env(
+            stack, binary, config, "A",
+            {"SLUICE_CLUSTER_FAULT": "after_items_published:1"})
+        b = start_replica(stack, binary, config, "B")
+        try:
+            status, body = a.json("POST", "/v1/jobs?pipeline=work",
+                                  work_items(10), timeout=10)
+            check(False, "A answered %s %s instead of dying" % (status, body))
+        except OSError:
+            pass  # the connection broke: A exited
+        check(wait_until(lambda: a.proc.poll() is not None, 10) and
+              a.proc.returncode == 137 and "SLUICE_CLUSTER_FAULT" in a.log(),
+              "A did not exit 137 at after_items_published; log:\n%s"
+              % a.log())
+        stored = nats.stream_state("t1_items")["messages"]
+        check(stored == 1, "the dead submit's chunk is not in the items "
+              "stream (the test proves nothing): %d messages" % stored)
+        status, job = b.json("POST", "/v1/jobs?pipeline=work&wait=10",
+                             work_items(10))
+        check(status == 200 and job["state"] == "done",
+              "a job on B while the orphaned items wait: %s %s"
+              % (status, job))
+        status, listed = b.json("GET", "/v1/jobs")
+        check([j["id"] for j in listed["jobs"]] == [job["id"]],
+              "B lists a job the dead submit never committed: %s" % listed)
+        check(wait_until(
+            lambda: nats.stream_state("t1_items")["messages"] == 0, 45,
+            interval=0.5),
+              "the dead submit's items are still stored after 45 s: %s"
+              % nats.stream_state("t1_items"))
+        acked = metric_sum(b, "sluice_cluster_acked_total")
+        check(acked == 10, "B acked %s items, not its own job's 10: it ran "
+              "the dead submit's items" % acked)
 
 
 def every_replica_down_then_up(binary):
@@ -311,7 +359,8 @@ def ordered_across_replicas(binary):
 def main():
     binary = binary_from_argv()
     started = time.monotonic()
-    for case in (redelivered_counted_once, every_replica_down_then_up,
+    for case in (redelivered_counted_once, acceptor_dies_before_its_record,
+                 every_replica_down_then_up,
                  over_capacity_cluster_wide, ordered_across_replicas):
         case_started = time.monotonic()
         case(binary)

@@ -27,6 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 
 from sluice_server import SluiceServer, check
@@ -95,7 +96,7 @@ class NatsServer:
         if self.running():
             raise RuntimeError("nats-server is already running")
         args = [self.binary, "-js", "-a", "127.0.0.1",
-                "-p", str(port if port is not None else -1),
+                "-p", str(port if port is not None else -1), "-m", "-1",
                 "-sd", self.store_dir, "--ports_file_dir", self._dir.name]
         self._log = open(self._log_path, "a", encoding="utf-8")
         self.proc = subprocess.Popen(
@@ -156,13 +157,30 @@ class NatsServer:
         except OSError:
             return ""
 
+    def stream_state(self, stream):
+        """{"messages": N, "consumers": N} of JetStream stream `stream`
+        (e.g. "t1_results"), from the server's monitoring endpoint
+        (/jsz), or None when the stream does not exist."""
+        url = self._ports()["monitoring"][0] + "/jsz?streams=true"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            jsz = json.load(answer)
+        for account in jsz.get("account_details", []):
+            for info in account.get("stream_detail", []):
+                if info["name"] == stream:
+                    return {"messages": info["state"]["messages"],
+                            "consumers": info["state"]["consumer_count"]}
+        return None
+
     # --- helpers ---------------------------------------------------------
-    def _port_from_ports_file(self):
+    def _ports(self):
         path = os.path.join(self._dir.name,
                             "nats-server_%d.ports" % self.proc.pid)
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def _port_from_ports_file(self):
         try:
-            with open(path, encoding="utf-8") as f:
-                urls = json.load(f)["nats"]
+            urls = self._ports()["nats"]
         except (OSError, ValueError, KeyError):
             return None  # not written yet, or half written
         return int(urls[0].rsplit(":", 1)[1])
