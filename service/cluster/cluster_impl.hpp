@@ -58,15 +58,20 @@ struct ClusterMetrics {
 
 // One job as this replica shows it: a jobs::Job that an ordered consumer on
 // the job's log fills, outcome by outcome (in seq order for an ordered
-// job), and that ends when the seal arrives. Thread-safe.
+// job), and that ends when the seal arrives. A counting mirror, which only
+// lets this replica seal the job, keeps no results: it counts them and
+// folds the job's aggregate as they pass. Thread-safe.
 class Mirror : public std::enable_shared_from_this<Mirror> {
  public:
   // `on_complete` runs (on a delivery thread) once every seq's outcome has
   // arrived, before the seal.
   // Its job's results are capped at `max_result_bytes`
   // (jobs.max_job_result_bytes), as a single process caps them.
+  // With `fold` (an unordered job's fresh aggregator), the mirror is a
+  // counting one.
   Mirror(const JobRecord& record, std::uint64_t max_result_bytes,
-         std::function<void(const std::string&)> on_complete);
+         std::function<void(const std::string&)> on_complete,
+         std::unique_ptr<processors::Aggregator> fold = nullptr);
   ~Mirror();
   Mirror(const Mirror&) = delete;
   Mirror& operator=(const Mirror&) = delete;
@@ -94,6 +99,11 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   // the job's `in` grows to it (never shrinks).
   void NoteIn(std::uint64_t in);
   bool sealed() const { return job_->finished(); }
+  // Whether its job holds the results (else it is a counting mirror).
+  bool keeps_results() const { return fold_ == nullptr; }
+  // A counting mirror's aggregate over the outcomes so far (each seq's
+  // first, in log order, as a full mirror's results are).
+  nlohmann::json folded_aggregate() const;
   std::chrono::steady_clock::time_point last_used() const;
   void Touch();
 
@@ -109,6 +119,9 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   void AddOutcomes(const std::vector<std::uint64_t>& seqs,
                    std::vector<jobs::ResultRecord>& records)
       SLUICE_REQUIRES(mu_);
+  // A counting mirror's part of AddOutcomes: the fresh records, by seq.
+  void CountFresh(const std::vector<jobs::ResultRecord>& records,
+                  std::uint64_t filtered) SLUICE_REQUIRES(mu_);
   void NoteInLocked(std::uint64_t in) SLUICE_REQUIRES(mu_);
   void ApplySeal(std::string_view data);
 
@@ -118,6 +131,8 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   const bool open_;
   const bool ordered_;
   mutable Mutex mu_;
+  const std::unique_ptr<processors::Aggregator> fold_ SLUICE_PT_GUARDED_BY(mu_);
+  const bool fold_reads_values_;
   std::vector<bool> seen_ SLUICE_GUARDED_BY(mu_);
   std::uint64_t seen_count_ SLUICE_GUARDED_BY(mu_) = 0;
   std::uint64_t accepted_ SLUICE_GUARDED_BY(mu_) = 0;  // the job's `in`
@@ -304,7 +319,13 @@ class ClusterImpl {
   std::optional<std::vector<std::vector<jobs::ResultRecord>>> OutcomesOf(
       Batch& batch);
   // mirror.cpp (the mirror table)
-  std::shared_ptr<Mirror> MirrorOf(const JobRecord& record);
+  // The job's mirror, made and followed if there is none. One that keeps
+  // results (for readers) replaces a counting one (made for sealing).
+  std::shared_ptr<Mirror> MirrorOf(const JobRecord& record,
+                                   bool keep_results = true);
+  // A mirror for sealing only: counting, unless the job is ordered (its
+  // aggregate folds in seq order, which a full mirror keeps).
+  std::shared_ptr<Mirror> SealingMirrorOf(const JobRecord& record);
   std::shared_ptr<Mirror> ExistingMirror(std::string_view id);
   void RefollowMirrors(bool only_lost);
   // A mirror saw every seq: its job may be sealed now.

@@ -175,7 +175,9 @@ std::shared_ptr<jobs::Job> ClusterImpl::Find(std::string_view id) {
   {
     MutexLock lock(&mirrors_mu_);
     auto it = mirrors_.find(id);
-    if (it != mirrors_.end()) mirror = it->second;
+    // A counting mirror (made for sealing) holds no results to show.
+    if (it != mirrors_.end() && it->second->keeps_results())
+      mirror = it->second;
   }
   if (mirror) {
     mirror->Touch();

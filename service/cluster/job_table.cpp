@@ -100,8 +100,7 @@ void ClusterImpl::WatchOnce() {
   }
 }
 
-bool ClusterImpl::StoreInTableLocked(const std::string& id,
-                                     JobRecord record) {
+bool ClusterImpl::StoreInTableLocked(const std::string& id, JobRecord record) {
   auto it = table_.find(id);
   if (it == table_.end()) {
     pending_in_table_ += PendingOf(record);

@@ -26,7 +26,8 @@ void OnMirrorComplete(void* closure) {
 }  // namespace
 
 Mirror::Mirror(const JobRecord& record, std::uint64_t max_result_bytes,
-               std::function<void(const std::string&)> on_complete)
+               std::function<void(const std::string&)> on_complete,
+               std::unique_ptr<processors::Aggregator> fold)
     : job_(std::make_shared<jobs::Job>(
           record.id, record.pipeline, record.in, FromUnixMs(record.created_ms),
           jobs::ResultLimits{max_result_bytes, nullptr})),
@@ -34,6 +35,8 @@ Mirror::Mirror(const JobRecord& record, std::uint64_t max_result_bytes,
       in_(record.in),
       open_(record.open),
       ordered_(record.ordered),
+      fold_(std::move(fold)),
+      fold_reads_values_(fold_ != nullptr && fold_->ReadsValues()),
       seen_(record.in, false),
       accepted_(record.in),
       last_used_(std::chrono::steady_clock::now()) {}
@@ -225,9 +228,33 @@ void Mirror::AddOutcomes(const std::vector<std::uint64_t>& seqs,
   if (ordered_) {
     ReleaseInOrder();
   } else if (seen_count_ > seen_before) {
-    job_->Append(fresh, filtered, 0);
+    if (fold_) {
+      CountFresh(fresh, filtered);
+    } else {
+      job_->Append(fresh, filtered, 0);
+    }
     job_->NoteCompleted(seen_count_);
   }
+}
+
+void Mirror::CountFresh(const std::vector<jobs::ResultRecord>& records,
+                        std::uint64_t filtered) {
+  std::uint64_t out = 0, errors = 0;
+  for (const jobs::ResultRecord& r : records) {
+    if (r.is_error) {
+      ++errors;
+      continue;
+    }
+    ++out;
+    // Values stay text: parsed only for an aggregate that looks at them.
+    fold_->Add(fold_reads_values_ ? jobs::ValueOf(r) : nlohmann::json());
+  }
+  job_->AddCounts(out, errors, filtered);
+}
+
+nlohmann::json Mirror::folded_aggregate() const {
+  MutexLock lock(&mu_);
+  return fold_ ? fold_->Result() : nlohmann::json();
 }
 
 std::uint64_t Mirror::messages() const {
@@ -267,26 +294,41 @@ void Mirror::ApplySeal(std::string_view data) {
   job_->Restore(sealed->summary());
 }
 
-std::shared_ptr<Mirror> ClusterImpl::MirrorOf(const JobRecord& record) {
+std::shared_ptr<Mirror> ClusterImpl::MirrorOf(const JobRecord& record,
+                                              bool keep_results) {
   std::shared_ptr<Mirror> mirror;
+  std::shared_ptr<Mirror> replaced;  // a counting one, stopped below
   {
     MutexLock lock(&mirrors_mu_);
     auto it = mirrors_.find(record.id);
-    if (it != mirrors_.end()) {
+    if (it != mirrors_.end() &&
+        (it->second->keeps_results() || !keep_results)) {
       it->second->Touch();
       return it->second;
     }
+    if (it != mirrors_.end()) replaced = it->second;
+    std::unique_ptr<processors::Aggregator> fold;
+    if (!keep_results) {
+      fold = AggregatorFor(record.pipeline);
+      if (!fold) keep_results = true;  // an unknown pipeline: nothing to fold
+    }
     mirror = std::make_shared<Mirror>(
         record, config_.jobs.max_job_result_bytes,
-        [this](const std::string& id) { OnMirrorComplete(id); });
+        [this](const std::string& id) { OnMirrorComplete(id); },
+        std::move(fold));
     mirrors_[record.id] = mirror;
   }
+  if (replaced) replaced->Stop();
   if (auto r = mirror->Follow(js_.get(), names_); !r.ok()) {
     MutexLock lock(&mirrors_mu_);
     mirrors_.erase(record.id);
     return mirror;  // shows the record's state; a later Find tries again
   }
   return mirror;
+}
+
+std::shared_ptr<Mirror> ClusterImpl::SealingMirrorOf(const JobRecord& record) {
+  return MirrorOf(record, /*keep_results=*/record.ordered);
 }
 
 // After a reconnect: NATS may have restarted, and a mirror's consumer with

@@ -110,7 +110,7 @@ void ClusterImpl::TrySeal(const JobRecord& record) {
     const std::optional<std::uint64_t> remaining =
         Remaining(js_.get(), names_, record.id);
     if (!remaining || *remaining > 0) return;
-    if (mirror == nullptr) mirror = MirrorOf(record);
+    if (mirror == nullptr) mirror = SealingMirrorOf(record);
   }
   if (mirror->sealed()) {
     // Sealed by someone, but the record may not say so yet (the sealer
@@ -150,7 +150,9 @@ void ClusterImpl::TrySeal(const JobRecord& record) {
     final_record.counts.cancelled +=
         final_record.in - std::min(final_record.in, seen);
   }
-  final_record.aggregate = AggregateOf(record, *mirror->job());
+  final_record.aggregate = mirror->keeps_results()
+                               ? AggregateOf(record, *mirror->job())
+                               : mirror->folded_aggregate();
   final_record.finished_ms = ToUnixMs(jobs::Job::Clock::now());
   if (!PublishSeal(final_record)) return;
   metrics_.sealed_by_sealer.Increment();

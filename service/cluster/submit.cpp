@@ -74,19 +74,16 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
     if (p.name == request.pipeline && !request.ordered)
       record.ordered = p.ordered;
   }
-  // A small job is usually finished by the batch that runs it, whose
-  // replica writes the final record (worker.cpp): its submitter waits on
-  // that record through the job table instead of following the job's log,
-  // which would cost a consumer made and deleted per job. A reader that
-  // asks for its results later gets a mirror (Find).
-  const bool small = record.in > 0 && record.in <= kChunkItems;
-  std::shared_ptr<jobs::Job> waiter = small ? AddWaiter(record) : nullptr;
+  // The submitter (a ?wait=) waits on the job's record through the job
+  // table, which the job's seal ends, not on a mirror holding its results:
+  // a reader that asks for them gets a mirror (Find).
+  std::shared_ptr<jobs::Job> waiter = AddWaiter(record);
   // The items first, then the record, created committed (`queued`): a
   // worker runs no item of a job without a committed record, and drops the
   // items of one that never got a record (its submit died in between; no
   // client got a 202) once they are kAcceptTimeoutMs old.
   if (auto r = PublishItems(record, request.items); !r.ok()) {
-    if (waiter) DropWaiter(record.id);
+    DropWaiter(record.id);
     RollBack(record);
     if (r.error().code == "too_large") {
       return Refusal{Refusal::Reason::kJobTooLarge, r.error().message};
@@ -101,19 +98,24 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
   MaybeCrash("after_items_published");
   record.state = "queued";
   if (auto r = PutRecord(record); !r.ok()) {
-    if (waiter) DropWaiter(record.id);
+    DropWaiter(record.id);
     RollBack(record);
     return Unavailable(r.error().message);
   }
-  if (waiter) {
-    // The record may have ended before the waiter could see it.
-    if (std::optional<JobRecord> now = Record(record.id); now && now->final())
-      FinishWaiter(*now);
-    return waiter;
+  if (record.in > kChunkItems) {
+    // A big job is sealed by whoever has read its whole log: this replica
+    // reads it as it grows (counting, keeping no results), so the seal
+    // follows the last outcome at once. A small one is usually sealed by
+    // the batch that runs it (worker.cpp), and a mirror per small job
+    // would cost a consumer made and deleted for nothing.
+    SealingMirrorOf(record);
+  } else if (record.in == 0) {
+    TrySeal(record);
   }
-  std::shared_ptr<Mirror> mirror = MirrorOf(record);
-  if (record.in == 0) TrySeal(record);
-  return mirror->job();
+  // The record may have ended before the waiter could see it.
+  if (std::optional<JobRecord> now = Record(record.id); now && now->final())
+    FinishWaiter(*now);
+  return waiter;
 }
 
 // Publishes every item (Msg-Id <job>:<seq>, so a retried publish is stored

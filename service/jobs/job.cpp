@@ -322,6 +322,15 @@ void Job::FailLocked(std::string_view code, std::string message) {
   cancel_requested_.store(true, std::memory_order_release);
 }
 
+void Job::AddCounts(std::uint64_t out, std::uint64_t errors,
+                    std::uint64_t filtered) {
+  MutexLock lock(&mu_);
+  if (IsFinal(state_)) return;
+  counts_.out += out;
+  counts_.errors += errors;
+  counts_.filtered += filtered;
+}
+
 bool Job::Append(std::vector<ResultRecord>& records, std::uint64_t filtered,
                  std::uint64_t cancelled,
                  std::optional<Clock::time_point>* retry_at) {
