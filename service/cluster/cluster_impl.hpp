@@ -269,9 +269,11 @@ class ClusterImpl {
   Result<std::shared_ptr<jobs::Job>, engine::Refusal> Admit(
       engine::SubmitRequest& request);
   // Stores items first_seq, first_seq+1, ... of the job.
+  // `texts`, when not empty, holds each item's JSON text, stored as it is.
   Result<void> PublishItems(const JobRecord& record,
                             const std::vector<nlohmann::json>& items,
-                            std::uint64_t first_seq = 0);
+                            std::uint64_t first_seq = 0,
+                            const std::vector<std::string_view>& texts = {});
   Result<void> PublishChunk(jsCtx* js, const std::string& subject,
                             const std::string& job, std::uint64_t first_seq,
                             std::uint64_t count, const std::string& data);

@@ -82,7 +82,8 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
   // worker runs no item of a job without a committed record, and drops the
   // items of one that never got a record (its submit died in between; no
   // client got a 202) once they are kAcceptTimeoutMs old.
-  if (auto r = PublishItems(record, request.items); !r.ok()) {
+  if (auto r = PublishItems(record, request.items, 0, request.item_texts);
+      !r.ok()) {
     DropWaiter(record.id);
     RollBack(record);
     if (r.error().code == "too_large") {
@@ -120,9 +121,10 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
 
 // Publishes every item (Msg-Id <job>:<seq>, so a retried publish is stored
 // once) and waits until JetStream acknowledged them all.
-Result<void> ClusterImpl::PublishItems(const JobRecord& record,
-                                       const std::vector<nlohmann::json>& items,
-                                       std::uint64_t first_seq) {
+Result<void> ClusterImpl::PublishItems(
+    const JobRecord& record, const std::vector<nlohmann::json>& items,
+    std::uint64_t first_seq, const std::vector<std::string_view>& texts) {
+  const bool as_sent = texts.size() == items.size();
   std::unique_ptr<SubmitContext> context = TakeSubmitContext();
   if (!context) return Error{"cluster", "cannot create a JetStream context"};
   struct Return {  // the context goes back to the pool however this ends
@@ -142,7 +144,10 @@ Result<void> ClusterImpl::PublishItems(const JobRecord& record,
     const std::uint64_t first = i;
     std::string data = "[";
     while (i < items.size() && i - first < kChunkItems) {
-      std::string item = items[i].dump();
+      // The client's text as it came (already checked to be JSON), or
+      // the item serialized again.
+      std::string dumped = as_sent ? std::string() : items[i].dump();
+      const std::string_view item = as_sent ? texts[i] : dumped;
       if (item.size() + 256 > max_data) {  // 256: the headers' room
         return Error{"too_large",
                      "item " + std::to_string(first_seq + i) + " is " +

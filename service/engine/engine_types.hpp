@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "service/config/config.hpp"
@@ -35,6 +36,11 @@ struct SubmitRequest {
   std::string pipeline;
   std::vector<nlohmann::json> items;
   std::optional<bool> ordered;
+  // Empty, or items[i]'s JSON text as the client sent it (an NDJSON line),
+  // so that a service that stores items as text (cluster mode) need not
+  // serialize them again. Views into the request's body: valid only during
+  // the Submit call that takes this request, and never kept.
+  std::vector<std::string_view> item_texts = {};
 };
 
 // One stage of a running pipeline, as of one instant (GET /v1/pipelines;

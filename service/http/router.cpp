@@ -561,6 +561,7 @@ Result<engine::SubmitRequest, Reply> ParseJobBody(const Call& call) {
           return Answer(JsonSyntaxResponse(error, call.req));
         }
         submit.items.push_back(std::move(parsed).value());
+        submit.item_texts.push_back(line);
       }
       start = end + 1;
     }
