@@ -56,6 +56,8 @@ class ClusterService final : public engine::JobService {
   // engine's, plus kUnavailable while NATS cannot be reached.
   Result<std::shared_ptr<jobs::Job>, engine::Refusal> Submit(
       engine::SubmitRequest request) override;
+  // Items are stored as text: a request may carry item_texts alone.
+  bool TakesItemTexts() const override { return true; }
   // Not in this release: always kUnavailable (docs/cluster.md).
   Result<std::shared_ptr<engine::IngestFeed>, engine::Refusal> OpenStream(
       std::string_view pipeline) override;

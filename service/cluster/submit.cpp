@@ -40,7 +40,7 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Submit(
                    "unknown pipeline \"" + request.pipeline + "\""};
   }
   if (auto why = unavailable()) return Unavailable(*why);
-  const std::uint64_t n = request.items.size();
+  const std::uint64_t n = request.count();
   const std::uint64_t max = config_.jobs.max_pending_items;
   if (n > max) {
     return Refusal{Refusal::Reason::kJobTooLarge,
@@ -67,7 +67,7 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
   JobRecord record;
   record.id = jobs::NewJobId();
   record.pipeline = request.pipeline;
-  record.in = request.items.size();
+  record.in = request.count();
   record.created_ms = ToUnixMs(jobs::Job::Clock::now());
   record.ordered = request.ordered.value_or(false);
   for (const config::PipelineConfig& p : config_.pipelines) {
@@ -124,7 +124,8 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
 Result<void> ClusterImpl::PublishItems(
     const JobRecord& record, const std::vector<nlohmann::json>& items,
     std::uint64_t first_seq, const std::vector<std::string_view>& texts) {
-  const bool as_sent = texts.size() == items.size();
+  const bool as_sent = !texts.empty();
+  const std::size_t n = as_sent ? texts.size() : items.size();
   std::unique_ptr<SubmitContext> context = TakeSubmitContext();
   if (!context) return Error{"cluster", "cannot create a JetStream context"};
   struct Return {  // the context goes back to the pool however this ends
@@ -138,12 +139,12 @@ Result<void> ClusterImpl::PublishItems(
   const auto max_data =
       static_cast<std::size_t>(natsConnection_GetMaxPayload(conn_.get()));
   std::uint64_t i = 0;
-  while (i < items.size()) {
+  while (i < n) {
     // One message per chunk of consecutive items (Msg-Id <job>:<first>, so
     // a retried publish is stored once): NATS's cost is per message.
     const std::uint64_t first = i;
     std::string data = "[";
-    while (i < items.size() && i - first < kChunkItems) {
+    while (i < n && i - first < kChunkItems) {
       // The client's text as it came (already checked to be JSON), or
       // the item serialized again.
       std::string dumped = as_sent ? std::string() : items[i].dump();

@@ -3,6 +3,7 @@
 #ifndef SLUICE_SERVICE_ENGINE_ENGINE_TYPES_HPP_
 #define SLUICE_SERVICE_ENGINE_ENGINE_TYPES_HPP_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -41,6 +42,12 @@ struct SubmitRequest {
   // serialize them again. Views into the request's body: valid only during
   // the Submit call that takes this request, and never kept.
   std::vector<std::string_view> item_texts = {};
+
+  // The job's items: as parsed values, or as texts only (for a service
+  // that TakesItemTexts).
+  std::size_t count() const {
+    return std::max(items.size(), item_texts.size());
+  }
 };
 
 // One stage of a running pipeline, as of one instant (GET /v1/pipelines;

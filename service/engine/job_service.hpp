@@ -62,6 +62,11 @@ class JobService {
   virtual Result<std::shared_ptr<jobs::Job>, Refusal> Submit(
       SubmitRequest request) = 0;
 
+  // True when Submit stores items as text (cluster mode): a caller may then
+  // give a request's items as item_texts alone, each checked to be JSON
+  // (CheckJsonText), with `items` left empty.
+  virtual bool TakesItemTexts() const { return false; }
+
   // Opens an ingestion stream on `pipeline`, or says why not.
   virtual Result<std::shared_ptr<IngestFeed>, Refusal> OpenStream(
       std::string_view pipeline) = 0;

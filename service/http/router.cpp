@@ -547,20 +547,28 @@ Result<engine::SubmitRequest, Reply> ParseJobBody(const Call& call) {
   const std::string& body = call.req.body();
 
   if (MediaType(call.req[bhttp::field::content_type]) == kNdjsonType) {
-    // One JSON value per line; blank lines are skipped.
+    // One JSON value per line; blank lines are skipped. A service that
+    // stores items as text gets the lines, checked, not parsed values.
+    const bool texts_only = call.engine.TakesItemTexts();
     std::size_t start = 0;
     while (start < body.size()) {
       std::size_t end = body.find('\n', start);
       if (end == std::string::npos) end = body.size();
       std::string_view line(body.data() + start, end - start);
       if (line.find_first_not_of(" \t\r") != std::string_view::npos) {
-        auto parsed = ParseJsonText(line);
-        if (!parsed.ok()) {
-          JsonParseError error = parsed.error();
-          error.offset += start;
-          return Answer(JsonSyntaxResponse(error, call.req));
+        std::optional<JsonParseError> error;
+        if (texts_only) {
+          if (auto checked = CheckJsonText(line); !checked.ok())
+            error = checked.error();
+        } else if (auto parsed = ParseJsonText(line); parsed.ok()) {
+          submit.items.push_back(std::move(parsed).value());
+        } else {
+          error = parsed.error();
         }
-        submit.items.push_back(std::move(parsed).value());
+        if (error) {
+          error->offset += start;
+          return Answer(JsonSyntaxResponse(*error, call.req));
+        }
         submit.item_texts.push_back(line);
       }
       start = end + 1;
@@ -642,7 +650,7 @@ Reply PostJob(const Call& call) {
   auto parsed = ParseJobBody(call);
   if (!parsed.ok()) return std::move(parsed).error();
   engine::SubmitRequest& submit = parsed.value();
-  const std::size_t count = submit.items.size();
+  const std::size_t count = submit.count();
   auto submitted = call.engine.Submit(std::move(submit));
   if (!submitted.ok()) {
     return Answer(RefusalResponse(submitted.error(), call.req, call.engine));

@@ -128,4 +128,17 @@ Result<nlohmann::json, JsonParseError> ParseJsonText(std::string_view text,
   }
 }
 
+Result<void, JsonParseError> CheckJsonText(std::string_view text,
+                                           std::size_t max_depth) {
+  if (!TooDeepAt(text, max_depth) &&
+      text.find('\0') == std::string_view::npos &&
+      nlohmann::json::accept(text.begin(), text.end())) {
+    return {};
+  }
+  // Rare: the parser says what is wrong, and where.
+  auto parsed = ParseJsonText(text, max_depth);
+  if (parsed.ok()) return {};  // accept() and parse() never disagree
+  return std::move(parsed).error();
+}
+
 }  // namespace sluice

@@ -32,6 +32,11 @@ struct JsonParseError {
 Result<nlohmann::json, JsonParseError> ParseJsonText(
     std::string_view text, std::size_t max_depth = kMaxJsonDepth);
 
+// Checks that ParseJsonText(text, max_depth) would succeed, without
+// building the value (no allocation on success); fails with the same error.
+Result<void, JsonParseError> CheckJsonText(
+    std::string_view text, std::size_t max_depth = kMaxJsonDepth);
+
 }  // namespace sluice
 
 #endif  // SLUICE_SERVICE_UTIL_JSON_PARSE_HPP_

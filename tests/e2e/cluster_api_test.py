@@ -149,6 +149,19 @@ def ndjson_on_b_read_on_a(a, b):
     check_done_exactly(job, 50, "NDJSON job on A")
     check_every_seq_once(read_results(a, accepted["id"]), 50,
                          "NDJSON job's results on A")
+    # Cluster mode stores the lines as sent, checked rather than parsed:
+    # a bad line is still a 400 naming its byte offset, and nothing is
+    # stored.
+    before = len(b.json("GET", "/v1/jobs")[1]["jobs"])
+    bad = '{"a": 1}\n{"a": 2,}\n{"a": 3}\n'
+    status, body = b.json("POST", "/v1/jobs?pipeline=work", bad,
+                          {"Content-Type": "application/x-ndjson"})
+    check(status == 400 and body["error"]["code"] == "invalid_json" and
+          body["error"]["offset"] == bad.index(",}") + 1,
+          "a malformed NDJSON line on B: %s %s" % (status, body))
+    after = len(b.json("GET", "/v1/jobs")[1]["jobs"])
+    check(after == before, "the refused NDJSON POST left a job (%d jobs, "
+          "%d before)" % (after, before))
 
 
 def empty_job(a, b):

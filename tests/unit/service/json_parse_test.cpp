@@ -1,5 +1,6 @@
-// Unit tests of sluice::ParseJsonText (service/util/json_parse.hpp): values,
-// syntax errors with their byte offsets, invalid UTF-8, and the depth bound.
+// Unit tests of sluice::ParseJsonText and CheckJsonText
+// (service/util/json_parse.hpp): values, syntax errors with their byte
+// offsets, invalid UTF-8, and the depth bound.
 #include "service/util/json_parse.hpp"
 
 #include <gtest/gtest.h>
@@ -94,6 +95,32 @@ TEST(JsonParseTest, NumberOverflowPointsAtTheNumber) {
   EXPECT_EQ(r.error().reason.find("json.exception"), std::string::npos)
       << r.error().reason;
   EXPECT_TRUE(ParseJsonText("[1e300, -1e-400]").ok());
+}
+
+// CheckJsonText answers as ParseJsonText would, on every kind of input it
+// refuses, with the same offset and reason.
+TEST(CheckJsonTextTest, AgreesWithParseJsonText) {
+  const std::string cases[] = {
+      R"( {"a": [1, -2.5, "x", true, null, {}]} )",
+      "18446744073709551615",
+      R"([1, 2,, 3])",
+      "",
+      std::string("[1]\0[2]", 7),
+      std::string("\"a\xff\""),
+      Nested(kMaxJsonDepth),
+      Nested(kMaxJsonDepth + 1),
+      R"(["[[[[", 1])",
+      R"({"n": 1e999})",
+  };
+  for (const std::string& text : cases) {
+    auto parsed = ParseJsonText(text);
+    auto checked = CheckJsonText(text);
+    ASSERT_EQ(checked.ok(), parsed.ok()) << text;
+    if (!parsed.ok()) {
+      EXPECT_EQ(checked.error().offset, parsed.error().offset) << text;
+      EXPECT_EQ(checked.error().reason, parsed.error().reason) << text;
+    }
+  }
 }
 
 }  // namespace
