@@ -133,6 +133,12 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   mutable Mutex mu_;
   const std::unique_ptr<processors::Aggregator> fold_ SLUICE_PT_GUARDED_BY(mu_);
   const bool fold_reads_values_;
+  // A counting mirror's stand-in for its job's result cap: the records it
+  // would hold (RecordCost), and whether they passed max_result_bytes (then
+  // every later record counts cancelled, as a full mirror's Append does).
+  const std::uint64_t max_result_bytes_;
+  std::uint64_t counted_bytes_ SLUICE_GUARDED_BY(mu_) = 0;
+  bool over_cap_ SLUICE_GUARDED_BY(mu_) = false;
   std::vector<bool> seen_ SLUICE_GUARDED_BY(mu_);
   std::uint64_t seen_count_ SLUICE_GUARDED_BY(mu_) = 0;
   std::uint64_t accepted_ SLUICE_GUARDED_BY(mu_) = 0;  // the job's `in`
@@ -315,6 +321,9 @@ class ClusterImpl {
   std::optional<JobRecord> WholeJobSeal(
       const Batch& batch,
       const std::vector<std::vector<jobs::ResultRecord>>& per_item);
+  // After a batch's outcomes carrying its job's seal are stored: the
+  // metric, this replica's waiter of the job, and the final KV record.
+  void RecordSealStored(const JobRecord& seal);
   void PublishOutcomes(const Batch& batch, std::size_t begin, std::size_t end,
                        const std::string& data,
                        const std::optional<JobRecord>& seal = std::nullopt);

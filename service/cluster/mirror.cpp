@@ -37,6 +37,7 @@ Mirror::Mirror(const JobRecord& record, std::uint64_t max_result_bytes,
       ordered_(record.ordered),
       fold_(std::move(fold)),
       fold_reads_values_(fold_ != nullptr && fold_->ReadsValues()),
+      max_result_bytes_(max_result_bytes),
       seen_(record.in, false),
       accepted_(record.in),
       last_used_(std::chrono::steady_clock::now()) {}
@@ -239,8 +240,17 @@ void Mirror::AddOutcomes(const std::vector<std::uint64_t>& seqs,
 
 void Mirror::CountFresh(const std::vector<jobs::ResultRecord>& records,
                         std::uint64_t filtered) {
-  std::uint64_t out = 0, errors = 0;
+  std::uint64_t out = 0, errors = 0, cancelled = 0;
   for (const jobs::ResultRecord& r : records) {
+    // The counts a full mirror would show: records past the job's result
+    // cap count cancelled, and are not folded.
+    const std::size_t cost = jobs::RecordCost(r);
+    if (over_cap_ || counted_bytes_ + cost > max_result_bytes_) {
+      over_cap_ = true;
+      ++cancelled;
+      continue;
+    }
+    counted_bytes_ += cost;
     if (r.is_error) {
       ++errors;
       continue;
@@ -249,7 +259,7 @@ void Mirror::CountFresh(const std::vector<jobs::ResultRecord>& records,
     // Values stay text: parsed only for an aggregate that looks at them.
     fold_->Add(fold_reads_values_ ? jobs::ValueOf(r) : nlohmann::json());
   }
-  job_->AddCounts(out, errors, filtered);
+  job_->AddCounts(out, errors, filtered, cancelled);
 }
 
 nlohmann::json Mirror::folded_aggregate() const {

@@ -411,15 +411,7 @@ void ClusterImpl::Publish(Batch& batch) {
   if (stored) {
     metrics_.acked.Add({{"pipeline", batch.pipeline}})
         .Increment(static_cast<double>(batch.seqs.size()));
-    if (seal) {
-      metrics_.sealed_with_outcomes.Increment();
-      FinishWaiter(*seal);  // stored with the outcomes: the job has ended
-      // The record follows the seal at once, so a submitter waiting on
-      // the record (a small job, submit.cpp) is answered now. A lost
-      // compare-and-set (a cancel came meanwhile) leaves it to the sealer.
-      JobRecord final_record = *seal;
-      (void)PutRecord(final_record);
-    }
+    if (seal) RecordSealStored(*seal);
   }
   {
     MutexLock lock(&touched_mu_);
@@ -428,6 +420,16 @@ void ClusterImpl::Publish(Batch& batch) {
   MutexLock lock(&wake_mu_);
   wake_ = true;
   wake_cv_.SignalAll();
+}
+
+void ClusterImpl::RecordSealStored(const JobRecord& seal) {
+  metrics_.sealed_with_outcomes.Increment();
+  FinishWaiter(seal);  // stored with the outcomes: the job has ended
+  // The record follows the seal at once, so a submitter waiting on the
+  // record on another replica is answered now. A lost compare-and-set (a
+  // cancel came meanwhile) leaves it to the sealer.
+  JobRecord final_record = seal;
+  (void)PutRecord(final_record);
 }
 
 std::optional<JobRecord> ClusterImpl::WholeJobSeal(

@@ -538,6 +538,39 @@ std::string AllowedMethods(std::string_view route) {
   return allow;
 }
 
+// An NDJSON body's items into `submit`: one JSON value per line, blank
+// lines skipped. A service that stores items as text gets the lines,
+// checked, not parsed values. Returns the 400 to send, if any.
+std::optional<Reply> ParseNdjsonItems(const Call& call,
+                                      engine::SubmitRequest& submit) {
+  const std::string& body = call.req.body();
+  const bool texts_only = call.engine.TakesItemTexts();
+  std::size_t start = 0;
+  while (start < body.size()) {
+    std::size_t end = body.find('\n', start);
+    if (end == std::string::npos) end = body.size();
+    std::string_view line(body.data() + start, end - start);
+    if (line.find_first_not_of(" \t\r") != std::string_view::npos) {
+      std::optional<JsonParseError> error;
+      if (texts_only) {
+        if (auto checked = CheckJsonText(line); !checked.ok())
+          error = checked.error();
+      } else if (auto parsed = ParseJsonText(line); parsed.ok()) {
+        submit.items.push_back(std::move(parsed).value());
+      } else {
+        error = parsed.error();
+      }
+      if (error) {
+        error->offset += start;
+        return Answer(JsonSyntaxResponse(*error, call.req));
+      }
+      submit.item_texts.push_back(line);
+    }
+    start = end + 1;
+  }
+  return std::nullopt;
+}
+
 // POST /v1/jobs's body: the items and the options, or the 400 to send.
 Result<engine::SubmitRequest, Reply> ParseJobBody(const Call& call) {
   engine::SubmitRequest submit;
@@ -547,32 +580,7 @@ Result<engine::SubmitRequest, Reply> ParseJobBody(const Call& call) {
   const std::string& body = call.req.body();
 
   if (MediaType(call.req[bhttp::field::content_type]) == kNdjsonType) {
-    // One JSON value per line; blank lines are skipped. A service that
-    // stores items as text gets the lines, checked, not parsed values.
-    const bool texts_only = call.engine.TakesItemTexts();
-    std::size_t start = 0;
-    while (start < body.size()) {
-      std::size_t end = body.find('\n', start);
-      if (end == std::string::npos) end = body.size();
-      std::string_view line(body.data() + start, end - start);
-      if (line.find_first_not_of(" \t\r") != std::string_view::npos) {
-        std::optional<JsonParseError> error;
-        if (texts_only) {
-          if (auto checked = CheckJsonText(line); !checked.ok())
-            error = checked.error();
-        } else if (auto parsed = ParseJsonText(line); parsed.ok()) {
-          submit.items.push_back(std::move(parsed).value());
-        } else {
-          error = parsed.error();
-        }
-        if (error) {
-          error->offset += start;
-          return Answer(JsonSyntaxResponse(*error, call.req));
-        }
-        submit.item_texts.push_back(line);
-      }
-      start = end + 1;
-    }
+    if (auto error = ParseNdjsonItems(call, submit)) return std::move(*error);
   } else {
     auto parsed = ParseJsonText(body);
     if (!parsed.ok()) {

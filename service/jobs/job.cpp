@@ -323,12 +323,13 @@ void Job::FailLocked(std::string_view code, std::string message) {
 }
 
 void Job::AddCounts(std::uint64_t out, std::uint64_t errors,
-                    std::uint64_t filtered) {
+                    std::uint64_t filtered, std::uint64_t cancelled) {
   MutexLock lock(&mu_);
   if (IsFinal(state_)) return;
   counts_.out += out;
   counts_.errors += errors;
   counts_.filtered += filtered;
+  counts_.cancelled += cancelled;
 }
 
 bool Job::Append(std::vector<ResultRecord>& records, std::uint64_t filtered,

@@ -282,10 +282,10 @@ class Job {
   // queued -> running, recording started_at; a no-op in any other state.
   void MarkRunning(Clock::time_point now = Clock::now());
   // Counts records that are not kept (a cluster replica that only seals the
-  // job, whose results stay in NATS): `out` results, `errors` and
-  // `filtered` items. A no-op once finished.
+  // job, whose results stay in NATS): `out` results, `errors`, `filtered`
+  // items and `cancelled` records. A no-op once finished.
   void AddCounts(std::uint64_t out, std::uint64_t errors,
-                 std::uint64_t filtered);
+                 std::uint64_t filtered, std::uint64_t cancelled);
   // Appends records to the log and counts them (out / errors), plus
   // `filtered` and `cancelled` dropped pieces, then wakes streaming readers.
   // A no-op once finished.

@@ -11,6 +11,9 @@ real binary (ack_wait 2s):
   its record (SLUICE_CLUSTER_FAULT=after_items_published:1): the job never
   existed; the other replica lists and runs nothing of it, serves other
   jobs, and drops its items once they are 30 s old;
+- a job over jobs.max_job_result_bytes: the ?wait= answer on the
+  accepting replica (sealed from a counting mirror), the status on the
+  other and its result pages agree on what counts `cancelled`;
 - every replica down, then up: both replicas killed with -9 mid-job, two
   new ones started on the same NATS and prefix; the job resumes and ends
   done with exact counts, every seq once;
@@ -159,6 +162,38 @@ def acceptor_dies_before_its_record(binary):
         acked = metric_sum(b, "sluice_cluster_acked_total")
         check(acked == 10, "B acked %s items, not its own job's 10: it ran "
               "the dead submit's items" % acked)
+
+
+def result_cap_counted_alike(binary):
+    """A job whose results pass jobs.max_job_result_bytes (512 KiB here,
+    about 3,000 of its 6,000 records as a mirror holds them, while a batch
+    of at most 1,024 items stays under it on the replica running it):
+    the accepting replica seals it from a counting mirror, which keeps no
+    results, yet counts the records past the cap `cancelled` as a replica
+    holding them does. The ?wait= answer on A, the status on B and B's
+    result pages agree."""
+    n = 6000  # over 256 items: A follows the job with a counting mirror
+    with contextlib.ExitStack() as stack:
+        nats = stack.enter_context(NatsServer())
+        config = (cluster_config(nats, delay="1ms") +
+                  "jobs: { max_job_result_bytes: 512KiB }\n")
+        a = start_replica(stack, binary, config, "A")
+        b = start_replica(stack, binary, config, "B")
+        status, job = a.json("POST", "/v1/jobs?pipeline=work&wait=30",
+                             work_items(n), timeout=40)
+        items = job.get("items", {}) if job else {}
+        check(status == 200 and job["state"] == "done" and
+              0 < items.get("out", 0) < n and
+              items["out"] + items["cancelled"] == n,
+              "the capped job's ?wait= answer on A: %s %s" % (status, job))
+        on_b = wait_final(b, job["id"], 15, "the capped job on B")
+        check(on_b["items"] == items,
+              "the capped job's counts: %s on A, %s on B"
+              % (items, on_b["items"]))
+        shown = len(read_results(b, job["id"]))
+        check(shown == items["out"],
+              "B shows %d records of the capped job, its counts say out=%d"
+              % (shown, items["out"]))
 
 
 def every_replica_down_then_up(binary):
@@ -360,6 +395,7 @@ def main():
     binary = binary_from_argv()
     started = time.monotonic()
     for case in (redelivered_counted_once, acceptor_dies_before_its_record,
+                 result_cap_counted_alike,
                  every_replica_down_then_up,
                  over_capacity_cluster_wide, ordered_across_replicas):
         case_started = time.monotonic()

@@ -100,6 +100,21 @@ TEST(JobTest, TakeResultsMovesTheLogOutAndRefundsTheBudget) {
   EXPECT_TRUE(job.TakeResults().empty());
 }
 
+TEST(JobTest, AddCountsCountsWithoutKeepingRecordsUntilFinished) {
+  Job job("j", "p", 6, Job::Clock::now());
+  job.AddCounts(2, 1, 2, 1);
+  EXPECT_EQ(job.counts().out, 2u);
+  EXPECT_EQ(job.counts().errors, 1u);
+  EXPECT_EQ(job.counts().filtered, 2u);
+  EXPECT_EQ(job.counts().cancelled, 1u);
+  EXPECT_EQ(job.result_count(), 0u);
+  EXPECT_EQ(job.result_bytes(), 0u);
+  ASSERT_TRUE(job.Finish(nullptr).has_value());
+  job.AddCounts(5, 5, 5, 5);  // a finished job's counts are final
+  EXPECT_EQ(job.counts().out, 2u);
+  EXPECT_EQ(job.counts().cancelled, 1u);
+}
+
 TEST(JobTest, IdsAreSixteenHexCharsAndDistinct) {
   const std::regex hex("^[0-9a-f]{16}$");
   std::set<std::string> seen;
