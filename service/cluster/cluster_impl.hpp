@@ -81,6 +81,9 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   Result<void> Follow(jsCtx* js, const Names& names);
   // Unsubscribes (idempotent).
   void Stop();
+  // Stops for good: a Follow or Refollow, even one under way, subscribes
+  // nothing any more. For a mirror leaving the mirror table.
+  void Retire();
   // Follows the log again from its start, on a new consumer.
   Result<void> Refollow(jsCtx* js, const Names& names);
   // False once Stop() ran, or when the last Follow/Refollow failed.
@@ -154,6 +157,7 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
   std::chrono::steady_clock::time_point last_heard_ SLUICE_GUARDED_BY(mu_);
   mutable Mutex sub_mu_;
   natsSubscription* sub_ SLUICE_GUARDED_BY(sub_mu_) = nullptr;
+  bool retired_ SLUICE_GUARDED_BY(sub_mu_) = false;
 };
 
 // Items of one job taken by this replica and run as one local engine job.
@@ -300,6 +304,9 @@ class ClusterImpl {
                 std::vector<NatsPtr<natsMsg>>& msgs, Uncommitted& uncommitted,
                 prometheus::Counter& redelivered);
   void RunBatch(std::shared_ptr<Batch> batch);
+  // Whether `batch`'s items (of `job`, with no record in the table) belong
+  // to a submit that died before creating the record.
+  bool NeverCommitted(const std::string& job, const Batch& batch);
   void PublishLoop();
   // Tells JetStream that the items of running batches are still being
   // worked on, so a long item is not redelivered while it is alive.

@@ -128,7 +128,7 @@ ClusterImpl::~ClusterImpl() {
     for (auto& [id, m] : mirrors_) mirrors.push_back(m);
     mirrors_.clear();
   }
-  for (auto& m : mirrors) m->Stop();
+  for (auto& m : mirrors) m->Retire();
   {
     MutexLock lock(&submit_js_mu_);
     submit_js_.clear();

@@ -65,9 +65,17 @@ Result<void> Mirror::Follow(jsCtx* js, const Names& names) {
     MutexLock lock(&mu_);
     last_heard_ = std::chrono::steady_clock::now();
   }
-  MutexLock lock(&sub_mu_);
-  sub_ = sub;
-  return {};
+  {
+    MutexLock lock(&sub_mu_);
+    if (!retired_) {
+      sub_ = sub;
+      return {};
+    }
+  }
+  // Retired while subscribing (replaced, or pruned): nobody would stop it.
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  return Error{"cluster", "the mirror of " + job_->id() + " was retired"};
 }
 
 Result<void> Mirror::Refollow(jsCtx* js, const Names& names) {
@@ -77,6 +85,14 @@ Result<void> Mirror::Refollow(jsCtx* js, const Names& names) {
     messages_ = 0;  // the log is read again from its start
   }
   return Follow(js, names);
+}
+
+void Mirror::Retire() {
+  {
+    MutexLock lock(&sub_mu_);
+    retired_ = true;
+  }
+  Stop();
 }
 
 void Mirror::Stop() {
@@ -328,10 +344,12 @@ std::shared_ptr<Mirror> ClusterImpl::MirrorOf(const JobRecord& record,
         std::move(fold));
     mirrors_[record.id] = mirror;
   }
-  if (replaced) replaced->Stop();
+  if (replaced) replaced->Retire();
   if (auto r = mirror->Follow(js_.get(), names_); !r.ok()) {
     MutexLock lock(&mirrors_mu_);
-    mirrors_.erase(record.id);
+    auto it = mirrors_.find(record.id);
+    // Only ours: a reader may have replaced it meanwhile.
+    if (it != mirrors_.end() && it->second == mirror) mirrors_.erase(it);
     return mirror;  // shows the record's state; a later Find tries again
   }
   return mirror;
@@ -387,8 +405,13 @@ void ClusterImpl::PruneMirrors() {
     for (auto it = mirrors_.begin(); it != mirrors_.end();) {
       // Idle: nobody asked for it lately and no reader (a stream, a ?wait=)
       // holds its job.
+      // A counting mirror is made for sealing, not for readers: it stays
+      // until its job is sealed.
+      const bool counting_unsealed =
+          !it->second->keeps_results() && !it->second->sealed();
       const bool idle = now - it->second->last_used() > kMirrorIdle &&
-                        it->second->job().use_count() == 1;
+                        it->second->job().use_count() == 1 &&
+                        !counting_unsealed;
       const bool over = mirrors_.size() > kMaxMirrors;
       // A running job's mirror goes too when nobody asked for it lately:
       // the next Find (or the sealer) follows the log again from its start.
@@ -400,7 +423,7 @@ void ClusterImpl::PruneMirrors() {
       }
     }
   }
-  for (auto& m : dropped) m->Stop();
+  for (auto& m : dropped) m->Retire();
 }
 
 }  // namespace sluice::cluster

@@ -82,8 +82,17 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
   // worker runs no item of a job without a committed record, and drops the
   // items of one that never got a record (its submit died in between; no
   // client got a 202) once they are kAcceptTimeoutMs old.
-  if (auto r = PublishItems(record, request.items, 0, request.item_texts);
-      !r.ok()) {
+  const auto storing_since = std::chrono::steady_clock::now();
+  auto stored = PublishItems(record, request.items, 0, request.item_texts);
+  if (stored.ok() && std::chrono::steady_clock::now() - storing_since >
+                         std::chrono::milliseconds(kAcceptTimeoutMs / 2)) {
+    // Workers drop items whose record has not come within
+    // kAcceptTimeoutMs: never create one that late.
+    stored =
+        Error{"cluster", "storing the items took over " +
+                             std::to_string(kAcceptTimeoutMs / 2000) + " s"};
+  }
+  if (auto& r = stored; !r.ok()) {
     DropWaiter(record.id);
     RollBack(record);
     if (r.error().code == "too_large") {

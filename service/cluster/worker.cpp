@@ -57,17 +57,8 @@ std::uint64_t DeliveryOf(natsMsg* msg) {
   return meta->NumDelivered;
 }
 
-// Whether JetStream stored the message more than `ms` ago.
-bool StoredBefore(natsMsg* msg, std::int64_t ms) {
-  jsMsgMetaData* raw = nullptr;
-  if (natsMsg_GetMetaData(&raw, msg) != NATS_OK) return false;
-  NatsPtr<jsMsgMetaData> meta(raw);
-  const std::int64_t now_ns =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(
-          std::chrono::system_clock::now().time_since_epoch())
-          .count();
-  return now_ns - meta->Timestamp > ms * 1000000;
-}
+// How long a chunk of a job without a record is handed back each time.
+constexpr std::int64_t kNoRecordDelayMs = 2000;
 
 }  // namespace
 
@@ -198,8 +189,7 @@ void ClusterImpl::Dispatch(const std::string& pipeline,
                                    : std::chrono::milliseconds(100));
     if (record && (record->cancel || record->final())) {
       for (auto& msg : batch->msgs) natsMsg_Term(msg.get(), nullptr);
-    } else if (!record &&
-               StoredBefore(batch->msgs.front().get(), kAcceptTimeoutMs)) {
+    } else if (!record && NeverCommitted(job, *batch)) {
       // Its submit died between storing the items and creating the record:
       // no client got a 202, and the job never existed.
       for (auto& msg : batch->msgs) natsMsg_Term(msg.get(), nullptr);
@@ -210,7 +200,7 @@ void ClusterImpl::Dispatch(const std::string& pipeline,
       // items meanwhile.
       uncommitted[job] = now + std::chrono::seconds(1);
       for (auto& msg : batch->msgs) {
-        natsMsg_NakWithDelay(msg.get(), 2000, nullptr);
+        natsMsg_NakWithDelay(msg.get(), kNoRecordDelayMs, nullptr);
       }
     } else {
       if (!batch->msgs.empty() && DeliveryOf(batch->msgs.front().get()) > 1) {
@@ -303,6 +293,19 @@ void ClusterImpl::CancelBatchesOfCancelledJobs() {
   // callback takes done_mu_. It then ends cancelled, so Publish hands its
   // items back, and the sealer purges them and counts them cancelled.
   for (const std::string& id : local_ids) engine_.Cancel(id);
+}
+
+// The age is counted in hand-backs, not clocks (the replica's and the NATS
+// server's may differ): a chunk handed back kNoRecordDelayMs at a time has
+// waited kAcceptTimeoutMs once delivered that many times; a submit gives
+// up before then (submit.cpp). The KV store, not this replica's table
+// (which may be reloading after a reconnect), says the record is absent.
+bool ClusterImpl::NeverCommitted(const std::string& job, const Batch& batch) {
+  const std::uint64_t handed_back = kAcceptTimeoutMs / kNoRecordDelayMs;
+  if (batch.msgs.empty() || DeliveryOf(batch.msgs.front().get()) <= handed_back)
+    return false;
+  auto fetched = FetchRecord(job);
+  return !fetched.ok() && fetched.error().code == "not_found";
 }
 
 // What each item of a finished batch ended as, in the batch's order; an
@@ -424,12 +427,13 @@ void ClusterImpl::Publish(Batch& batch) {
 
 void ClusterImpl::RecordSealStored(const JobRecord& seal) {
   metrics_.sealed_with_outcomes.Increment();
-  FinishWaiter(seal);  // stored with the outcomes: the job has ended
-  // The record follows the seal at once, so a submitter waiting on the
-  // record on another replica is answered now. A lost compare-and-set (a
-  // cancel came meanwhile) leaves it to the sealer.
+  // The record follows the seal at once (PutRecord finishes this replica's
+  // waiter, and the others' watchers theirs), so a GET right after the
+  // ?wait= answer finds it final. A lost compare-and-set (a cancel came
+  // meanwhile) leaves the record to the sealer; the seal is stored with
+  // the outcomes, so the job has ended all the same.
   JobRecord final_record = seal;
-  (void)PutRecord(final_record);
+  if (!PutRecord(final_record).ok()) FinishWaiter(seal);
 }
 
 std::optional<JobRecord> ClusterImpl::WholeJobSeal(

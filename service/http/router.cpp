@@ -550,7 +550,17 @@ std::optional<Reply> ParseNdjsonItems(const Call& call,
     std::size_t end = body.find('\n', start);
     if (end == std::string::npos) end = body.size();
     std::string_view line(body.data() + start, end - start);
-    if (line.find_first_not_of(" \t\r") != std::string_view::npos) {
+    // The parser skips a UTF-8 byte order mark before a value, but a line
+    // stored as text is spliced into a JSON array, where one would not be.
+    constexpr std::string_view kBom = "\xEF\xBB\xBF";
+    std::size_t skipped = 0;
+    const bool blank =
+        line.find_first_not_of(" \t\r") == std::string_view::npos;
+    if (texts_only && line.starts_with(kBom)) {
+      line.remove_prefix(kBom.size());
+      skipped = kBom.size();
+    }
+    if (!blank) {
       std::optional<JsonParseError> error;
       if (texts_only) {
         if (auto checked = CheckJsonText(line); !checked.ok())
@@ -561,7 +571,7 @@ std::optional<Reply> ParseNdjsonItems(const Call& call,
         error = parsed.error();
       }
       if (error) {
-        error->offset += start;
+        error->offset += start + skipped;
         return Answer(JsonSyntaxResponse(*error, call.req));
       }
       submit.item_texts.push_back(line);

@@ -10,7 +10,7 @@ real binary (ack_wait 2s):
 - the accepting replica dies between storing a job's items and creating
   its record (SLUICE_CLUSTER_FAULT=after_items_published:1): the job never
   existed; the other replica lists and runs nothing of it, serves other
-  jobs, and drops its items once they are 30 s old;
+  jobs, and drops its items after handing them back for 30 s;
 - a job over jobs.max_job_result_bytes: the ?wait= answer on the
   accepting replica (sealed from a counting mirror), the status on the
   other and its result pages agree on what counts `cancelled`;
@@ -124,8 +124,9 @@ def acceptor_dies_before_its_record(binary):
     """A stores a job's items and dies (SLUICE_CLUSTER_FAULT=
     after_items_published:1) before creating its record: no 202 was sent,
     so the job never existed. B does not run its items, lists no such job,
-    serves other jobs meanwhile, and drops the items once they are 30 s
-    old (kAcceptTimeoutMs), leaving the items stream empty."""
+    serves other jobs meanwhile, and drops the items once it has handed
+    them back for 30 s (kAcceptTimeoutMs), leaving the items stream
+    empty."""
     with contextlib.ExitStack() as stack:
         nats = stack.enter_context(NatsServer())
         config = cluster_config(nats)
