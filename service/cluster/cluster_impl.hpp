@@ -264,12 +264,12 @@ class ClusterImpl {
   Result<JobRecord> FetchRecord(std::string_view id) const;
   Result<void> PutRecord(JobRecord& record);
   // Puts `record` in the table unless the table has a newer revision, and
-  // keeps pending_in_table_ in step. Returns whether it did.
-  bool StoreInTableLocked(const std::string& id, JobRecord record)
+  // keeps pending_in_table_ in step.
+  void StoreInTableLocked(const std::string& id, JobRecord record)
       SLUICE_REQUIRES(table_mu_);
   void EraseFromTableLocked(const std::string& id) SLUICE_REQUIRES(table_mu_);
-  // A small job's submitter waits on a plain job that the final record
-  // finishes, not on a mirror (submit.cpp): no consumer per job.
+  // A submitter waits on a plain job that the job's final record finishes,
+  // not on a mirror (submit.cpp): no consumer per job.
   std::shared_ptr<jobs::Job> AddWaiter(const JobRecord& record);
   void DropWaiter(const std::string& id);
   // Finishes the waiter of `record`'s job, if any, when the record is final.

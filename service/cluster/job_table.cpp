@@ -87,10 +87,8 @@ void ClusterImpl::WatchOnce() {
       MutexLock lock(&table_mu_);
       if (!record) {
         EraseFromTableLocked(key);
-      } else if (record->final()) {
-        finished = *record;
-        StoreInTableLocked(key, std::move(*record));
       } else {
+        if (record->final()) finished = *record;
         StoreInTableLocked(key, std::move(*record));
       }
       table_cv_.SignalAll();
@@ -100,18 +98,17 @@ void ClusterImpl::WatchOnce() {
   }
 }
 
-bool ClusterImpl::StoreInTableLocked(const std::string& id, JobRecord record) {
+void ClusterImpl::StoreInTableLocked(const std::string& id, JobRecord record) {
   auto it = table_.find(id);
   if (it == table_.end()) {
     pending_in_table_ += PendingOf(record);
     table_.emplace(id, std::move(record));
-    return true;
+    return;
   }
-  if (it->second.revision >= record.revision) return false;
+  if (it->second.revision >= record.revision) return;
   pending_in_table_ -= PendingOf(it->second);
   pending_in_table_ += PendingOf(record);
   it->second = std::move(record);
-  return true;
 }
 
 void ClusterImpl::EraseFromTableLocked(const std::string& id) {

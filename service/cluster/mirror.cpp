@@ -403,10 +403,9 @@ void ClusterImpl::PruneMirrors() {
     MutexLock lock(&mirrors_mu_);
     const auto now = std::chrono::steady_clock::now();
     for (auto it = mirrors_.begin(); it != mirrors_.end();) {
-      // Idle: nobody asked for it lately and no reader (a stream, a ?wait=)
-      // holds its job.
-      // A counting mirror is made for sealing, not for readers: it stays
-      // until its job is sealed.
+      // Idle: nobody asked for it lately and no reader (a stream) holds its
+      // job. A counting mirror is made for sealing, not for readers: it
+      // stays until its job is sealed.
       const bool counting_unsealed =
           !it->second->keeps_results() && !it->second->sealed();
       const bool idle = now - it->second->last_used() > kMirrorIdle &&

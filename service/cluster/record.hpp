@@ -86,9 +86,10 @@ inline constexpr const char* kSealHeader = "Sluice-Seal";
 // is the job's seal as well and readers apply it after its outcomes.
 inline constexpr const char* kFinalHeader = "Sluice-Final";
 inline constexpr std::size_t kChunkItems = 256;
-// How long a submit may take to store a job's items: items older than this
-// whose job has no committed record belong to a submit that died before
-// its 202, and are dropped.
+// How long a job's items may wait for its record: items handed back for
+// this long whose job has no record belong to a submit that died before
+// its 202, and are dropped (worker.cpp NeverCommitted). A submit that takes
+// half of it to store its items is refused instead of committed.
 inline constexpr std::int64_t kAcceptTimeoutMs = 30000;
 // The lines of `records` (none for no records; window records are left
 // out, as cluster mode refuses windows).

@@ -81,7 +81,7 @@ Result<std::shared_ptr<jobs::Job>, Refusal> ClusterImpl::Admit(
   // The items first, then the record, created committed (`queued`): a
   // worker runs no item of a job without a committed record, and drops the
   // items of one that never got a record (its submit died in between; no
-  // client got a 202) once they are kAcceptTimeoutMs old.
+  // client got a 202) after handing them back for kAcceptTimeoutMs.
   const auto storing_since = std::chrono::steady_clock::now();
   auto stored = PublishItems(record, request.items, 0, request.item_texts);
   if (stored.ok() && std::chrono::steady_clock::now() - storing_since >
