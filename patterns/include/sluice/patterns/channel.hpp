@@ -52,6 +52,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <coroutine>
 #include <cstdint>
 #include <iterator>
 #include <memory>
@@ -77,6 +78,10 @@ template <class T>
 class SendOp;
 template <class T>
 class RecvOp;
+template <class T>
+class SendAwaiter;
+template <class T>
+class RecvAwaiter;
 }  // namespace detail
 
 template <class T>
@@ -263,44 +268,17 @@ class Channel {
   // suspend the task instead of blocking its thread, with the same results
   // and rules as send() and recv().
 
-  // co_await async_send(v, st): as send().
-  Task<bool> async_send(T value, std::stop_token st = {}) {
-    if (st.stop_requested()) co_return false;
-    if (!rendezvous()) {
-      std::uint64_t pos = 0;
-      const Status s = push(value, pos);
-      if (s == Status::kOk) {
-        not_empty_.wake_one();
-        co_return true;
-      }
-      if (s == Status::kClosed) co_return false;
-    }
-    detail::SendOp<T> op(this, &value);
-    detail::CaseBase* cases[1] = {&op};
-    detail::WaitNode nodes[1];
-    const std::size_t r = co_await detail::wait_task(
-        detail::WaitPlan{cases, nodes, -1, -1, std::nullopt}, std::move(st));
-    co_return r == 0 && op.sent();
+  // co_await async_send(v, st): as send(). A send that can complete at once
+  // (room in the ring, or the channel closed) does so in await_ready,
+  // without suspending or allocating; only a wait costs a coroutine frame.
+  // The awaitable is meant to be awaited at once, as in the line above.
+  detail::SendAwaiter<T> async_send(T value, std::stop_token st = {}) {
+    return detail::SendAwaiter<T>(this, std::move(value), std::move(st));
   }
 
-  // co_await async_recv(st): as recv().
-  Task<std::optional<T>> async_recv(std::stop_token st = {}) {
-    if (st.stop_requested()) co_return std::nullopt;
-    if (!rendezvous()) {
-      std::optional<T> out;
-      const Status s = pop(out);
-      if (s == Status::kOk) {
-        after_pop(1);
-        co_return out;
-      }
-      if (s == Status::kClosed) co_return std::nullopt;
-    }
-    detail::RecvOp<T> op(this);
-    detail::CaseBase* cases[1] = {&op};
-    detail::WaitNode nodes[1];
-    co_await detail::wait_task(
-        detail::WaitPlan{cases, nodes, -1, -1, std::nullopt}, std::move(st));
-    co_return op.take();
+  // co_await async_recv(st): as recv(), with the same fast path.
+  detail::RecvAwaiter<T> async_recv(std::stop_token st = {}) {
+    return detail::RecvAwaiter<T>(this, std::move(st));
   }
 
   // True once close() has been called (values may still be buffered).
@@ -382,6 +360,10 @@ class Channel {
   friend class detail::SendOp;
   template <class U>
   friend class detail::RecvOp;
+  template <class U>
+  friend class detail::SendAwaiter;
+  template <class U>
+  friend class detail::RecvAwaiter;
 
   // The threads, tasks and selects waiting for a buffered channel to change
   // (receivers for a value, senders for room). A waker checks the list's
@@ -835,6 +817,113 @@ class RecvOp final : public CaseBase {
   std::optional<T> value_;
   Parker* peer_ = nullptr;
   bool popped_ = false;
+};
+
+// The slow path shared by both awaiters: one operation waited on by the
+// wait_task coroutine, which the awaiting task awaits as it would any Task.
+// Lives inside the awaiter, so inside the awaiting coroutine's frame.
+class OneCaseWait {
+ public:
+  OneCaseWait() = default;
+  OneCaseWait(const OneCaseWait&) = delete;
+  OneCaseWait& operator=(const OneCaseWait&) = delete;
+
+  // Starts waiting on `op`; true if the task must stay suspended.
+  bool suspend(CaseBase* op, std::stop_token st, std::coroutine_handle<> h) {
+    cases_[0] = op;
+    wait_ = wait_task(WaitPlan{cases_, nodes_, -1, -1, std::nullopt},
+                      std::move(st));
+    return wait_.operator co_await().await_suspend(h);
+  }
+  // After the wait: 0 if the operation took effect, kStopped if not.
+  std::size_t result() { return wait_.operator co_await().await_resume(); }
+
+ private:
+  CaseBase* cases_[1] = {};
+  WaitNode nodes_[1];
+  Task<std::size_t> wait_;
+};
+
+// What Channel<T>::async_send returns. Not copyable or movable: awaited
+// where it is made.
+template <class T>
+class [[nodiscard]] SendAwaiter {
+ public:
+  SendAwaiter(Channel<T>* ch, T value, std::stop_token st)
+      : ch_(ch), value_(std::move(value)), st_(std::move(st)) {}
+  SendAwaiter(const SendAwaiter&) = delete;
+  SendAwaiter& operator=(const SendAwaiter&) = delete;
+
+  bool await_ready() {
+    if (st_.stop_requested()) return done(false);
+    if (ch_->rendezvous()) return false;
+    std::uint64_t pos = 0;
+    const auto s = ch_->push(value_, pos);
+    if (s == Channel<T>::Status::kOk) {
+      ch_->not_empty_.wake_one();
+      return done(true);
+    }
+    return s == Channel<T>::Status::kClosed && done(false);
+  }
+  bool await_suspend(std::coroutine_handle<> h) {
+    op_.emplace(ch_, &value_);
+    return wait_.suspend(&*op_, std::move(st_), h);
+  }
+  bool await_resume() {
+    if (ready_) return sent_;
+    return wait_.result() == 0 && op_->sent();
+  }
+
+ private:
+  bool done(bool sent) {
+    sent_ = sent;
+    ready_ = true;
+    return true;
+  }
+
+  Channel<T>* ch_;
+  T value_;
+  std::stop_token st_;
+  bool ready_ = false;
+  bool sent_ = false;
+  std::optional<SendOp<T>> op_;
+  OneCaseWait wait_;
+};
+
+// What Channel<T>::async_recv returns. Not copyable or movable.
+template <class T>
+class [[nodiscard]] RecvAwaiter {
+ public:
+  RecvAwaiter(Channel<T>* ch, std::stop_token st)
+      : ch_(ch), st_(std::move(st)) {}
+  RecvAwaiter(const RecvAwaiter&) = delete;
+  RecvAwaiter& operator=(const RecvAwaiter&) = delete;
+
+  bool await_ready() {
+    if (st_.stop_requested()) return true;
+    if (ch_->rendezvous()) return false;
+    const auto s = ch_->pop(value_);
+    if (s == Channel<T>::Status::kOk) ch_->after_pop(1);
+    return s != Channel<T>::Status::kEmpty;
+  }
+  bool await_suspend(std::coroutine_handle<> h) {
+    suspended_ = true;
+    op_.emplace(ch_);
+    return wait_.suspend(&*op_, std::move(st_), h);
+  }
+  std::optional<T> await_resume() {
+    if (!suspended_) return std::move(value_);
+    wait_.result();
+    return op_->take();
+  }
+
+ private:
+  Channel<T>* ch_;
+  std::stop_token st_;
+  std::optional<T> value_;
+  bool suspended_ = false;
+  std::optional<RecvOp<T>> op_;
+  OneCaseWait wait_;
 };
 
 }  // namespace detail

@@ -173,11 +173,15 @@ class Scheduler {
     wake_idle();  // another thread may steal it
   }
 
-  // Dekker pairing with park(): a parking thread counts itself idle before
-  // it looks at the queues one last time; a pusher publishes first, then
-  // reads the count, so one of the two sees the other.
+  // Dekker pairing with park(): a parking thread stops counting itself as
+  // spinning and counts itself idle before it looks at the queues one last
+  // time; a pusher publishes first, then reads the counts, so one of the
+  // two sees the other. While a thread spins it will find the work itself:
+  // waking a parked one too (a futex wake, then a futex sleep when it finds
+  // nothing) is what Go's wakep() avoids with nmspinning.
   void wake_idle() SLUICE_EXCLUDES(idle_mu_) {
     if (idle_.load(std::memory_order_seq_cst) == 0) return;
+    if (spinning_.load(std::memory_order_seq_cst) != 0) return;
     MutexLock lock(&idle_mu_);
     idle_cv_.Signal();
   }
@@ -254,14 +258,7 @@ class Scheduler {
 
   std::coroutine_handle<> find_work(Worker& w) {
     fire_timers();
-    // A chain of hand-offs through `next` must not starve the queue (Go
-    // lets runnext inherit the time slice for the same reason).
-    if (w.next && w.next_streak < 64) {
-      ++w.next_streak;
-      return std::exchange(w.next, {});
-    }
-    w.next_streak = 0;
-    if (w.next) push_local(w, std::exchange(w.next, {}));
+    if (w.next) return take_next(w);
     // Every 61st look goes to the global queue first, so that work from
     // outside is not starved by busy local queues (as Go does).
     if (++w.tick % 61 == 0) {
@@ -270,6 +267,21 @@ class Scheduler {
     if (auto h = pop_local(w)) return h;
     if (auto h = pop_global()) return h;
     return steal(w);
+  }
+
+  // A chain of hand-offs through `next` (two tasks passing values back
+  // and forth) stays on this thread, but every 64th link gives way to
+  // queued work if there is any (Go lets runnext inherit the time slice for
+  // the same reason). With nothing else to run, the chain simply goes on:
+  // queueing it would only wake another thread to steal it.
+  std::coroutine_handle<> take_next(Worker& w) {
+    if (++w.next_streak < 64) return std::exchange(w.next, {});
+    w.next_streak = 0;
+    std::coroutine_handle<> other = pop_local(w);
+    if (!other) other = pop_global();
+    if (!other) return std::exchange(w.next, {});
+    push_local(w, std::exchange(w.next, {}));
+    return other;
   }
 
   bool has_work(Worker& self) SLUICE_EXCLUDES(global_mu_) {
@@ -284,6 +296,20 @@ class Scheduler {
     (void)self;
     return next_deadline_.load(std::memory_order_seq_cst) <=
            Clock::now().time_since_epoch().count();
+  }
+
+  // Before parking, look again for a few microseconds: in a stream of
+  // hand-offs the next task is usually made runnable that soon. Counted in
+  // spinning_, so that pushers do not wake a parked thread meanwhile.
+  std::coroutine_handle<> spin_for_work(Worker& w) {
+    spinning_.fetch_add(1, std::memory_order_seq_cst);
+    std::coroutine_handle<> h;
+    for (int spin = 0; !h && spin < 8; ++spin) {
+      for (int k = 0; k < 64; ++k) cpu_relax();
+      h = find_work(w);
+    }
+    spinning_.fetch_sub(1, std::memory_order_seq_cst);
+    return h;
   }
 
   // Sleeps until work may be there. False once the scheduler stops.
@@ -309,12 +335,7 @@ class Scheduler {
     current_worker() = &w;
     for (;;) {
       std::coroutine_handle<> h = find_work(w);
-      // Before parking, look again for a few microseconds: in a stream of
-      // hand-offs the next task is usually made runnable that soon.
-      for (int spin = 0; !h && spin < 8; ++spin) {
-        for (int k = 0; k < 64; ++k) cpu_relax();
-        h = find_work(w);
-      }
+      if (!h) h = spin_for_work(w);
       if (h) {
         h.resume();
         continue;
@@ -331,6 +352,7 @@ class Scheduler {
   Mutex idle_mu_;
   CondVar idle_cv_;
   std::atomic<std::uint32_t> idle_{0};
+  std::atomic<std::uint32_t> spinning_{0};
   bool stopping_ SLUICE_GUARDED_BY(idle_mu_) = false;
 
   Mutex timer_mu_;

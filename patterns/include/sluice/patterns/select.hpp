@@ -139,10 +139,9 @@ WaitPlan make_plan(std::span<CaseBase*> cases, std::span<WaitNode> nodes,
   constexpr bool defaults[] = {kIsDefault<Specs>...};
   WaitPlan plan{cases, nodes, index_where<Specs...>(timeouts),
                 index_where<Specs...>(defaults), std::nullopt};
-  const auto now = Clock::now();
   auto set_deadline = [&](auto& spec) {
     if constexpr (kIsTimeout<std::remove_cvref_t<decltype(spec)>>) {
-      plan.deadline = now + spec.timeout;
+      plan.deadline = Clock::now() + spec.timeout;
     }
   };
   (set_deadline(specs), ...);
@@ -178,7 +177,14 @@ Task<std::size_t> select_task(std::index_sequence<I...> seq,
   // The timeout counts from the async_select call, not from the first
   // resumption of this (lazily started) coroutine.
   if (plan.deadline) *plan.deadline -= Clock::now() - start;
-  const std::size_t chosen = co_await wait_task(plan, std::move(st));
+  // A case ready at once needs no waiting coroutine (wait_task's frame).
+  std::size_t chosen = kStopped;
+  if (st.stop_requested()) co_return chosen;
+  if (const int c = poll_unlocked(plan); c >= 0) {
+    chosen = static_cast<std::size_t>(c);
+  } else {
+    chosen = co_await wait_task(plan, std::move(st));
+  }
   run_chosen(chosen, ops, seq, specs...);
   co_return chosen;
 }
@@ -230,9 +236,12 @@ std::size_t select(Specs... specs) {
 template <class... Specs>
 Task<std::size_t> async_select(std::stop_token st, Specs... specs) {
   detail::check_cases<Specs...>();
-  return detail::select_task(std::index_sequence_for<Specs...>{},
-                             detail::Clock::now(), std::move(st),
-                             std::move(specs)...);
+  // The clock is read only for a timeout (a vDSO call per select adds up).
+  constexpr bool kTimed = (detail::kIsTimeout<Specs> || ...);
+  return detail::select_task(
+      std::index_sequence_for<Specs...>{},
+      kTimed ? detail::Clock::now() : detail::Clock::time_point{},
+      std::move(st), std::move(specs)...);
 }
 template <class... Specs>
 Task<std::size_t> async_select(Specs... specs) {
