@@ -189,6 +189,65 @@ TEST_P(RuntimeTest, StopRacingTheTimerWakesTheSleeperExactlyOnce) {
   EXPECT_EQ(woke.load(), 500);
 }
 
+// Timers live on the heap of the thread that armed them; when that thread
+// is stuck in a long task, an idle thread fires them.
+TEST_P(RuntimeTest, ATimerFiresWhileItsThreadIsBusy) {
+  if (threads() < 2) GTEST_SKIP() << "needs a second thread to fire it";
+  std::atomic<bool> woke{false};
+  std::atomic<bool> busy_ended_first{false};
+  Runtime rt(threads());
+  rt.spawn([&]() -> Task<> {
+    // Queued on this thread, it runs here as soon as the sleeper suspends
+    // (unless another thread steals it, which is fine too).
+    rt.spawn([&]() -> Task<> {
+      const auto give_up = Clock::now() + test::kDeadline;
+      while (!woke.load() && Clock::now() < give_up) std::this_thread::yield();
+      if (!woke.load()) busy_ended_first = true;
+      co_return;
+    });
+    co_await sleep_for(20ms);
+    woke = true;
+  });
+  rt.wait();
+  EXPECT_TRUE(woke.load());
+  EXPECT_FALSE(busy_ended_first.load());
+}
+
+TEST(TimerHeapTest, TakesDueTimersInDeadlineOrderAndSkipsCancelled) {
+  constexpr int kTimers = 1000;
+  std::vector<detail::Parker> parkers(kTimers);
+  std::vector<detail::TimerNode> nodes(kTimers);
+  detail::TimerHeap heap;
+  const detail::Clock::time_point base{};
+  std::uint64_t rng = 0x9E3779B97F4A7C15ULL;
+  for (int i = 0; i < kTimers; ++i) {
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    nodes[i].deadline = base + std::chrono::microseconds((rng >> 33) % 5000);
+    nodes[i].parker = &parkers[i];
+    nodes[i].index = static_cast<std::uint32_t>(i);
+    heap.add(&nodes[i]);
+  }
+  for (int i = 0; i < kTimers; i += 3) heap.cancel(&nodes[i]);
+  std::vector<detail::Parker*> won;
+  for (int t = 0; t <= 5000; t += 250) {
+    const auto now = base + std::chrono::microseconds(t);
+    const std::size_t before = won.size();
+    heap.take_due(now, won);
+    for (std::size_t k = before; k < won.size(); ++k) {
+      const auto i = won[k] - parkers.data();
+      EXPECT_NE(i % 3, 0) << "cancelled timer " << i << " fired";
+      EXPECT_LE(nodes[i].deadline, now);
+      if (k > 0) {
+        EXPECT_LE(nodes[won[k - 1] - parkers.data()].deadline,
+                  nodes[i].deadline);
+      }
+    }
+    EXPECT_GT(heap.next_deadline(), now.time_since_epoch().count());
+  }
+  EXPECT_EQ(won.size(), static_cast<std::size_t>(kTimers - (kTimers + 2) / 3));
+  EXPECT_EQ(heap.next_deadline(), INT64_MAX);
+}
+
 TEST_P(RuntimeTest, SpawnAfterWaitRuns) {
   std::atomic<int> ran{0};
   Runtime rt(threads());

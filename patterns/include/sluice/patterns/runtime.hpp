@@ -18,8 +18,9 @@
 // one thread with no cross-core trip. Work from outside the runtime (a
 // thread's send, spawn from main) goes to a global queue. An idle thread
 // steals half of another's local queue, then parks on a condition variable:
-// an idle runtime uses no CPU. Timers live in one ordered map per runtime,
-// serviced by its threads (no thread per sleeper).
+// an idle runtime uses no CPU. Timers live in a heap per thread (Go's
+// per-P timers: no lock shared by every sleeper, no thread per sleeper),
+// fired by their thread, or by an idle one when they are late.
 //
 // Thread-safety: spawn() and wait() may be called from any thread (wait()
 // not from the runtime's own threads); the destructor from one thread, with
@@ -27,6 +28,7 @@
 #ifndef SLUICE_PATTERNS_RUNTIME_HPP_
 #define SLUICE_PATTERNS_RUNTIME_HPP_
 
+#include <algorithm>
 #include <atomic>
 #include <cassert>
 #include <chrono>
@@ -37,7 +39,6 @@
 #include <deque>
 #include <exception>
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <stop_token>
@@ -48,6 +49,7 @@
 
 #include "sluice/patterns/detail/parker.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
+#include "sluice/patterns/detail/timer_heap.hpp"
 #include "sluice/patterns/mutex.hpp"
 #include "sluice/patterns/task.hpp"
 
@@ -56,17 +58,6 @@ namespace sluice {
 class Runtime;
 
 namespace detail {
-
-using Clock = std::chrono::steady_clock;
-
-// A pending timer: fires by claiming `parker` for case `index`.
-struct TimerNode {
-  Clock::time_point deadline;
-  Parker* parker = nullptr;
-  std::uint32_t index = 0;
-  std::multimap<Clock::time_point, TimerNode*>::iterator pos;
-  bool armed = false;  // in the timer map; guarded by Scheduler::timer_mu_
-};
 
 // Scheduler: the threads and run queues of one Runtime. Thread-safe.
 class Scheduler {
@@ -113,26 +104,18 @@ class Scheduler {
     }
   }
 
-  void add_timer(TimerNode* t) SLUICE_EXCLUDES(timer_mu_) {
-    bool earliest = false;
-    {
-      MutexLock lock(&timer_mu_);
-      t->pos = timers_.emplace(t->deadline, t);
-      t->armed = true;
-      earliest = t->pos == timers_.begin();
-      if (earliest) publish_next_deadline();
-    }
+  // Arms `t` on the calling thread's own timer heap (Go's per-P timers).
+  void add_timer(TimerNode* t) {
+    Worker* w = current_worker();
+    TimerHeap& heap =
+        w != nullptr && w->owner == this ? w->timers : workers_[0].timers;
     // A parked thread may be sleeping until a later deadline.
-    if (earliest) wake_idle();
+    if (heap.add(t)) wake_idle();
   }
 
   // Removes `t` if it has not fired. Call only after claiming its parker.
-  void cancel_timer(TimerNode* t) SLUICE_EXCLUDES(timer_mu_) {
-    MutexLock lock(&timer_mu_);
-    if (!t->armed) return;
-    timers_.erase(t->pos);
-    t->armed = false;
-    publish_next_deadline();
+  static void cancel_timer(TimerNode* t) {
+    if (t->heap != nullptr) t->heap->cancel(t);
   }
 
   // The scheduler whose thread is running the caller, or nullptr.
@@ -148,6 +131,8 @@ class Scheduler {
     std::coroutine_handle<> next;  // only its own thread touches it
     std::uint32_t next_streak = 0;
     std::uint32_t tick = 0;
+    std::vector<Parker*> due;  // fire_timers' scratch; own thread only
+    TimerHeap timers;
     Mutex mu;
     std::deque<std::coroutine_handle<>> queue SLUICE_GUARDED_BY(mu);
   };
@@ -186,34 +171,34 @@ class Scheduler {
     idle_cv_.Signal();
   }
 
-  void publish_next_deadline() SLUICE_REQUIRES(timer_mu_) {
-    next_deadline_.store(
-        timers_.empty() ? INT64_MAX
-                        : timers_.begin()->first.time_since_epoch().count(),
-        std::memory_order_seq_cst);
+  // The earliest deadline over every thread's heap (Clock ticks), or
+  // INT64_MAX.
+  std::int64_t earliest_deadline() const {
+    std::int64_t next = INT64_MAX;
+    for (const Worker& w : workers_) {
+      next = std::min(next, w.timers.next_deadline());
+    }
+    return next;
   }
 
-  // Fires every timer that is due: claims its parker under timer_mu_ (so a
-  // stop callback that claims instead finds the timer still armed and
-  // removes it), then wakes the winners outside the lock.
-  void fire_timers() SLUICE_EXCLUDES(timer_mu_) {
-    const std::int64_t next = next_deadline_.load(std::memory_order_relaxed);
-    if (next == INT64_MAX || next > Clock::now().time_since_epoch().count()) {
-      return;
-    }
-    std::vector<Parker*> due;
-    {
-      MutexLock lock(&timer_mu_);
-      const auto now = Clock::now();
-      while (!timers_.empty() && timers_.begin()->first <= now) {
-        TimerNode* t = timers_.begin()->second;
-        timers_.erase(timers_.begin());
-        t->armed = false;
-        if (t->parker->claim(t->index + 1)) due.push_back(t->parker);
+  // Fires the timers that are due on this thread's heap, and with `all` on
+  // every heap (a thread with nothing to run fires the timers of one busy
+  // running a long task). The heaps claim the parkers; the winners are
+  // woken here, outside the heaps' locks.
+  void fire_timers(Worker& self, bool all) {
+    const std::int64_t next =
+        all ? earliest_deadline() : self.timers.next_deadline();
+    if (next == INT64_MAX) return;
+    const Clock::time_point now = Clock::now();
+    if (next > now.time_since_epoch().count()) return;
+    for (Worker& w : workers_) {
+      if (&w != &self && !all) continue;
+      if (w.timers.next_deadline() <= now.time_since_epoch().count()) {
+        w.timers.take_due(now, self.due);
       }
-      publish_next_deadline();
     }
-    for (Parker* p : due) p->wake();
+    for (Parker* p : self.due) p->wake();
+    self.due.clear();
   }
 
   std::coroutine_handle<> pop_global() SLUICE_EXCLUDES(global_mu_) {
@@ -256,8 +241,8 @@ class Scheduler {
     return {};
   }
 
-  std::coroutine_handle<> find_work(Worker& w) {
-    fire_timers();
+  std::coroutine_handle<> find_work(Worker& w, bool all_timers = false) {
+    fire_timers(w, all_timers);
     if (w.next) return take_next(w);
     // Every 61st look goes to the global queue first, so that work from
     // outside is not starved by busy local queues (as Go does).
@@ -294,8 +279,7 @@ class Scheduler {
       if (!w.queue.empty()) return true;
     }
     (void)self;
-    return next_deadline_.load(std::memory_order_seq_cst) <=
-           Clock::now().time_since_epoch().count();
+    return earliest_deadline() <= Clock::now().time_since_epoch().count();
   }
 
   // Before parking, look again for a few microseconds: in a stream of
@@ -306,7 +290,7 @@ class Scheduler {
     std::coroutine_handle<> h;
     for (int spin = 0; !h && spin < 8; ++spin) {
       for (int k = 0; k < 64; ++k) cpu_relax();
-      h = find_work(w);
+      h = find_work(w, true);
     }
     spinning_.fetch_sub(1, std::memory_order_seq_cst);
     return h;
@@ -318,7 +302,7 @@ class Scheduler {
     if (stopping_) return false;
     idle_.fetch_add(1, std::memory_order_seq_cst);
     if (!has_work(w)) {
-      const std::int64_t next = next_deadline_.load(std::memory_order_seq_cst);
+      const std::int64_t next = earliest_deadline();
       if (next == INT64_MAX) {
         idle_cv_.Wait(&idle_mu_);
       } else {
@@ -354,11 +338,6 @@ class Scheduler {
   std::atomic<std::uint32_t> idle_{0};
   std::atomic<std::uint32_t> spinning_{0};
   bool stopping_ SLUICE_GUARDED_BY(idle_mu_) = false;
-
-  Mutex timer_mu_;
-  std::multimap<Clock::time_point, TimerNode*> timers_
-      SLUICE_GUARDED_BY(timer_mu_);
-  std::atomic<std::int64_t> next_deadline_{INT64_MAX};
 };
 
 inline void schedule_on(Scheduler* s, std::coroutine_handle<> h) {
@@ -529,7 +508,7 @@ auto sleep_for(std::chrono::duration<Rep, Period> d, std::stop_token st = {}) {
     detail::Scheduler* sched = nullptr;
     struct Undo {
       Awaiter* self;
-      void operator()() const { self->sched->cancel_timer(&self->timer); }
+      void operator()() const { detail::Scheduler::cancel_timer(&self->timer); }
     };
     std::optional<std::stop_callback<detail::StopWake<Undo>>> on_stop;
 
