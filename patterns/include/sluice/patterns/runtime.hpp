@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "sluice/patterns/detail/parker.hpp"
+#include "sluice/patterns/detail/run_queue.hpp"
 #include "sluice/patterns/detail/thread_annotations.hpp"
 #include "sluice/patterns/detail/timer_heap.hpp"
 #include "sluice/patterns/mutex.hpp"
@@ -133,8 +134,7 @@ class Scheduler {
     std::uint32_t tick = 0;
     std::vector<Parker*> due;  // fire_timers' scratch; own thread only
     TimerHeap timers;
-    Mutex mu;
-    std::deque<std::coroutine_handle<>> queue SLUICE_GUARDED_BY(mu);
+    RunQueue queue;  // pushed by its own thread only
   };
 
   static Worker*& current_worker() {
@@ -146,14 +146,17 @@ class Scheduler {
     {
       MutexLock lock(&global_mu_);
       global_.push_back(h);
+      global_size_.store(global_.size(), std::memory_order_seq_cst);
     }
     wake_idle();
   }
 
+  // Requires: `w` is the calling thread's worker. A full queue overflows
+  // into the global one (as Go's runqputslow).
   void push_local(Worker& w, std::coroutine_handle<> h) {
-    {
-      MutexLock lock(&w.mu);
-      w.queue.push_back(h);
+    if (!w.queue.push(h)) {
+      push_global(h);
+      return;
     }
     wake_idle();  // another thread may steal it
   }
@@ -202,41 +205,28 @@ class Scheduler {
   }
 
   std::coroutine_handle<> pop_global() SLUICE_EXCLUDES(global_mu_) {
+    if (global_size_.load(std::memory_order_seq_cst) == 0) return {};
     MutexLock lock(&global_mu_);
     if (global_.empty()) return {};
     std::coroutine_handle<> h = global_.front();
     global_.pop_front();
+    global_size_.store(global_.size(), std::memory_order_seq_cst);
     return h;
   }
 
-  static std::coroutine_handle<> pop_local(Worker& w) {
-    MutexLock lock(&w.mu);
-    if (w.queue.empty()) return {};
-    std::coroutine_handle<> h = w.queue.front();
-    w.queue.pop_front();
-    return h;
-  }
+  static std::coroutine_handle<> pop_local(Worker& w) { return w.queue.pop(); }
 
   // Takes half of another thread's queue (its oldest tasks): runs one,
-  // keeps the rest.
+  // keeps the rest. Requires: the caller's own queue is empty (so the rest
+  // fits).
   std::coroutine_handle<> steal(Worker& self) {
+    std::coroutine_handle<> taken[RunQueue::kSize / 2];
     for (Worker& victim : workers_) {
       if (&victim == &self) continue;
-      std::vector<std::coroutine_handle<>> taken;
-      {
-        MutexLock lock(&victim.mu);
-        const std::size_t n = (victim.queue.size() + 1) / 2;
-        for (std::size_t i = 0; i < n; ++i) {
-          taken.push_back(victim.queue.front());
-          victim.queue.pop_front();
-        }
-      }
-      if (taken.empty()) continue;
-      if (taken.size() > 1) {
-        MutexLock lock(&self.mu);
-        self.queue.insert(self.queue.end(), taken.begin() + 1, taken.end());
-      }
-      return taken.front();
+      const std::uint32_t n = victim.queue.grab(taken);
+      if (n == 0) continue;
+      for (std::uint32_t i = 1; i < n; ++i) push_local(self, taken[i]);
+      return taken[0];
     }
     return {};
   }
@@ -269,14 +259,10 @@ class Scheduler {
     return other;
   }
 
-  bool has_work(Worker& self) SLUICE_EXCLUDES(global_mu_) {
-    {
-      MutexLock lock(&global_mu_);
-      if (!global_.empty()) return true;
-    }
+  bool has_work(Worker& self) {
+    if (global_size_.load(std::memory_order_seq_cst) != 0) return true;
     for (Worker& w : workers_) {
-      MutexLock lock(&w.mu);
-      if (!w.queue.empty()) return true;
+      if (w.queue.size() != 0) return true;
     }
     (void)self;
     return earliest_deadline() <= Clock::now().time_since_epoch().count();
@@ -332,6 +318,7 @@ class Scheduler {
   std::vector<Worker> workers_;
   Mutex global_mu_;
   std::deque<std::coroutine_handle<>> global_ SLUICE_GUARDED_BY(global_mu_);
+  std::atomic<std::size_t> global_size_{0};  // global_.size(), for a peek
 
   Mutex idle_mu_;
   CondVar idle_cv_;

@@ -216,12 +216,24 @@ struct RoundEnd {
   std::size_t result = kStopped;
 };
 
+// True if `who` is a case whose node its waker removed from the queue (a
+// channel operation, not a stop or the timeout).
+inline bool claimed_from_a_queue(std::uint32_t who, const WaitPlan& plan) {
+  if (who == Parker::kCancelled || who == Parker::kUnclaimed) return false;
+  return static_cast<int>(who - 1) != plan.timeout_index;
+}
+
 // After the owner was woken (or claimed its own parker): takes its nodes
 // out of every queue and decides. `notified` tracks a buffered wake-up not
 // yet used.
 inline RoundEnd after_wake(WaitPlan& plan, Parker& parker, int& notified) {
-  dequeue_all(plan);
   const std::uint32_t who = parker.claimed_by();
+  // A peer or a buffered waker that claimed us took our node out of its
+  // queue itself (WaitList::claim_first): a single-case wait has nothing
+  // left to dequeue, and skips taking the channel's lock again.
+  if (!claimed_from_a_queue(who, plan) || plan.cases.size() > 1) {
+    dequeue_all(plan);
+  }
   if (who == Parker::kCancelled) {
     if (notified >= 0)
       plan.cases[static_cast<std::size_t>(notified)]->pass_on();
@@ -271,6 +283,7 @@ inline std::size_t wait_thread(WaitPlan& plan, const std::stop_token& st) {
     return static_cast<std::size_t>(c);
   }
   Parker parker;
+  parker.reset();  // builds its thread side before a stop can wake it
   std::optional<std::stop_callback<ClaimOnStop>> on_stop;
   if (st.stop_possible()) on_stop.emplace(st, ClaimOnStop{&parker});
   int notified = -1;
