@@ -819,31 +819,6 @@ class RecvOp final : public CaseBase {
   bool popped_ = false;
 };
 
-// The slow path shared by both awaiters: one operation waited on by the
-// wait_task coroutine, which the awaiting task awaits as it would any Task.
-// Lives inside the awaiter, so inside the awaiting coroutine's frame.
-class OneCaseWait {
- public:
-  OneCaseWait() = default;
-  OneCaseWait(const OneCaseWait&) = delete;
-  OneCaseWait& operator=(const OneCaseWait&) = delete;
-
-  // Starts waiting on `op`; true if the task must stay suspended.
-  bool suspend(CaseBase* op, std::stop_token st, std::coroutine_handle<> h) {
-    cases_[0] = op;
-    wait_ = wait_task(WaitPlan{cases_, nodes_, -1, -1, std::nullopt},
-                      std::move(st));
-    return wait_.operator co_await().await_suspend(h);
-  }
-  // After the wait: 0 if the operation took effect, kStopped if not.
-  std::size_t result() { return wait_.operator co_await().await_resume(); }
-
- private:
-  CaseBase* cases_[1] = {};
-  WaitNode nodes_[1];
-  Task<std::size_t> wait_;
-};
-
 // What Channel<T>::async_send returns. Not copyable or movable: awaited
 // where it is made.
 template <class T>

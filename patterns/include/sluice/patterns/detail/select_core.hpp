@@ -101,7 +101,7 @@ class PlanLocks {
       Mutex* m = c->mutex();
       if (std::find(mus_, mus_ + n_, m) == mus_ + n_) mus_[n_++] = m;
     }
-    std::sort(mus_, mus_ + n_, std::less<Mutex*>());
+    if (n_ > 1) std::sort(mus_, mus_ + n_, std::less<Mutex*>());
     for (std::size_t i = 0; i < n_; ++i) mus_[i]->Lock();
   }
   PlanLocks(const PlanLocks&) = delete;
@@ -115,7 +115,7 @@ class PlanLocks {
   static constexpr std::size_t kMaxCases = 64;
 
  private:
-  Mutex* mus_[kMaxCases] = {};
+  Mutex* mus_[kMaxCases];  // the first n_ are set (not zeroed: hot path)
   std::size_t n_ = 0;
 };
 
@@ -365,6 +365,77 @@ inline Task<std::size_t> wait_task(WaitPlan plan, std::stop_token st) {
   if (timer_added) sched.cancel_timer(&timer);
   co_return result;
 }
+
+// The wait of one channel operation that could not complete at once
+// (Channel's async_send / async_recv awaiters), living inside the awaiter,
+// so inside the awaiting coroutine's frame. On an unbuffered channel a
+// wait ends with the first claim (a peer's hand-off, close, or a stop), so
+// the awaiter itself suspends and the waker resumes the awaiting task
+// directly: no coroutine frame of its own. A buffered channel's wake-up
+// only says "poll again", which may have to suspend again, so that wait
+// runs in a wait_task coroutine. Thread-safety: used by its task only.
+class OneCaseWait {
+ public:
+  OneCaseWait() = default;
+  OneCaseWait(const OneCaseWait&) = delete;
+  OneCaseWait& operator=(const OneCaseWait&) = delete;
+
+  // Starts waiting on `op` for the task `h`; true if the task must stay
+  // suspended (it is resumed when the wait ends), false to go on at once.
+  bool suspend(CaseBase* op, std::stop_token st, std::coroutine_handle<> h) {
+    cases_[0] = op;
+    if (op->rendezvous()) return suspend_direct(std::move(st), h);
+    wait_ = wait_task(plan(), std::move(st));
+    return wait_.operator co_await().await_suspend(h);
+  }
+
+  // After the task went on: 0 if the operation took effect (or found the
+  // channel closed), kStopped if it was stopped first.
+  std::size_t result() {
+    if (!direct_) return wait_.operator co_await().await_resume();
+    if (parked_) {
+      WaitPlan p = plan();
+      int notified = -1;
+      result_ = after_wake(p, parker_, notified).result;  // always done
+      parked_ = false;
+    }
+    return result_;
+  }
+
+ private:
+  WaitPlan plan() { return WaitPlan{cases_, nodes_, -1, -1, std::nullopt}; }
+
+  bool suspend_direct(std::stop_token st, std::coroutine_handle<> h) {
+    direct_ = true;
+    st_ = std::move(st);
+    if (st_.stop_requested()) return false;  // result_ is kStopped
+    parker_.set_task(&current_scheduler(), h);
+    parker_.reset();
+    if (st_.stop_possible()) on_stop_.emplace(st_, ClaimOnStop{&parker_});
+    WaitPlan p = plan();
+    const int chosen = poll_round(p, parker_, true);
+    if (chosen != kMustWait) {
+      result_ = static_cast<std::size_t>(chosen);
+      return false;
+    }
+    parked_ = true;
+    if (claim_if_over(p, parker_, st_)) return false;
+    return parker_.arm();
+  }
+
+  CaseBase* cases_[1] = {};
+  WaitNode nodes_[1];
+  Task<std::size_t> wait_;  // buffered channels
+  // Unbuffered channels. The stop callback is declared last: it is
+  // destroyed first, waiting out a callback still running on another
+  // thread before the parker it claims goes away.
+  bool direct_ = false;
+  bool parked_ = false;
+  std::size_t result_ = kStopped;
+  std::stop_token st_;
+  Parker parker_;
+  std::optional<std::stop_callback<ClaimOnStop>> on_stop_;
+};
 
 }  // namespace sluice::detail
 
