@@ -166,28 +166,73 @@ std::size_t select_thread(std::index_sequence<I...> seq,
   return chosen;
 }
 
-template <class... Specs, std::size_t... I>
-Task<std::size_t> select_task(std::index_sequence<I...> seq,
-                              Clock::time_point start, std::stop_token st,
-                              Specs... specs) {
-  std::tuple<CaseOp<Specs>...> ops(specs...);
-  CaseBase* cases[] = {std::get<I>(ops).base()...};
-  WaitNode nodes[sizeof...(Specs)];
-  WaitPlan plan = make_plan(cases, nodes, specs...);
-  // The timeout counts from the async_select call, not from the first
-  // resumption of this (lazily started) coroutine.
-  if (plan.deadline) *plan.deadline -= Clock::now() - start;
-  // A case ready at once needs no waiting coroutine (wait_task's frame).
-  std::size_t chosen = kStopped;
-  if (st.stop_requested()) co_return chosen;
-  if (const int c = poll_unlocked(plan); c >= 0) {
-    chosen = static_cast<std::size_t>(c);
-  } else {
-    chosen = co_await wait_task(plan, std::move(st));
+// What async_select returns: the select's cases and their operation state,
+// inside the awaiting coroutine's frame. A select that can finish at once
+// (a case ready, or on_default) does so in await_ready, with no coroutine
+// frame; only one that must wait runs a wait_task. Not copyable or movable:
+// awaited where it is made.
+template <class... Specs>
+class [[nodiscard]] SelectAwaiter {
+ public:
+  SelectAwaiter(Clock::time_point start, std::stop_token st, Specs... specs)
+      : SelectAwaiter(std::index_sequence_for<Specs...>{}, start,
+                      std::move(st), std::move(specs)...) {}
+  SelectAwaiter(const SelectAwaiter&) = delete;
+  SelectAwaiter& operator=(const SelectAwaiter&) = delete;
+
+  bool await_ready() {
+    if (st_.stop_requested()) return true;  // chosen_ is kStopped
+    if (const int c = poll_unlocked(plan_); c >= 0) return chose(c);
+    if (plan_.default_index < 0) return false;
+    Parker unused;  // a round that may not block never parks
+    const int c = poll_round(plan_, unused, false);
+    return chose(c >= 0 ? c : plan_.default_index);
   }
-  run_chosen(chosen, ops, seq, specs...);
-  co_return chosen;
-}
+  bool await_suspend(std::coroutine_handle<> h) {
+    waited_ = true;
+    wait_ = wait_task(plan_, std::move(st_));
+    return wait_.operator co_await().await_suspend(h);
+  }
+  // Runs the chosen case's handler; returns its position (or kStopped).
+  std::size_t await_resume() {
+    if (waited_) chosen_ = wait_.operator co_await().await_resume();
+    std::apply(
+        [this](auto&... specs) {
+          run_chosen(chosen_, ops_, std::index_sequence_for<Specs...>{},
+                     specs...);
+        },
+        specs_);
+    return chosen_;
+  }
+
+ private:
+  template <std::size_t... I>
+  SelectAwaiter(std::index_sequence<I...> /*unused*/, Clock::time_point start,
+                std::stop_token st, Specs... specs)
+      : st_(std::move(st)),
+        specs_(std::move(specs)...),
+        ops_(std::get<I>(specs_)...),
+        cases_{std::get<I>(ops_).base()...},
+        plan_(make_plan(cases_, nodes_, std::get<I>(specs_)...)) {
+    // The timeout counts from the async_select call.
+    if (plan_.deadline) *plan_.deadline -= Clock::now() - start;
+  }
+
+  bool chose(int c) {
+    chosen_ = static_cast<std::size_t>(c);
+    return true;
+  }
+
+  std::stop_token st_;
+  std::tuple<Specs...> specs_;
+  std::tuple<CaseOp<Specs>...> ops_;  // point into specs_
+  CaseBase* cases_[sizeof...(Specs)];
+  WaitNode nodes_[sizeof...(Specs)];
+  WaitPlan plan_;
+  std::size_t chosen_ = kStopped;
+  bool waited_ = false;
+  Task<std::size_t> wait_;
+};
 
 }  // namespace detail
 
@@ -232,19 +277,20 @@ std::size_t select(Specs... specs) {
   return select(std::stop_token{}, std::move(specs)...);
 }
 
-// The task form: `co_await async_select(...)`. Only inside a task.
+// The task form: `co_await async_select(...)` yields the position, as
+// select() returns it. Only inside a task.
 template <class... Specs>
-Task<std::size_t> async_select(std::stop_token st, Specs... specs) {
+detail::SelectAwaiter<Specs...> async_select(std::stop_token st,
+                                             Specs... specs) {
   detail::check_cases<Specs...>();
   // The clock is read only for a timeout (a vDSO call per select adds up).
   constexpr bool kTimed = (detail::kIsTimeout<Specs> || ...);
-  return detail::select_task(
-      std::index_sequence_for<Specs...>{},
+  return detail::SelectAwaiter<Specs...>(
       kTimed ? detail::Clock::now() : detail::Clock::time_point{},
       std::move(st), std::move(specs)...);
 }
 template <class... Specs>
-Task<std::size_t> async_select(Specs... specs) {
+detail::SelectAwaiter<Specs...> async_select(Specs... specs) {
   return async_select(std::stop_token{}, std::move(specs)...);
 }
 
