@@ -213,6 +213,33 @@ TEST_P(RuntimeTest, ATimerFiresWhileItsThreadIsBusy) {
   EXPECT_FALSE(busy_ended_first.load());
 }
 
+// Tasks queued on one thread reach every parked thread: a thread that
+// steals some and leaves more queued wakes the next one. Each task here
+// holds its thread until all of them run at once.
+TEST_P(RuntimeTest, QueuedWorkWakesEveryParkedThread) {
+  const int n = static_cast<int>(threads());
+  std::atomic<int> running{0};
+  std::atomic<bool> all_ran_at_once{false};
+  Runtime rt(threads());
+  std::this_thread::sleep_for(test::kSettle);  // let every thread park
+  rt.spawn([&]() -> Task<> {
+    for (int i = 0; i < n; ++i) {
+      rt.spawn([&]() -> Task<> {
+        running.fetch_add(1);
+        const auto give_up = Clock::now() + test::kDeadline;
+        while (running.load() < n && Clock::now() < give_up) {
+          std::this_thread::yield();
+        }
+        if (running.load() >= n) all_ran_at_once = true;
+        co_return;
+      });
+    }
+    co_return;
+  });
+  rt.wait();
+  EXPECT_TRUE(all_ran_at_once.load());
+}
+
 TEST(TimerHeapTest, TakesDueTimersInDeadlineOrderAndSkipsCancelled) {
   constexpr int kTimers = 1000;
   std::vector<detail::Parker> parkers(kTimers);

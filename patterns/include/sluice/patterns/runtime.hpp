@@ -110,8 +110,10 @@ class Scheduler {
     Worker* w = current_worker();
     TimerHeap& heap =
         w != nullptr && w->owner == this ? w->timers : workers_[0].timers;
-    // A parked thread may be sleeping until a later deadline.
-    if (heap.add(t)) wake_idle();
+    // A parked thread may be sleeping until a later deadline, and a thread
+    // spinning now may find other work and not come back to fire this one:
+    // tell a parked thread even while another spins.
+    if (heap.add(t)) signal_parked();
   }
 
   // Removes `t` if it has not fired. Call only after claiming its parker.
@@ -168,10 +170,22 @@ class Scheduler {
   // waking a parked one too (a futex wake, then a futex sleep when it finds
   // nothing) is what Go's wakep() avoids with nmspinning.
   void wake_idle() SLUICE_EXCLUDES(idle_mu_) {
-    if (idle_.load(std::memory_order_seq_cst) == 0) return;
     if (spinning_.load(std::memory_order_seq_cst) != 0) return;
+    signal_parked();
+  }
+
+  // Wakes one parked thread, if any, whether or not another is spinning.
+  void signal_parked() SLUICE_EXCLUDES(idle_mu_) {
+    if (idle_.load(std::memory_order_seq_cst) == 0) return;
     MutexLock lock(&idle_mu_);
     idle_cv_.Signal();
+  }
+
+  // Work is queued somewhere (a snapshot).
+  bool work_queued() const {
+    if (global_size_.load(std::memory_order_seq_cst) != 0) return true;
+    return std::any_of(workers_.begin(), workers_.end(),
+                       [](const Worker& w) { return w.queue.size() != 0; });
   }
 
   // The earliest deadline over every thread's heap (Clock ticks), or
@@ -251,6 +265,8 @@ class Scheduler {
   // queueing it would only wake another thread to steal it.
   std::coroutine_handle<> take_next(Worker& w) {
     if (++w.next_streak < 64) return std::exchange(w.next, {});
+    // (The streak is not reset when a chain ends: a new chain may give way
+    // a little early, which only costs it a turn in the queue.)
     w.next_streak = 0;
     std::coroutine_handle<> other = pop_local(w);
     if (!other) other = pop_global();
@@ -259,13 +275,9 @@ class Scheduler {
     return other;
   }
 
-  bool has_work(Worker& self) {
-    if (global_size_.load(std::memory_order_seq_cst) != 0) return true;
-    for (Worker& w : workers_) {
-      if (w.queue.size() != 0) return true;
-    }
-    (void)self;
-    return earliest_deadline() <= Clock::now().time_since_epoch().count();
+  bool has_work() const {
+    return work_queued() ||
+           earliest_deadline() <= Clock::now().time_since_epoch().count();
   }
 
   // Before parking, look again for a few microseconds: in a stream of
@@ -273,21 +285,26 @@ class Scheduler {
   // spinning_, so that pushers do not wake a parked thread meanwhile.
   std::coroutine_handle<> spin_for_work(Worker& w) {
     spinning_.fetch_add(1, std::memory_order_seq_cst);
-    std::coroutine_handle<> h;
+    std::coroutine_handle<> h = find_work(w, true);
     for (int spin = 0; !h && spin < 8; ++spin) {
       for (int k = 0; k < 64; ++k) cpu_relax();
       h = find_work(w, true);
     }
-    spinning_.fetch_sub(1, std::memory_order_seq_cst);
+    // Pushes made while we spun woke nobody, counting on us. If we found
+    // work and were the last spinner, whatever else is queued (the rest of
+    // a steal, timers fired in the spin) would wait for a busy thread:
+    // wake a parked one to take it (Go's resetspinning).
+    const bool last = spinning_.fetch_sub(1, std::memory_order_seq_cst) == 1;
+    if (h && last && work_queued()) signal_parked();
     return h;
   }
 
   // Sleeps until work may be there. False once the scheduler stops.
-  bool park(Worker& w) SLUICE_EXCLUDES(idle_mu_) {
+  bool park() SLUICE_EXCLUDES(idle_mu_) {
     MutexLock lock(&idle_mu_);
     if (stopping_) return false;
     idle_.fetch_add(1, std::memory_order_seq_cst);
-    if (!has_work(w)) {
+    if (!has_work()) {
       const std::int64_t next = earliest_deadline();
       if (next == INT64_MAX) {
         idle_cv_.Wait(&idle_mu_);
@@ -303,14 +320,20 @@ class Scheduler {
     Worker& w = workers_[i];
     w.owner = this;
     current_worker() = &w;
+    // A thread woken from park() looks for work as a spinner (Go's wakep
+    // starts a spinning M): if it finds some and more is queued, it wakes
+    // the next parked thread in turn, so a burst of work reaches them all.
+    bool woken = false;
     for (;;) {
-      std::coroutine_handle<> h = find_work(w);
-      if (!h) h = spin_for_work(w);
+      std::coroutine_handle<> h = woken ? spin_for_work(w) : find_work(w);
+      if (!h && !woken) h = spin_for_work(w);
+      woken = false;
       if (h) {
         h.resume();
         continue;
       }
-      if (!park(w)) break;
+      if (!park()) break;
+      woken = true;
     }
     current_worker() = nullptr;
   }
