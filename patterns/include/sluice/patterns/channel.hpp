@@ -51,8 +51,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstddef>
 #include <coroutine>
+#include <cstddef>
 #include <cstdint>
 #include <iterator>
 #include <memory>
@@ -138,10 +138,7 @@ class Channel {
       detail::SendOp<T> op(this, &value);
       return try_op(op) && op.sent();
     }
-    std::uint64_t pos = 0;
-    if (push(value, pos) != Status::kOk) return false;
-    not_empty_.wake_one();
-    return true;
+    return push_and_wake(value) == Status::kOk;
   }
 
   // Like send, but gives up after `timeout` (returning false). Moves from
@@ -202,7 +199,7 @@ class Channel {
       return op.take();
     }
     std::optional<T> out;
-    if (pop(out) == Status::kOk) after_pop(1);
+    pop_and_wake(out);
     return out;
   }
 
@@ -436,6 +433,20 @@ class Channel {
     }
   }
 
+  // push() or pop() with the wake-up that follows a success: a receiver
+  // waiting for a value, or a sender waiting for room.
+  Status push_and_wake(T& value) {
+    std::uint64_t pos = 0;
+    const Status s = push(value, pos);
+    if (s == Status::kOk) not_empty_.wake_one();
+    return s;
+  }
+  Status pop_and_wake(std::optional<T>& out) {
+    const Status s = pop(out);
+    if (s == Status::kOk) after_pop(1);
+    return s;
+  }
+
   // After `freed` slots were freed.
   void wake_senders(std::size_t freed) {
     if (freed > 1) {
@@ -592,12 +603,8 @@ class Channel {
     if (!rendezvous()) {
       detail::Backoff backoff;
       for (;;) {
-        std::uint64_t pos = 0;
-        const Status s = push(value, pos);
-        if (s == Status::kOk) {
-          not_empty_.wake_one();
-          return true;
-        }
+        const Status s = push_and_wake(value);
+        if (s == Status::kOk) return true;
         if (s == Status::kClosed) return false;
         if (!backoff.wait()) break;
         if (backoff.yielding() && (st.stop_requested() || expired(deadline))) {
@@ -614,11 +621,8 @@ class Channel {
     if (!rendezvous()) {
       detail::Backoff backoff;
       for (;;) {
-        const Status s = pop(out);
-        if (s == Status::kOk) {
-          after_pop(1);
-          return out;
-        }
+        const Status s = pop_and_wake(out);
+        if (s == Status::kOk) return out;
         if (s == Status::kClosed) return out;
         if (!backoff.wait()) break;
         if (backoff.yielding() && (st.stop_requested() || expired(deadline))) {
@@ -832,12 +836,8 @@ class [[nodiscard]] SendAwaiter {
   bool await_ready() {
     if (st_.stop_requested()) return done(false);
     if (ch_->rendezvous()) return false;
-    std::uint64_t pos = 0;
-    const auto s = ch_->push(value_, pos);
-    if (s == Channel<T>::Status::kOk) {
-      ch_->not_empty_.wake_one();
-      return done(true);
-    }
+    const auto s = ch_->push_and_wake(value_);
+    if (s == Channel<T>::Status::kOk) return done(true);
     return s == Channel<T>::Status::kClosed && done(false);
   }
   bool await_suspend(std::coroutine_handle<> h) {
@@ -877,9 +877,7 @@ class [[nodiscard]] RecvAwaiter {
   bool await_ready() {
     if (st_.stop_requested()) return true;
     if (ch_->rendezvous()) return false;
-    const auto s = ch_->pop(value_);
-    if (s == Channel<T>::Status::kOk) ch_->after_pop(1);
-    return s != Channel<T>::Status::kEmpty;
+    return ch_->pop_and_wake(value_) != Channel<T>::Status::kEmpty;
   }
   bool await_suspend(std::coroutine_handle<> h) {
     suspended_ = true;

@@ -325,8 +325,9 @@ class Scheduler {
     // the next parked thread in turn, so a burst of work reaches them all.
     bool woken = false;
     for (;;) {
-      std::coroutine_handle<> h = woken ? spin_for_work(w) : find_work(w);
-      if (!h && !woken) h = spin_for_work(w);
+      std::coroutine_handle<> h =
+          woken ? std::coroutine_handle<>{} : find_work(w);
+      if (!h) h = spin_for_work(w);
       woken = false;
       if (h) {
         h.resume();

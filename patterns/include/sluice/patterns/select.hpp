@@ -175,8 +175,8 @@ template <class... Specs>
 class [[nodiscard]] SelectAwaiter {
  public:
   SelectAwaiter(Clock::time_point start, std::stop_token st, Specs... specs)
-      : SelectAwaiter(std::index_sequence_for<Specs...>{}, start,
-                      std::move(st), std::move(specs)...) {}
+      : SelectAwaiter(std::index_sequence_for<Specs...>{}, start, std::move(st),
+                      std::move(specs)...) {}
   SelectAwaiter(const SelectAwaiter&) = delete;
   SelectAwaiter& operator=(const SelectAwaiter&) = delete;
 

@@ -60,8 +60,8 @@ class Parker {
 
   // Makes the parker ready for another wait. A thread parker must be reset
   // once before anyone else can reach it (a stop callback, a queue): that
-  // builds its thread side. Requires: the previous wait ended (its claim winner has
-  // called wake(), or the owner claimed it itself). The claim word goes
+  // builds its thread side. Requires: the previous wait ended (its claim winner
+  // has called wake(), or the owner claimed it itself). The claim word goes
   // last: a stop callback or timer may claim again as soon as it is clear.
   void reset() {
     if (sched_ == nullptr) {
@@ -154,8 +154,9 @@ class Parker {
   Scheduler* sched_ = nullptr;
   std::coroutine_handle<> handle_;
   std::atomic<std::uint32_t> gate_{0};
-  // Thread owners only (a task's wait never builds it: a mutex and a
-  // condition variable made and destroyed per wait cost a task ~5 %).
+  // Thread owners only. A task's wait never builds it: building and
+  // destroying them per wait put 5 % of W3's (tasks) samples in
+  // pthread_cond_destroy alone.
   std::optional<ThreadSide> thread_;
 };
 

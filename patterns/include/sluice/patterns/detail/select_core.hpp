@@ -119,6 +119,20 @@ class PlanLocks {
   std::size_t n_ = 0;
 };
 
+// Fills `order` with the positions of the plan's channel cases in a
+// uniformly random order (inside-out Fisher-Yates); returns how many.
+inline std::uint32_t random_order(const WaitPlan& plan, std::uint32_t* order) {
+  std::uint32_t live = 0;
+  for (std::uint32_t i = 0; i < plan.cases.size(); ++i) {
+    if (plan.cases[i] == nullptr) continue;
+    const std::uint32_t j = random_below(live + 1);
+    order[live] = order[j];
+    order[j] = i;
+    ++live;
+  }
+  return live;
+}
+
 // Outcome of one round.
 inline constexpr int kMustWait = -1;   // enqueued everywhere: sleep now
 inline constexpr int kNoneReady = -2;  // nothing ready and may not block
@@ -127,8 +141,6 @@ inline constexpr int kNoneReady = -2;  // nothing ready and may not block
 // kMustWait / kNoneReady.
 inline int poll_round(WaitPlan& plan, Parker& parker, bool may_block) {
   const auto n = static_cast<std::uint32_t>(plan.cases.size());
-  std::uint32_t order[PlanLocks::kMaxCases];
-  std::uint32_t live = 0;
   PlanLocks locks(plan);
   for (std::uint32_t i = 0; i < n; ++i) {
     CaseBase* c = plan.cases[i];
@@ -137,12 +149,9 @@ inline int poll_round(WaitPlan& plan, Parker& parker, bool may_block) {
     plan.nodes[i].parker = &parker;
     plan.nodes[i].index = i;
     if (!c->rendezvous()) c->enqueue(&plan.nodes[i]);
-    // Inside-out Fisher-Yates: a uniformly random poll order.
-    const std::uint32_t j = random_below(live + 1);
-    order[live] = order[j];
-    order[j] = i;
-    ++live;
   }
+  std::uint32_t order[PlanLocks::kMaxCases];
+  const std::uint32_t live = random_order(plan, order);
   int chosen = kNoneReady;
   for (std::uint32_t k = 0; k < live; ++k) {
     if (plan.cases[order[k]]->poll()) {
@@ -173,18 +182,11 @@ inline int poll_round(WaitPlan& plan, Parker& parker, bool may_block) {
 // kNoneReady (also whenever a case is on an unbuffered channel, whose
 // queues only the locked round may touch).
 inline int poll_unlocked(WaitPlan& plan) {
-  const auto n = static_cast<std::uint32_t>(plan.cases.size());
-  std::uint32_t order[PlanLocks::kMaxCases];
-  std::uint32_t live = 0;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    CaseBase* c = plan.cases[i];
-    if (c == nullptr) continue;
-    if (c->rendezvous()) return kNoneReady;
-    const std::uint32_t j = random_below(live + 1);
-    order[live] = order[j];
-    order[j] = i;
-    ++live;
+  for (CaseBase* c : plan.cases) {
+    if (c != nullptr && c->rendezvous()) return kNoneReady;
   }
+  std::uint32_t order[PlanLocks::kMaxCases];
+  const std::uint32_t live = random_order(plan, order);
   for (std::uint32_t k = 0; k < live; ++k) {
     CaseBase* c = plan.cases[order[k]];
     if (c->poll()) {
